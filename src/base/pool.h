@@ -1,0 +1,15 @@
+/* pool.h: spine's thread pool (internal side). One parallel region at a time per pool:
+ * spine_pool_run hands out task indices 0..ntasks-1 to the pool's threads, the caller included,
+ * and returns when all are done. Workers spin briefly before sleeping, so back-to-back regions
+ * (a batch-1 inference has two) cost microseconds, not a futex round trip each. */
+#ifndef SPINE_POOL_H
+#define SPINE_POOL_H
+
+#include "base.h"
+
+typedef void (*spine_task_fn)(void *arg, int task, int thread);
+
+/* pool may be NULL: the tasks then run on the caller, in order. */
+void spine_pool_run(spine_pool *pool, int ntasks, spine_task_fn fn, void *arg);
+
+#endif

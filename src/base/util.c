@@ -1,0 +1,167 @@
+/* util.c: aligned allocation, the growable buffer, whole-file read and atomic write, time. */
+#include "base.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void *spine_alloc_aligned(size_t bytes) {
+    if (bytes == 0) return NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded < bytes) return NULL;
+    return aligned_alloc(64, rounded);
+}
+
+void spine_free_aligned(void *p) { free(p); }
+
+static bool buf_reserve(spine_buf *b, size_t extra) {
+    if (b->failed) return false;
+    size_t need;
+    if (!spine_add_size(b->len, extra, &need) || !spine_add_size(need, 1, &need)) {
+        b->failed = true;
+        return false;
+    }
+    if (need <= b->cap) return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) {
+        if (cap > SIZE_MAX / 2) {
+            cap = need;
+            break;
+        }
+        cap *= 2;
+    }
+    char *p = realloc(b->data, cap);
+    if (!p) {
+        b->failed = true;
+        return false;
+    }
+    b->data = p;
+    b->cap = cap;
+    return true;
+}
+
+void spine_buf_append(spine_buf *b, const void *p, size_t n) {
+    if (!buf_reserve(b, n)) return;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+
+void spine_buf_puts(spine_buf *b, const char *s) { spine_buf_append(b, s, strlen(s)); }
+
+void spine_buf_printf(spine_buf *b, const char *fmt, ...) {
+    va_list ap, ap2;
+    va_start(ap, fmt);
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !buf_reserve(b, (size_t)n)) {
+        if (n < 0) b->failed = true;
+        va_end(ap2);
+        return;
+    }
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    b->len += (size_t)n;
+}
+
+void spine_buf_free(spine_buf *b) {
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+double spine_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+uint64_t spine_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+spine_status spine_read_file(const char *path, size_t max_bytes, char **out, size_t *len,
+                             spine_error *err) {
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return spine_fail(err, SPINE_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return spine_fail(err, SPINE_ERR_IO, "%s: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return spine_fail(err, SPINE_ERR_IO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        close(fd);
+        return spine_fail(err, SPINE_ERR_LIMIT, "%s: %lld bytes, more than the limit of %zu",
+                          path, (long long)st.st_size, max_bytes);
+    }
+    size_t n = (size_t)st.st_size;
+    char *p = malloc(n + 1);
+    if (!p) {
+        close(fd);
+        return spine_fail(err, SPINE_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n + 1);
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, p + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            free(p);
+            close(fd);
+            return spine_fail(err, SPINE_ERR_IO, "%s: read failed: %s", path, strerror(e));
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    p[n] = 0;
+    *out = p;
+    if (len) *len = n;
+    return SPINE_OK;
+}
+
+spine_status spine_write_file(const char *path, const void *data, size_t len, spine_error *err) {
+    spine_buf tmp = {0};
+    spine_buf_printf(&tmp, "%s.tmp", path);
+    if (tmp.failed) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    int fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        spine_status s = spine_fail(err, SPINE_ERR_IO, "%s: %s", tmp.data, strerror(errno));
+        spine_buf_free(&tmp);
+        return s;
+    }
+    const char *p = data;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, p + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : EIO;
+            close(fd);
+            unlink(tmp.data);
+            spine_status s = spine_fail(err, SPINE_ERR_IO, "%s: write failed: %s", tmp.data,
+                                        strerror(e));
+            spine_buf_free(&tmp);
+            return s;
+        }
+        done += (size_t)w;
+    }
+    if (close(fd) != 0 || rename(tmp.data, path) != 0) {
+        int e = errno;
+        unlink(tmp.data);
+        spine_buf_free(&tmp);
+        return spine_fail(err, SPINE_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    spine_buf_free(&tmp);
+    return SPINE_OK;
+}

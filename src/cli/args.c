@@ -1,0 +1,130 @@
+/* args.c: option parsing and progress output for the spine command line. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, int nopts, char **pos,
+              int maxpos, int *npos) {
+    *npos = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || a[1] == 0) {
+            if (*npos >= maxpos) {
+                fprintf(stderr, "spine %s: unexpected argument '%s'\n", cmd, a);
+                return 2;
+            }
+            pos[(*npos)++] = argv[i];
+            continue;
+        }
+        const char *name = a + (a[1] == '-' ? 2 : 1);
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        cli_opt *o = NULL;
+        for (int k = 0; k < nopts; k++)
+            if (strlen(opts[k].name) == nlen && strncmp(opts[k].name, name, nlen) == 0) o = &opts[k];
+        if (!o) {
+            fprintf(stderr, "spine %s: unknown option '%s' (see 'spine %s --help')\n", cmd, a, cmd);
+            return 2;
+        }
+        if (o->has_arg) {
+            if (eq) {
+                o->val = eq + 1;
+            } else if (i + 1 < argc) {
+                o->val = argv[++i];
+            } else {
+                fprintf(stderr, "spine %s: option '%s' needs a value\n", cmd, a);
+                return 2;
+            }
+        } else {
+            if (eq) {
+                fprintf(stderr, "spine %s: option '--%s' takes no value\n", cmd, o->name);
+                return 2;
+            }
+            o->val = "1";
+        }
+    }
+    return 0;
+}
+
+void cli_usage(const char *usage, const cli_opt *opts, int nopts) {
+    fprintf(stdout, "%s\n", usage);
+    for (int k = 0; k < nopts; k++)
+        fprintf(stdout, "  %s%-18s %s\n", strlen(opts[k].name) == 1 ? "-" : "--", opts[k].name,
+                opts[k].help);
+}
+
+const char *cli_get(const cli_opt *opts, int nopts, const char *name) {
+    for (int k = 0; k < nopts; k++)
+        if (strcmp(opts[k].name, name) == 0) return opts[k].val;
+    return NULL;
+}
+
+bool cli_int(const char *opt, const char *s, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "spine: %s must be an integer in [%lld, %lld], not '%s'\n", opt, lo, hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool cli_double(const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "spine: %s must be a number in [%g, %g], not '%s'\n", opt, lo, hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+int cli_int_list(const char *opt, const char *s, int *out, int max) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || v < 1 || v > (1 << 20) || n >= max || (*end && *end != ',')) {
+            fprintf(stderr, "spine: %s must be a list of up to %d integers in [1, 1048576]: '%s'\n",
+                    opt, max, s);
+            return -1;
+        }
+        out[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0) fprintf(stderr, "spine: %s is empty\n", opt);
+    return n ? n : -1;
+}
+
+void cli_progress_cb(void *arg, uint64_t done, uint64_t total) {
+    cli_progress *p = arg;
+    if (total < (64u << 20)) return; /* small jobs finish before anyone waits */
+    double now = spine_now();
+    int decile = (int)(done * 10 / (total ? total : 1));
+    bool tty = isatty(2);
+    if (done < total) {
+        if (tty && now - p->last < 0.2) return;
+        if (!tty && decile <= p->last_decile && p->started) return;
+    }
+    p->started = true;
+    p->last = now;
+    p->last_decile = decile;
+    fprintf(stderr, "%s%s: %5.1f%% (%.2f of %.2f GB)%s", tty ? "\r" : "", p->label,
+            100.0 * (double)done / (double)(total ? total : 1), (double)done / 1e9,
+            (double)total / 1e9, tty && done < total ? "" : "\n");
+    fflush(stderr);
+}
+
+void cli_print_error(const char *cmd, const spine_error *e) {
+    fprintf(stderr, "spine %s: error: %s\n", cmd, e->msg);
+}

@@ -1,0 +1,43 @@
+/* cli.h: shared pieces of the spine command line: option parsing, progress lines, the commands. */
+#ifndef SPINE_CLI_H
+#define SPINE_CLI_H
+
+#include "../base/base.h"
+
+typedef struct cli_opt {
+    const char *name; /* long name without dashes; "o" style single letters allowed */
+    bool has_arg;
+    const char *help;
+    const char *val; /* parsed value (or "1" for flags) */
+} cli_opt;
+
+/* Parse argv into opts; positional arguments are collected into pos (at most maxpos).
+ * Returns 0, or prints a message naming cmd and returns 2. */
+int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, int nopts, char **pos,
+              int maxpos, int *npos);
+void cli_usage(const char *usage, const cli_opt *opts, int nopts);
+const char *cli_get(const cli_opt *opts, int nopts, const char *name);
+/* Numeric option readers: print an error and return false on a bad value. */
+bool cli_int(const char *opt, const char *s, long long lo, long long hi, long long *out);
+bool cli_double(const char *opt, const char *s, double lo, double hi, double *out);
+/* Comma-separated positive ints ("1,16,256"). */
+int cli_int_list(const char *opt, const char *s, int *out, int max);
+
+/* A progress callback (spine_progress_fn) printing to stderr: a live line on a terminal,
+ * a line every 10% otherwise. arg is the label. */
+typedef struct cli_progress {
+    const char *label;
+    double last;
+    int last_decile;
+    bool started;
+} cli_progress;
+void cli_progress_cb(void *arg, uint64_t done, uint64_t total);
+
+void cli_print_error(const char *cmd, const spine_error *e);
+
+int cmd_model(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+
+#endif

@@ -1,0 +1,242 @@
+/* cmd_bench.c: `spine bench` (samples/s and latency percentiles of whole-model inference per
+ * batch size) and `spine demo` (the built-in default model on a sample batch). */
+#include "cli.h"
+
+#include "../kernels/kernels.h"
+#include "../model/dlrm.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define RING_BYTES ((double)(128u << 20)) /* distinct rows touched per ring: 4x a 32 MB LLC */
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const double *sorted, size_t n, double p) {
+    if (n == 0) return 0;
+    double r = p / 100.0 * (double)(n - 1);
+    size_t i = (size_t)r;
+    double f = r - (double)i;
+    return i + 1 < n ? sorted[i] * (1 - f) + sorted[i + 1] * f : sorted[i];
+}
+
+/* Load or generate the model named by --model or --preset/--rows-scale/--dtype/--seed. */
+static int bench_model(const char *cmd, cli_opt *o, int n, spine_model **m) {
+    const char *dir = cli_get(o, n, "model"), *v;
+    spine_error err = {0};
+    if (dir) {
+        if (spine_model_load(dir, m, &err)) {
+            cli_print_error(cmd, &err);
+            return 1;
+        }
+        return 0;
+    }
+    dlrm_gen_opts g = {.preset = cli_get(o, n, "preset"), .rows_scale = 1.0, .seed = 1};
+    if (!g.preset) {
+        fprintf(stderr, "spine %s: --preset or --model is required\n", cmd);
+        return 2;
+    }
+    long long x;
+    if ((v = cli_get(o, n, "rows-scale")) && !cli_double("--rows-scale", v, 1e-9, 1024, &g.rows_scale))
+        return 2;
+    if ((v = cli_get(o, n, "seed"))) {
+        if (!cli_int("--seed", v, 0, INT64_MAX, &x)) return 2;
+        g.seed = (uint64_t)x;
+    }
+    if ((v = cli_get(o, n, "dtype"))) {
+        if (spine_rowtype_parse(v, &g.rowtype) != 0) {
+            fprintf(stderr, "spine %s: --dtype must be f32, f16, int8 or int4\n", cmd);
+            return 2;
+        }
+        g.has_rowtype = 1;
+    }
+    spine_pool *pool = NULL;
+    if (spine_pool_create(2, &pool, &err)) {
+        cli_print_error(cmd, &err);
+        return 1;
+    }
+    cli_progress prog = {.label = "generating", .last_decile = -1};
+    g.pool = pool;
+    g.progress = cli_progress_cb;
+    g.progress_arg = &prog;
+    spine_status st = dlrm_gen_model(&g, m, &err);
+    spine_pool_free(pool);
+    if (st) {
+        cli_print_error(cmd, &err);
+        return 1;
+    }
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    cli_opt o[] = {
+        {"preset", true, "generate this preset in memory", NULL},
+        {"model", true, "or load this model folder", NULL},
+        {"rows-scale", true, "preset rows multiplier (default 1)", NULL},
+        {"dtype", true, "preset embedding rows: f32 | f16 | int8 | int4", NULL},
+        {"seed", true, "weights and inputs seed (default 1)", NULL},
+        {"batch", true, "batch sizes (default 1,16,256,1024)", NULL},
+        {"threads", true, "threads per inference (default 1)", NULL},
+        {"lookups", true, "indices per bag (default: the model's lookups_per_table)", NULL},
+        {"seconds", true, "measuring time per batch size (default 3)", NULL},
+        {"json", false, "one JSON object per batch size", NULL},
+        {"help", false, "this text", NULL},
+    };
+    int n = (int)SPINE_ARRAY_LEN(o), npos;
+    char *pos[1];
+    if (cli_parse("bench", argc, argv, o, n, pos, 0, &npos)) return 2;
+    if (cli_get(o, n, "help")) {
+        cli_usage("usage: spine bench --preset NAME|--model DIR [--batch 1,16,256,1024] "
+                  "[--threads N] [--json]",
+                  o, n);
+        return 0;
+    }
+    int batches[32] = {1, 16, 256, 1024}, nb = 4;
+    const char *v;
+    long long threads = 1, lookups = -1, seed = 1;
+    double seconds = 3;
+    if ((v = cli_get(o, n, "batch")) && (nb = cli_int_list("--batch", v, batches, 32)) < 0) return 2;
+    if ((v = cli_get(o, n, "threads")) && !cli_int("--threads", v, 1, 256, &threads)) return 2;
+    if ((v = cli_get(o, n, "lookups")) && !cli_int("--lookups", v, 0, 100000, &lookups)) return 2;
+    if ((v = cli_get(o, n, "seconds")) && !cli_double("--seconds", v, 0.01, 3600, &seconds)) return 2;
+    if ((v = cli_get(o, n, "seed")) && !cli_int("--seed", v, 0, INT64_MAX, &seed)) return 2;
+    bool json = cli_get(o, n, "json") != NULL;
+    spine_model *m = NULL;
+    int rc = bench_model("bench", o, n, &m);
+    if (rc) return rc;
+    const spine_model_desc *d = spine_model_describe(m);
+    if (lookups < 0) lookups = d->lookups_per_table;
+    spine_error err = {0};
+    spine_pool *pool = NULL;
+    int maxb = 1;
+    for (int i = 0; i < nb; i++) maxb = SPINE_MAX(maxb, batches[i]);
+    spine_ctx *ctx = NULL;
+    if (spine_pool_create((int)threads, &pool, &err) || spine_ctx_create(m, maxb, pool, &ctx, &err)) {
+        cli_print_error("bench", &err);
+        spine_pool_free(pool);
+        spine_model_free(m);
+        return 1;
+    }
+    double row_bytes = 0; /* bytes of rows one sample reads */
+    for (int t = 0; t < d->num_tables; t++)
+        row_bytes += (double)lookups * (double)spine_row_bytes(d->tables[t].rowtype, d->emb_dim);
+    if (!json)
+        printf("model %s: %d tables x dim %d, %s rows, %lld lookups/table, %lld thread%s, kernels %s\n"
+               "%8s %14s %10s %10s %10s %8s\n",
+               d->name, d->num_tables, d->emb_dim, spine_rowtype_name(d->tables[0].rowtype),
+               lookups, threads, threads == 1 ? "" : "s", sls_isa_name(sls_best_isa()), "batch",
+               "samples/s", "p50 ms", "p95 ms", "p99 ms", "iters");
+    spine_rng rng;
+    spine_rng_seed(&rng, (uint64_t)seed * 7919 + 17);
+    for (int bi = 0; bi < nb && !rc; bi++) {
+        int B = batches[bi];
+        int ring = (int)ceil(RING_BYTES / SPINE_MAX(1.0, row_bytes * B));
+        ring = SPINE_MAX(2, SPINE_MIN(ring, 256));
+        dlrm_inputs *in = calloc((size_t)ring, sizeof *in);
+        float *out = malloc((size_t)B * sizeof *out);
+        size_t cap = 1 << 16, nlat = 0;
+        double *lat = malloc(cap * sizeof *lat);
+        if (!in || !out || !lat) {
+            fprintf(stderr, "spine bench: out of memory\n");
+            rc = 1;
+        }
+        for (int r = 0; r < ring && !rc; r++)
+            if (dlrm_inputs_random(d, B, (int)lookups, false, &rng, &in[r], &err)) rc = 1;
+        /* warm up: touch every batch once (page faults, caches of the MLP weights) */
+        for (int r = 0; r < ring && !rc; r++)
+            if (spine_ctx_run(ctx, &in[r].batch, out, 0, &err)) rc = 1;
+        double start = spine_now(), now = start;
+        int r = 0;
+        while (!rc && (now - start < seconds || nlat < 5)) {
+            double t0 = spine_now();
+            if (spine_ctx_run(ctx, &in[r].batch, out, 0, &err)) rc = 1;
+            now = spine_now();
+            if (nlat == cap) {
+                double *nl = realloc(lat, 2 * cap * sizeof *lat);
+                if (!nl) break;
+                lat = nl;
+                cap *= 2;
+            }
+            lat[nlat++] = now - t0;
+            r = (r + 1) % ring;
+        }
+        if (rc) {
+            if (err.msg[0]) cli_print_error("bench", &err);
+        } else {
+            double total = 0;
+            for (size_t i = 0; i < nlat; i++) total += lat[i];
+            qsort(lat, nlat, sizeof *lat, cmp_double);
+            double sps = (double)B * (double)nlat / total;
+            double p50 = pct(lat, nlat, 50) * 1e3, p95 = pct(lat, nlat, 95) * 1e3,
+                   p99 = pct(lat, nlat, 99) * 1e3;
+            if (json)
+                printf("{\"bench\":\"dlrm\",\"model\":\"%s\",\"dtype\":\"%s\",\"threads\":%lld,"
+                       "\"lookups\":%lld,\"batch\":%d,\"samples_per_s\":%.1f,\"p50_ms\":%.4f,"
+                       "\"p95_ms\":%.4f,\"p99_ms\":%.4f,\"mean_ms\":%.4f,\"iters\":%zu,"
+                       "\"rows_per_s\":%.0f,\"isa\":\"%s\"}\n",
+                       d->name, spine_rowtype_name(d->tables[0].rowtype), threads, lookups, B, sps,
+                       p50, p95, p99, total / (double)nlat * 1e3, nlat,
+                       sps * (double)lookups * d->num_tables, sls_isa_name(sls_best_isa()));
+            else
+                printf("%8d %14.1f %10.4f %10.4f %10.4f %8zu\n", B, sps, p50, p95, p99, nlat);
+            fflush(stdout);
+        }
+        for (int k = 0; in && k < ring; k++) dlrm_inputs_free(&in[k]);
+        free(in);
+        free(out);
+        free(lat);
+    }
+    spine_ctx_free(ctx);
+    spine_pool_free(pool);
+    spine_model_free(m);
+    return rc;
+}
+
+int cmd_demo(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    spine_error err = {0};
+    spine_model *m = NULL;
+    spine_ctx *ctx = NULL;
+    spine_pool *pool = NULL;
+    dlrm_gen_opts g = {.preset = DLRM_DEFAULT_PRESET, .rows_scale = DLRM_DEFAULT_ROWS_SCALE,
+                       .seed = DLRM_DEFAULT_SEED};
+    printf("spine %s: generating the built-in default model (%s shape, rows x %g, seed %d)\n",
+           spine_version(), DLRM_DEFAULT_PRESET, DLRM_DEFAULT_ROWS_SCALE, DLRM_DEFAULT_SEED);
+    double t0 = spine_now();
+    if (spine_pool_create(2, &pool, &err) || (g.pool = pool, dlrm_gen_model(&g, &m, &err)) ||
+        spine_ctx_create(m, 8, pool, &ctx, &err)) {
+        cli_print_error("demo", &err);
+        spine_pool_free(pool);
+        spine_model_free(m);
+        return 1;
+    }
+    const spine_model_desc *d = spine_model_describe(m);
+    printf("model ready in %.2f s: %d dense, %d tables x %lld rows x dim %d, %.0f MB of rows\n",
+           spine_now() - t0, d->num_dense, d->num_tables, (long long)d->tables[0].rows, d->emb_dim,
+           (double)d->emb_bytes / 1e6);
+    spine_rng rng;
+    spine_rng_seed(&rng, 42);
+    dlrm_inputs in;
+    float out[8];
+    if (dlrm_inputs_random(d, 8, d->lookups_per_table, false, &rng, &in, &err) ||
+        spine_ctx_run(ctx, &in.batch, out, 0, &err)) {
+        cli_print_error("demo", &err);
+    } else {
+        double t1 = spine_now();
+        spine_ctx_run(ctx, &in.batch, out, 0, &err);
+        double dt = spine_now() - t1;
+        printf("batch of 8 samples (%d lookups per table) in %.3f ms:\n", d->lookups_per_table,
+               dt * 1e3);
+        for (int i = 0; i < 8; i++) printf("  sample %d: p(click) = %.6f\n", i, out[i]);
+    }
+    dlrm_inputs_free(&in);
+    spine_ctx_free(ctx);
+    spine_pool_free(pool);
+    spine_model_free(m);
+    return err.code ? 1 : 0;
+}

@@ -1,0 +1,54 @@
+/* kernels.h: compute kernels: pooled embedding lookups (SparseLengthsSum) for every row type,
+ * with a portable scalar reference and AVX2/FMA/F16C versions picked at run time; the dense
+ * side (GEMM through BLAS, bias+activation, the dot interaction, sigmoid).
+ * Kernels never allocate and never fail: inputs are validated before they get here. */
+#ifndef SPINE_KERNELS_H
+#define SPINE_KERNELS_H
+
+#include "../base/base.h"
+
+/* A table as kernels see it: rows of row_bytes bytes, each decoding to dim floats. */
+typedef struct sls_table {
+    const uint8_t *data;
+    int64_t rows;
+    size_t row_bytes;
+    int dim;
+    spine_rowtype rowtype;
+} sls_table;
+
+/* Pool bags (see spine_bags). The caller has checked every index and offset
+ * (spine_store_lookup does, for every store), so kernels neither branch on them nor fail. */
+typedef void (*sls_fn)(const sls_table *t, const spine_bags *b);
+
+typedef enum sls_isa { SLS_ISA_SCALAR = 0, SLS_ISA_AVX2 = 1 } sls_isa;
+
+sls_isa sls_best_isa(void);
+const char *sls_isa_name(sls_isa isa);
+/* The kernel for a row type on an ISA (NULL when that ISA is not compiled in or the CPU lacks it). */
+sls_fn sls_kernel(spine_rowtype rt, sls_isa isa);
+
+/* Row decoding (scalar), the reference every kernel is tested against. */
+void sls_decode_row(const sls_table *t, int64_t row, float *out);
+
+/* Quantization of a float row into a row type (for generators and tests). */
+void sls_encode_row(spine_rowtype rt, const float *in, int dim, uint8_t *out);
+
+/* AVX2 entry points (sls_avx2.c); only called when the CPU supports them. */
+void sls_f32_avx2(const sls_table *t, const spine_bags *b);
+void sls_f16_avx2(const sls_table *t, const spine_bags *b);
+void sls_int8_avx2(const sls_table *t, const spine_bags *b);
+void sls_int4_avx2(const sls_table *t, const spine_bags *b);
+
+/* ---- dense ---- */
+/* y[m, n] (row stride ldy) = act(x[m, k] (stride ldx) . w[n, k]^T + bias[n]). */
+typedef enum act_kind { ACT_NONE, ACT_RELU } act_kind;
+void dense_linear(int m, int n, int k, const float *x, int ldx, const float *w, const float *bias,
+                  float *y, int ldy, act_kind act);
+/* Pairwise dot products of nf feature vectors of width d (stored at stride d): the lower
+ * triangle (i > j, or i >= j with self) in row order, as facebookresearch/dlrm flattens it. */
+void dense_dot_interact(const float *feat, int nf, int d, bool self, float *out);
+float dense_sigmoid(float x);
+/* Make sure BLAS runs single-threaded inside spine's own pool. */
+void dense_init(void);
+
+#endif

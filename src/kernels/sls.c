@@ -1,0 +1,201 @@
+/* sls.c: the scalar reference SLS kernels, row encode/decode, and run-time dispatch. */
+#include "kernels.h"
+
+#include <math.h>
+
+/* Row layouts (docs/MODEL_FORMAT.md):
+ *   F32:  dim float32
+ *   F16:  dim IEEE half
+ *   INT8: dim uint8 q, float32 scale, float32 bias;       x = q * scale + bias
+ *   INT4: ceil(dim/2) bytes (element 2i in the low nibble of byte i, 2i+1 in the high),
+ *         float16 scale, float16 bias;                    x = q * scale + bias          */
+size_t spine_row_bytes(spine_rowtype t, int dim) {
+    if (dim <= 0) return 0;
+    switch (t) {
+    case SPINE_ROW_F32: return (size_t)dim * 4;
+    case SPINE_ROW_F16: return (size_t)dim * 2;
+    case SPINE_ROW_INT8: return (size_t)dim + 8;
+    case SPINE_ROW_INT4: return ((size_t)dim + 1) / 2 + 4;
+    }
+    return 0;
+}
+
+const char *spine_rowtype_name(spine_rowtype t) {
+    switch (t) {
+    case SPINE_ROW_F32: return "f32";
+    case SPINE_ROW_F16: return "f16";
+    case SPINE_ROW_INT8: return "int8";
+    case SPINE_ROW_INT4: return "int4";
+    }
+    return "?";
+}
+
+int spine_rowtype_parse(const char *s, spine_rowtype *out) {
+    static const char *names[] = {"f32", "f16", "int8", "int4"};
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (spine_rowtype)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static inline float rd_f32(const uint8_t *p) {
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+}
+static inline uint16_t rd_u16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+/* scale and bias of a quantized row */
+static inline void row_scale_bias(const sls_table *t, const uint8_t *row, float *s, float *b) {
+    if (t->rowtype == SPINE_ROW_INT8) {
+        *s = rd_f32(row + t->dim);
+        *b = rd_f32(row + t->dim + 4);
+    } else {
+        size_t nb = ((size_t)t->dim + 1) / 2;
+        *s = spine_f16_to_f32(rd_u16(row + nb));
+        *b = spine_f16_to_f32(rd_u16(row + nb + 2));
+    }
+}
+
+static inline float row_q(const sls_table *t, const uint8_t *row, int d) {
+    if (t->rowtype == SPINE_ROW_INT8) return (float)row[d];
+    uint8_t byte = row[d >> 1];
+    return (float)((d & 1) ? (byte >> 4) : (byte & 15));
+}
+
+void sls_decode_row(const sls_table *t, int64_t r, float *out) {
+    const uint8_t *row = t->data + (size_t)r * t->row_bytes;
+    switch (t->rowtype) {
+    case SPINE_ROW_F32:
+        for (int d = 0; d < t->dim; d++) out[d] = rd_f32(row + 4 * (size_t)d);
+        break;
+    case SPINE_ROW_F16:
+        for (int d = 0; d < t->dim; d++) out[d] = spine_f16_to_f32(rd_u16(row + 2 * (size_t)d));
+        break;
+    case SPINE_ROW_INT8:
+    case SPINE_ROW_INT4: {
+        float s, b;
+        row_scale_bias(t, row, &s, &b);
+        for (int d = 0; d < t->dim; d++) out[d] = row_q(t, row, d) * s + b;
+        break;
+    }
+    }
+}
+
+void sls_encode_row(spine_rowtype rt, const float *in, int dim, uint8_t *out) {
+    switch (rt) {
+    case SPINE_ROW_F32: memcpy(out, in, (size_t)dim * 4); return;
+    case SPINE_ROW_F16:
+        for (int d = 0; d < dim; d++) {
+            uint16_t h = spine_f32_to_f16(in[d]);
+            memcpy(out + 2 * (size_t)d, &h, 2);
+        }
+        return;
+    case SPINE_ROW_INT8:
+    case SPINE_ROW_INT4: {
+        float lo = in[0], hi = in[0];
+        for (int d = 1; d < dim; d++) {
+            lo = fminf(lo, in[d]);
+            hi = fmaxf(hi, in[d]);
+        }
+        int levels = rt == SPINE_ROW_INT8 ? 255 : 15;
+        float scale = (hi - lo) / (float)levels, bias = lo;
+        if (rt == SPINE_ROW_INT4) { /* store and use the fp16-rounded values */
+            uint16_t hs = spine_f32_to_f16(scale), hb = spine_f32_to_f16(bias);
+            scale = spine_f16_to_f32(hs);
+            bias = spine_f16_to_f32(hb);
+            size_t nb = ((size_t)dim + 1) / 2;
+            memset(out, 0, nb);
+            memcpy(out + nb, &hs, 2);
+            memcpy(out + nb + 2, &hb, 2);
+        } else {
+            memcpy(out + dim, &scale, 4);
+            memcpy(out + dim + 4, &bias, 4);
+        }
+        float inv = scale > 0 ? 1.0f / scale : 0.0f;
+        for (int d = 0; d < dim; d++) {
+            float q = nearbyintf((in[d] - bias) * inv);
+            q = q < 0 ? 0 : q > (float)levels ? (float)levels : q;
+            if (rt == SPINE_ROW_INT8) out[d] = (uint8_t)q;
+            else out[d >> 1] |= (uint8_t)((uint8_t)q << ((d & 1) * 4));
+        }
+        return;
+    }
+    }
+}
+
+/* The reference: decode each row to floats, accumulate in order. For quantized rows the
+ * arithmetic is arranged as the vector kernels do it: sum(w*s*q) + sum(w*b). */
+static void sls_scalar(const sls_table *t, const spine_bags *b) {
+    int dim = t->dim;
+    for (int32_t bag = 0; bag < b->nbags; bag++) {
+        float *out = b->out + (size_t)bag * b->out_stride;
+        for (int d = 0; d < dim; d++) out[d] = 0.0f;
+        float bsum = 0.0f;
+        int64_t s = b->offsets[bag], e = b->offsets[bag + 1];
+        for (int64_t p = s; p < e; p++) {
+            int64_t idx = b->indices[p];
+            float w = b->weights ? b->weights[p] : 1.0f;
+            const uint8_t *row = t->data + (size_t)idx * t->row_bytes;
+            switch (t->rowtype) {
+            case SPINE_ROW_F32:
+                for (int d = 0; d < dim; d++) out[d] = fmaf(rd_f32(row + 4 * (size_t)d), w, out[d]);
+                break;
+            case SPINE_ROW_F16:
+                for (int d = 0; d < dim; d++)
+                    out[d] = fmaf(spine_f16_to_f32(rd_u16(row + 2 * (size_t)d)), w, out[d]);
+                break;
+            case SPINE_ROW_INT8:
+            case SPINE_ROW_INT4: {
+                float sc, bi;
+                row_scale_bias(t, row, &sc, &bi);
+                float ws = w * sc;
+                for (int d = 0; d < dim; d++) out[d] = fmaf(row_q(t, row, d), ws, out[d]);
+                bsum = fmaf(w, bi, bsum);
+                break;
+            }
+            }
+        }
+        if (bsum != 0.0f)
+            for (int d = 0; d < dim; d++) out[d] += bsum;
+        if (b->pooling == SPINE_POOL_MEAN && e > s)
+            for (int d = 0; d < dim; d++) out[d] /= (float)(e - s);
+    }
+}
+
+sls_isa sls_best_isa(void) {
+#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        /* F16C has no __builtin_cpu_supports name in older compilers: every AVX2 CPU has it */
+        return SLS_ISA_AVX2;
+    }
+#endif
+    return SLS_ISA_SCALAR;
+}
+
+const char *sls_isa_name(sls_isa isa) { return isa == SLS_ISA_AVX2 ? "avx2" : "scalar"; }
+
+sls_fn sls_kernel(spine_rowtype rt, sls_isa isa) {
+    if (isa == SLS_ISA_SCALAR) return sls_scalar;
+#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+    if (isa == SLS_ISA_AVX2 && sls_best_isa() == SLS_ISA_AVX2) {
+        switch (rt) {
+        case SPINE_ROW_F32: return sls_f32_avx2;
+        case SPINE_ROW_F16: return sls_f16_avx2;
+        case SPINE_ROW_INT8: return sls_int8_avx2;
+        case SPINE_ROW_INT4: return sls_int4_avx2;
+        }
+    }
+#else
+    (void)rt;
+#endif
+    return NULL;
+}

@@ -1,0 +1,145 @@
+/* sls_avx2.c: SparseLengthsSum kernels for AVX2 + FMA + F16C, one per row type.
+ *
+ * Per bag, the row is accumulated in up to eight ymm registers (64 floats); wider rows go in
+ * blocks of 64. Rows are prefetched SLS_PF indices ahead across bag boundaries, every cache
+ * line of the row (a row that straddles a line boundary costs one line more). Quantized rows
+ * fold the weight into the scale and sum the biases apart: sum(w*(q*s+b)) = sum((w*s)*q) +
+ * sum(w*b). This file is compiled with -mavx2 -mfma -mf16c and entered only after a CPU check. */
+#include "kernels.h"
+
+#include <immintrin.h>
+
+#ifndef SLS_PF
+#define SLS_PF 16
+#endif
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE void prefetch_row(const uint8_t *p, size_t bytes) {
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, e = ((uintptr_t)p + bytes - 1) & ~(uintptr_t)63;
+    for (; a <= e; a += 64) _mm_prefetch((const char *)a, _MM_HINT_T0);
+}
+
+/* eight values starting at element 8*k */
+INLINE __m256 ld8(const int rt, const uint8_t *row, int k) {
+    switch (rt) {
+    case SPINE_ROW_F32: return _mm256_loadu_ps((const float *)(const void *)row + 8 * k);
+    case SPINE_ROW_F16:
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(row + 16 * k)));
+    case SPINE_ROW_INT8:
+        return _mm256_cvtepi32_ps(
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(row + 8 * k))));
+    default: { /* INT4: four bytes hold eight nibbles, low nibble first */
+        int32_t v;
+        memcpy(&v, row + 4 * k, 4);
+        __m128i x = _mm_cvtsi32_si128(v);
+        __m128i m = _mm_set1_epi8(0x0f);
+        __m128i lo = _mm_and_si128(x, m), hi = _mm_and_si128(_mm_srli_epi16(x, 4), m);
+        return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
+    }
+    }
+}
+
+/* one value (tails) */
+INLINE float ld1(const int rt, const uint8_t *row, int d) {
+    switch (rt) {
+    case SPINE_ROW_F32: {
+        float f;
+        memcpy(&f, row + 4 * (size_t)d, 4);
+        return f;
+    }
+    case SPINE_ROW_F16: {
+        uint16_t h;
+        memcpy(&h, row + 2 * (size_t)d, 2);
+        return _cvtsh_ss(h);
+    }
+    case SPINE_ROW_INT8: return (float)row[d];
+    default: return (float)((row[d >> 1] >> ((d & 1) * 4)) & 15);
+    }
+}
+
+INLINE void scale_bias(const int rt, const uint8_t *row, int dim, float *s, float *b) {
+    if (rt == SPINE_ROW_INT8) {
+        memcpy(s, row + dim, 4);
+        memcpy(b, row + dim + 4, 4);
+    } else {
+        uint16_t hs, hb;
+        size_t nb = ((size_t)dim + 1) / 2;
+        memcpy(&hs, row + nb, 2);
+        memcpy(&hb, row + nb + 2, 2);
+        *s = _cvtsh_ss(hs);
+        *b = _cvtsh_ss(hb);
+    }
+}
+
+/* Accumulate elements [c0, c0 + 8*NV + tail) of one bag. c0 is a multiple of 64 (8 vectors). */
+INLINE void bag_block(const int rt, const int NV, const sls_table *t, const spine_bags *b,
+                      int64_t s, int64_t e, int c0, int tail, bool prefetch, int64_t pend,
+                      float *out) {
+    const bool quant = rt == SPINE_ROW_INT8 || rt == SPINE_ROW_INT4;
+    const uint8_t *base = t->data;
+    const size_t rb = t->row_bytes;
+    const int k0 = c0 / 8;
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < NV; k++) acc[k] = _mm256_setzero_ps();
+    float tacc[8] = {0};
+    float bsum = 0.0f;
+    for (int64_t p = s; p < e; p++) {
+        if (prefetch && p + SLS_PF < pend)
+            prefetch_row(base + (size_t)b->indices[p + SLS_PF] * rb, rb);
+        const uint8_t *row = base + (size_t)b->indices[p] * rb;
+        float w = b->weights ? b->weights[p] : 1.0f;
+        if (quant) {
+            float sc, bi;
+            scale_bias(rt, row, t->dim, &sc, &bi);
+            bsum = __builtin_fmaf(w, bi, bsum);
+            w *= sc;
+        }
+        __m256 wv = _mm256_set1_ps(w);
+#pragma GCC unroll 8
+        for (int k = 0; k < NV; k++) acc[k] = _mm256_fmadd_ps(ld8(rt, row, k0 + k), wv, acc[k]);
+        for (int j = 0; j < tail; j++)
+            tacc[j] = __builtin_fmaf(ld1(rt, row, c0 + 8 * NV + j), w, tacc[j]);
+    }
+    __m256 bv = _mm256_set1_ps(bsum);
+    const bool mean = b->pooling == SPINE_POOL_MEAN && e > s;
+    __m256 nv = _mm256_set1_ps((float)(e - s));
+#pragma GCC unroll 8
+    for (int k = 0; k < NV; k++) {
+        __m256 v = quant ? _mm256_add_ps(acc[k], bv) : acc[k];
+        if (mean) v = _mm256_div_ps(v, nv);
+        _mm256_storeu_ps(out + c0 + 8 * k, v);
+    }
+    for (int j = 0; j < tail; j++) {
+        float v = quant ? tacc[j] + bsum : tacc[j];
+        if (mean) v /= (float)(e - s);
+        out[c0 + 8 * NV + j] = v;
+    }
+}
+
+INLINE void sls_generic(const int rt, const sls_table *t, const spine_bags *b) {
+    const int dim = t->dim;
+    const int64_t pend = b->offsets[b->nbags];
+    for (int32_t bag = 0; bag < b->nbags; bag++) {
+        int64_t s = b->offsets[bag], e = b->offsets[bag + 1];
+        float *out = b->out + (size_t)bag * b->out_stride;
+        for (int c0 = 0; c0 < dim; c0 += 64) {
+            int left = dim - c0;
+            int nv = left >= 64 ? 8 : left / 8;
+            int tail = left >= 64 ? 0 : left % 8;
+            bool pf = c0 == 0;
+            switch (nv) {
+#define CASE(N)                                                                                    \
+    case N: bag_block(rt, N, t, b, s, e, c0, tail, pf, pend, out); break;
+                CASE(0) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+            }
+        }
+    }
+}
+
+void sls_f32_avx2(const sls_table *t, const spine_bags *b) { sls_generic(SPINE_ROW_F32, t, b); }
+void sls_f16_avx2(const sls_table *t, const spine_bags *b) { sls_generic(SPINE_ROW_F16, t, b); }
+void sls_int8_avx2(const sls_table *t, const spine_bags *b) { sls_generic(SPINE_ROW_INT8, t, b); }
+void sls_int4_avx2(const sls_table *t, const spine_bags *b) { sls_generic(SPINE_ROW_INT4, t, b); }

@@ -1,0 +1,440 @@
+/* dlrm.c: the DLRM model: building it from a configuration and tensors (checking every
+ * tensor's name, dtype and shape), loading a model folder, per-worker contexts, and the
+ * batched forward pass: bottom MLP -> pooled lookups -> interaction -> top MLP -> sigmoid.
+ *
+ * A run has two parallel regions on the context's pool. Region 1: bottom-MLP row slices and
+ * lookup tasks (table x row chunk), all independent. Region 2: interaction + top MLP by row
+ * slice. Every task writes disjoint rows of preallocated scratch: no locks, no allocation. */
+#include "dlrm.h"
+
+#include "../base/pool.h"
+#include "../kernels/kernels.h"
+
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct layer {
+    int in, out;
+    const float *w, *b;
+} layer;
+
+struct spine_model {
+    spine_model_desc desc; /* desc.tables points at tables */
+    spine_table_desc *tables;
+    spine_tensors tensors;
+    spine_store **stores;
+    layer bot[SPINE_MAX_LAYERS], top[SPINE_MAX_LAYERS];
+    int max_width; /* widest MLP activation */
+};
+
+#define LOOKUP_CHUNK 64 /* rows per lookup task */
+
+void dlrm_tensor_name(char *buf, size_t n, const char *kind, int index, const char *what) {
+    snprintf(buf, n, "%s.%d.%s", kind, index, what);
+}
+
+static spine_status find_tensor(const spine_tensors *ts, const char *name, spine_dtype dt,
+                                int64_t d0, int64_t d1, int ndim, const spine_tensor **out,
+                                spine_error *err) {
+    const spine_tensor *t = st_find(ts, name);
+    if (!t) return spine_fail(err, SPINE_ERR_FORMAT, "missing tensor '%s'", name);
+    if (t->dtype != dt)
+        return spine_fail(err, SPINE_ERR_FORMAT, "tensor '%s' is %s, expected %s", name,
+                          spine_dtype_name(t->dtype), spine_dtype_name(dt));
+    if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
+        char got[128] = "", want[64];
+        size_t o = 0;
+        for (int i = 0; i < t->ndim && o < sizeof got - 24; i++)
+            o += (size_t)snprintf(got + o, sizeof got - o, "%s%lld", i ? ", " : "",
+                                  (long long)t->shape[i]);
+        if (ndim == 2) snprintf(want, sizeof want, "%lld, %lld", (long long)d0, (long long)d1);
+        else snprintf(want, sizeof want, "%lld", (long long)d0);
+        return spine_fail(err, SPINE_ERR_FORMAT, "tensor '%s' has shape [%s], expected [%s]", name,
+                          got, want);
+    }
+    *out = t;
+    return SPINE_OK;
+}
+
+static spine_status bind_mlp(const spine_tensors *ts, const char *kind, int in, const int *widths,
+                             int n, layer *out, int *maxw, spine_error *err) {
+    for (int i = 0; i < n; i++) {
+        char name[64];
+        const spine_tensor *w, *b;
+        dlrm_tensor_name(name, sizeof name, kind, 2 * i, "weight");
+        spine_status st = find_tensor(ts, name, SPINE_DT_F32, widths[i], in, 2, &w, err);
+        if (st) return st;
+        dlrm_tensor_name(name, sizeof name, kind, 2 * i, "bias");
+        st = find_tensor(ts, name, SPINE_DT_F32, widths[i], 0, 1, &b, err);
+        if (st) return st;
+        out[i] = (layer){in, widths[i], w->data, b->data};
+        if (widths[i] > *maxw) *maxw = widths[i];
+        in = widths[i];
+    }
+    return SPINE_OK;
+}
+
+void spine_model_free(spine_model *m) {
+    if (!m) return;
+    if (m->stores)
+        for (int t = 0; t < m->desc.num_tables; t++) spine_store_free(m->stores[t]);
+    free(m->stores);
+    free(m->tables);
+    st_free(&m->tensors);
+    free(m);
+}
+
+spine_status dlrm_model_create(dlrm_config *cfg, spine_tensors *ts, spine_model **out,
+                               spine_error *err) {
+    *out = NULL;
+    dense_init();
+    spine_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        dlrm_config_free(cfg);
+        st_free(ts);
+        return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    }
+    m->desc = *cfg;
+    m->tables = (spine_table_desc *)cfg->tables;
+    m->desc.tables = m->tables;
+    cfg->tables = NULL;
+    m->tensors = *ts;
+    memset(ts, 0, sizeof *ts);
+    const spine_model_desc *d = &m->desc;
+    spine_status st = SPINE_OK;
+    size_t expected = 2 * (size_t)(d->n_bottom + d->n_top) + (size_t)d->num_tables;
+    m->max_width = 1;
+    st = bind_mlp(&m->tensors, "bot_l", d->num_dense, d->bottom, d->n_bottom, m->bot,
+                  &m->max_width, err);
+    if (!st)
+        st = bind_mlp(&m->tensors, "top_l", d->interaction_dim, d->top, d->n_top, m->top,
+                      &m->max_width, err);
+    if (!st && !(m->stores = calloc((size_t)d->num_tables, sizeof *m->stores)))
+        st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    for (int t = 0; !st && t < d->num_tables; t++) {
+        const spine_table_desc *td = &m->tables[t];
+        char name[64];
+        dlrm_tensor_name(name, sizeof name, "emb_l", t, "weight");
+        const spine_tensor *w;
+        switch (td->rowtype) {
+        case SPINE_ROW_F32:
+            st = find_tensor(&m->tensors, name, SPINE_DT_F32, td->rows, d->emb_dim, 2, &w, err);
+            break;
+        case SPINE_ROW_F16:
+            st = find_tensor(&m->tensors, name, SPINE_DT_F16, td->rows, d->emb_dim, 2, &w, err);
+            break;
+        default:
+            st = find_tensor(&m->tensors, name, SPINE_DT_U8, td->rows,
+                             (int64_t)spine_row_bytes(td->rowtype, d->emb_dim), 2, &w, err);
+        }
+        if (!st)
+            st = spine_store_mem_create(td->name, w->data, td->rows, d->emb_dim, td->rowtype,
+                                        &m->stores[t], err);
+    }
+    if (!st && m->tensors.n != expected) {
+        for (size_t i = 0; i < m->tensors.n; i++) {
+            const char *nm = m->tensors.t[i].name;
+            bool known = false;
+            int idx;
+            char kind[8], what[8], rebuilt[64];
+            if (sscanf(nm, "%7[a-z_].%d.%7s", kind, &idx, what) == 3 && idx >= 0) {
+                snprintf(rebuilt, sizeof rebuilt, "%s.%d.%s", kind, idx, what);
+                known = strcmp(rebuilt, nm) == 0 &&
+                        ((strcmp(kind, "emb_l") == 0 && idx < d->num_tables &&
+                          strcmp(what, "weight") == 0) ||
+                         (strcmp(kind, "bot_l") == 0 && idx % 2 == 0 && idx / 2 < d->n_bottom) ||
+                         (strcmp(kind, "top_l") == 0 && idx % 2 == 0 && idx / 2 < d->n_top));
+            }
+            if (!known) {
+                st = spine_fail(err, SPINE_ERR_FORMAT, "unexpected tensor '%s'", nm);
+                break;
+            }
+        }
+        if (!st) st = spine_fail(err, SPINE_ERR_FORMAT, "unexpected extra tensors");
+    }
+    if (st) {
+        spine_model_free(m);
+        return st;
+    }
+    *out = m;
+    return SPINE_OK;
+}
+
+spine_status spine_model_load(const char *dir, spine_model **out, spine_error *err) {
+    *out = NULL;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path)
+        return spine_fail(err, SPINE_ERR_INVALID, "model path too long");
+    char *text;
+    size_t len;
+    spine_status st = spine_read_file(path, DLRM_MAX_CONFIG_BYTES, &text, &len, err);
+    if (st) return st;
+    dlrm_config cfg;
+    st = dlrm_config_parse(text, len, &cfg, err);
+    free(text);
+    if (st) {
+        spine_error_prefix(err, "%s: ", path);
+        return st;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    spine_tensors ts;
+    st = st_open(path, &ts, err);
+    if (st) {
+        dlrm_config_free(&cfg);
+        return st;
+    }
+    st = dlrm_model_create(&cfg, &ts, out, err);
+    if (st) spine_error_prefix(err, "%s: ", path);
+    return st;
+}
+
+const spine_model_desc *spine_model_describe(const spine_model *m) { return &m->desc; }
+
+spine_store *spine_model_store(const spine_model *m, int t) {
+    return t >= 0 && t < m->desc.num_tables ? m->stores[t] : NULL;
+}
+
+spine_status spine_batch_validate(const spine_model *m, const spine_batch *b, int64_t nvalues,
+                                  spine_error *err) {
+    const spine_model_desc *d = &m->desc;
+    if (b->batch < 0) return spine_fail(err, SPINE_ERR_INVALID, "negative batch size");
+    if (b->batch == 0) return nvalues == 0 ? SPINE_OK
+                                           : spine_fail(err, SPINE_ERR_INVALID,
+                                                        "an empty batch with %lld values",
+                                                        (long long)nvalues);
+    if (!b->dense || !b->lengths || (nvalues > 0 && !b->values))
+        return spine_fail(err, SPINE_ERR_INVALID, "batch is missing dense, lengths or values");
+    int64_t total = 0;
+    for (int t = 0; t < d->num_tables; t++) {
+        int64_t tsum = 0;
+        for (int32_t i = 0; i < b->batch; i++) {
+            int32_t l = b->lengths[(size_t)t * (size_t)b->batch + (size_t)i];
+            if (l < 0)
+                return spine_fail(err, SPINE_ERR_INVALID, "lengths[%d][%d] = %d is negative", t, i,
+                                  l);
+            tsum += l;
+        }
+        if (b->weights && tsum > 0 && m->tables[t].pooling == SPINE_POOL_MEAN)
+            return spine_fail(err, SPINE_ERR_INVALID,
+                              "table '%s' uses mean pooling: per-value weights need sum pooling",
+                              m->tables[t].name);
+        total += tsum;
+    }
+    if (total != nvalues)
+        return spine_fail(err, SPINE_ERR_INVALID, "lengths sum to %lld but %lld values were given",
+                          (long long)total, (long long)nvalues);
+    return SPINE_OK;
+}
+
+/* ---- contexts and the forward pass ---- */
+
+struct spine_ctx {
+    const spine_model *m;
+    spine_pool *pool;
+    int max_batch, nthreads;
+    float *act[2];     /* MLP ping-pong, max_batch x max_width */
+    float *feat;       /* dot: max_batch x F x dim */
+    float *inter;      /* max_batch x interaction_dim */
+    int64_t *offsets;  /* num_tables x (max_batch + 1) */
+    int64_t *cursor;   /* num_tables: where the chunk's values start */
+    /* the chunk in flight */
+    const spine_batch *b;
+    int32_t b0, n;
+    int nslices, nchunks;
+    float *out;
+    unsigned flags;
+    atomic_int failed;
+    spine_error err;
+};
+
+void spine_ctx_free(spine_ctx *c) {
+    if (!c) return;
+    spine_free_aligned(c->act[0]);
+    spine_free_aligned(c->act[1]);
+    spine_free_aligned(c->feat);
+    spine_free_aligned(c->inter);
+    free(c->offsets);
+    free(c->cursor);
+    free(c);
+}
+
+static void *alloc_floats(size_t a, size_t b, size_t c, bool *ok) {
+    size_t n;
+    if (!spine_mul_size(a, b, &n) || !spine_mul_size(n, c, &n) || !spine_mul_size(n, 4, &n)) {
+        *ok = false;
+        return NULL;
+    }
+    void *p = spine_alloc_aligned(n ? n : 64);
+    if (!p) *ok = false;
+    return p;
+}
+
+spine_status spine_ctx_create(const spine_model *m, int max_batch, spine_pool *pool,
+                              spine_ctx **out, spine_error *err) {
+    *out = NULL;
+    if (max_batch < 1 || max_batch > (1 << 20))
+        return spine_fail(err, SPINE_ERR_INVALID, "max_batch %d outside 1..1048576", max_batch);
+    const spine_model_desc *d = &m->desc;
+    spine_ctx *c = calloc(1, sizeof *c);
+    if (!c) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    c->m = m;
+    c->pool = pool;
+    c->max_batch = max_batch;
+    c->nthreads = spine_pool_size(pool);
+    bool ok = true;
+    size_t mb = (size_t)max_batch;
+    c->act[0] = alloc_floats(mb, (size_t)m->max_width, 1, &ok);
+    c->act[1] = alloc_floats(mb, (size_t)m->max_width, 1, &ok);
+    if (d->interaction == SPINE_INTERACT_DOT)
+        c->feat = alloc_floats(mb, (size_t)d->num_tables + 1, (size_t)d->emb_dim, &ok);
+    c->inter = alloc_floats(mb, (size_t)d->interaction_dim, 1, &ok);
+    c->offsets = calloc((size_t)d->num_tables * (mb + 1), sizeof *c->offsets);
+    c->cursor = calloc((size_t)d->num_tables, sizeof *c->cursor);
+    if (!ok || !c->offsets || !c->cursor) {
+        spine_ctx_free(c);
+        return spine_fail(err, SPINE_ERR_NOMEM, "cannot allocate scratch for batch %d",
+                          max_batch);
+    }
+    *out = c;
+    return SPINE_OK;
+}
+
+static void slice_rows(const spine_ctx *c, int s, int32_t *r0, int32_t *r1) {
+    *r0 = (int32_t)((int64_t)c->n * s / c->nslices);
+    *r1 = (int32_t)((int64_t)c->n * (s + 1) / c->nslices);
+}
+
+static void run_mlp(const layer *ls, int nl, int32_t rows, const float *x, int ldx, float *act0,
+                    float *act1, int ldact, float *y, int ldy, bool last_relu) {
+    const float *in = x;
+    int ldin = ldx;
+    for (int i = 0; i < nl; i++) {
+        bool last = i == nl - 1;
+        float *o = last ? y : (i % 2 ? act1 : act0);
+        int ldo = last ? ldy : ldact;
+        dense_linear(rows, ls[i].out, ls[i].in, in, ldin, ls[i].w, ls[i].b, o, ldo,
+                     (!last || last_relu) ? ACT_RELU : ACT_NONE);
+        in = o;
+        ldin = ldo;
+    }
+}
+
+static void fail_task(spine_ctx *c, const spine_error *e) {
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&c->failed, &expected, 1)) c->err = *e;
+}
+
+static void region1(void *arg, int task, int thread) {
+    (void)thread;
+    spine_ctx *c = arg;
+    const spine_model *m = c->m;
+    const spine_model_desc *d = &m->desc;
+    const bool dot = d->interaction == SPINE_INTERACT_DOT;
+    const size_t fstride = dot ? (size_t)(d->num_tables + 1) * (size_t)d->emb_dim
+                               : (size_t)d->interaction_dim;
+    float *dst = dot ? c->feat : c->inter;
+    if (task < c->nslices) { /* bottom MLP on a row slice */
+        int32_t r0, r1;
+        slice_rows(c, task, &r0, &r1);
+        if (r1 <= r0) return;
+        size_t mw = (size_t)m->max_width;
+        run_mlp(m->bot, d->n_bottom, r1 - r0, c->b->dense + (size_t)(c->b0 + r0) * d->num_dense,
+                d->num_dense, c->act[0] + r0 * mw, c->act[1] + r0 * mw, (int)mw,
+                dst + (size_t)r0 * fstride, (int)fstride, true);
+        return;
+    }
+    task -= c->nslices;
+    int t = task / c->nchunks, ch = task % c->nchunks;
+    int32_t r0 = ch * LOOKUP_CHUNK, r1 = SPINE_MIN(c->n, r0 + LOOKUP_CHUNK);
+    size_t col = dot ? (size_t)(t + 1) * (size_t)d->emb_dim
+                     : (size_t)d->bottom[d->n_bottom - 1] + (size_t)t * (size_t)d->emb_dim;
+    spine_bags bags = {
+        .nbags = r1 - r0,
+        .offsets = c->offsets + (size_t)t * (size_t)(c->max_batch + 1) + r0,
+        .indices = c->b->values,
+        .weights = c->b->weights,
+        .pooling = m->tables[t].pooling,
+        .out = dst + (size_t)r0 * fstride + col,
+        .out_stride = fstride,
+    };
+    spine_error e;
+    if (spine_store_lookup(m->stores[t], &bags, &e) != SPINE_OK) fail_task(c, &e);
+}
+
+static void region2(void *arg, int task, int thread) {
+    (void)thread;
+    spine_ctx *c = arg;
+    const spine_model *m = c->m;
+    const spine_model_desc *d = &m->desc;
+    int32_t r0, r1;
+    slice_rows(c, task, &r0, &r1);
+    if (r1 <= r0) return;
+    const size_t idim = (size_t)d->interaction_dim;
+    if (d->interaction == SPINE_INTERACT_DOT) {
+        const int nf = d->num_tables + 1, dim = d->emb_dim;
+        for (int32_t r = r0; r < r1; r++) {
+            const float *f = c->feat + (size_t)r * (size_t)nf * (size_t)dim;
+            float *o = c->inter + (size_t)r * idim;
+            memcpy(o, f, (size_t)dim * sizeof *o);
+            dense_dot_interact(f, nf, dim, d->interaction_self, o + dim);
+        }
+    }
+    size_t mw = (size_t)m->max_width;
+    float *y = c->out + c->b0 + r0;
+    run_mlp(m->top, d->n_top, r1 - r0, c->inter + (size_t)r0 * idim, (int)idim,
+            c->act[0] + r0 * mw, c->act[1] + r0 * mw, (int)mw, y, 1, false);
+    if (!(c->flags & SPINE_RUN_LOGITS))
+        for (int32_t r = 0; r < r1 - r0; r++) y[r] = dense_sigmoid(y[r]);
+}
+
+spine_status spine_ctx_run(spine_ctx *c, const spine_batch *b, float *out, unsigned flags,
+                           spine_error *err) {
+    const spine_model_desc *d = &c->m->desc;
+    if (b->batch < 0 || (b->batch > 0 && (!b->dense || !b->lengths || !out)))
+        return spine_fail(err, SPINE_ERR_INVALID, "malformed batch");
+    /* where each table's values start (table-major KJT layout) */
+    const size_t B = (size_t)b->batch;
+    int64_t start = 0;
+    for (int t = 0; t < d->num_tables; t++) {
+        c->cursor[t] = start;
+        for (size_t i = 0; i < B; i++) {
+            int32_t l = b->lengths[(size_t)t * B + i];
+            if (l < 0)
+                return spine_fail(err, SPINE_ERR_INVALID, "lengths[%d][%zu] = %d is negative", t,
+                                  i, l);
+            start += l;
+        }
+    }
+    if (start > 0 && !b->values) return spine_fail(err, SPINE_ERR_INVALID, "no values");
+    c->b = b;
+    c->out = out;
+    c->flags = flags;
+    for (int32_t b0 = 0; b0 < b->batch; b0 += c->max_batch) {
+        int32_t n = SPINE_MIN(b->batch - b0, c->max_batch);
+        c->b0 = b0;
+        c->n = n;
+        c->nslices = SPINE_MIN(c->nthreads, n);
+        c->nchunks = (n + LOOKUP_CHUNK - 1) / LOOKUP_CHUNK;
+        for (int t = 0; t < d->num_tables; t++) {
+            int64_t *off = c->offsets + (size_t)t * (size_t)(c->max_batch + 1);
+            const int32_t *len = b->lengths + (size_t)t * B + (size_t)b0;
+            int64_t o = c->cursor[t];
+            for (int32_t i = 0; i < n; i++) {
+                off[i] = o;
+                o += len[i];
+            }
+            off[n] = o;
+            c->cursor[t] = o;
+        }
+        atomic_store(&c->failed, 0);
+        spine_pool_run(c->pool, c->nslices + d->num_tables * c->nchunks, region1, c);
+        if (atomic_load(&c->failed)) {
+            if (err) *err = c->err;
+            return c->err.code;
+        }
+        spine_pool_run(c->pool, c->nslices, region2, c);
+    }
+    return SPINE_OK;
+}

@@ -1,0 +1,76 @@
+/* dlrm.h: the DLRM model (internal side): its configuration (config.json), building a model
+ * from a configuration and a tensor collection, presets and random generation. */
+#ifndef SPINE_DLRM_H
+#define SPINE_DLRM_H
+
+#include "../base/safetensors.h"
+
+/* A configuration is a spine_model_desc whose tables array is owned (malloc). */
+typedef spine_model_desc dlrm_config;
+
+#define DLRM_MAX_TABLES 4096
+#define DLRM_MAX_DIM 4096
+#define DLRM_MAX_WIDTH 65536
+#define DLRM_MAX_ROWS ((int64_t)1 << 40)
+#define DLRM_MAX_CONFIG_BYTES ((size_t)4 << 20)
+
+spine_status dlrm_config_parse(const char *json, size_t len, dlrm_config *out, spine_error *err);
+/* Check consistency and fill the derived fields (interaction_dim, parameter counts). */
+spine_status dlrm_config_finish(dlrm_config *c, spine_error *err);
+void dlrm_config_free(dlrm_config *c);
+/* config.json text for a configuration (malloc'd, NUL-terminated), or NULL when out of memory. */
+char *dlrm_config_to_json(const dlrm_config *c);
+
+/* Build a model; takes ownership of cfg's tables and of ts (both emptied), also on failure. */
+spine_status dlrm_model_create(dlrm_config *cfg, spine_tensors *ts, spine_model **out,
+                               spine_error *err);
+
+/* Tensor names, following the facebookresearch/dlrm state_dict (Linear layers at even
+ * positions of nn.Sequential, activations between them). */
+void dlrm_tensor_name(char *buf, size_t n, const char *kind, int layer, const char *what);
+
+/* ---- presets and generation (presets.c) ---- */
+typedef struct dlrm_gen_opts {
+    const char *preset;
+    double rows_scale;   /* multiplies every table's rows (at least 1 row each) */
+    int has_rowtype;
+    spine_rowtype rowtype; /* overrides the preset's table dtype when has_rowtype */
+    uint64_t seed;
+    spine_pool *pool;       /* parallel generation (may be NULL) */
+    spine_progress_fn progress; /* may be NULL */
+    void *progress_arg;
+} dlrm_gen_opts;
+
+/* The built-in default model: RMC2's shape with 25,000 rows per table (205 MB), seed 1. */
+#define DLRM_DEFAULT_PRESET "rmc2"
+#define DLRM_DEFAULT_ROWS_SCALE 0.05
+#define DLRM_DEFAULT_SEED 1
+
+/* The names of the presets, NULL-terminated. */
+extern const char *const dlrm_preset_names[];
+spine_status dlrm_preset_config(const dlrm_gen_opts *o, dlrm_config *out, spine_error *err);
+/* Random weights for a configuration, deterministic for a seed whatever the thread count. */
+spine_status dlrm_gen_tensors(const dlrm_config *c, const dlrm_gen_opts *o, spine_tensors *out,
+                              spine_error *err);
+/* Generate a model in memory (preset -> config -> tensors -> model). */
+spine_status dlrm_gen_model(const dlrm_gen_opts *o, spine_model **out, spine_error *err);
+/* Generate and write a model folder (config.json + model.safetensors). */
+spine_status dlrm_gen_write(const dlrm_gen_opts *o, const char *dir, spine_error *err);
+
+
+
+/* ---- random inputs (inputs.c): for benchmarks, demos and tests ---- */
+typedef struct dlrm_inputs {
+    spine_batch batch;
+    float *dense;
+    int32_t *lengths;
+    int64_t *values;
+    float *weights;
+    int64_t nvalues;
+} dlrm_inputs;
+
+/* B samples, `lookups` indices per bag drawn uniformly from each table, dense in [0, 1). */
+spine_status dlrm_inputs_random(const spine_model_desc *d, int32_t batch, int lookups,
+                                bool weighted, spine_rng *rng, dlrm_inputs *out, spine_error *err);
+void dlrm_inputs_free(dlrm_inputs *in);
+#endif
