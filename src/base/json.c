@@ -380,8 +380,9 @@ static bool int_text(const json_doc *d, const json_node *n, bool *neg, uint64_t 
     uint64_t v = 0;
     for (; i < len; i++) {
         if (s[i] < '0' || s[i] > '9') return false; /* fraction or exponent */
-        if (v > (UINT64_MAX - 9) / 10) return false;
-        v = v * 10 + (uint64_t)(s[i] - '0');
+        uint64_t dgt = (uint64_t)(s[i] - '0');
+        if (v > UINT64_MAX / 10 || (v == UINT64_MAX / 10 && dgt > UINT64_MAX % 10)) return false;
+        v = v * 10 + dgt;
     }
     *mag = v;
     return true;

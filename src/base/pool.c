@@ -88,14 +88,13 @@ spine_status spine_pool_create(int nthreads, spine_pool **out, spine_error *err)
     }
     for (int i = 1; i < nthreads; i++) {
         worker_arg *wa = malloc(sizeof *wa);
+        if (wa) *wa = (worker_arg){p, i}; /* before the thread starts: it frees wa */
         if (!wa || pthread_create(&p->threads[i], NULL, worker_main, wa) != 0) {
             free(wa);
             p->n = i;
             spine_pool_free(p);
             return spine_fail(err, SPINE_ERR_NOMEM, "cannot start thread %d", i);
         }
-        wa->pool = p;
-        wa->id = i;
     }
     *out = p;
     return SPINE_OK;

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# test_cli.sh SPINE WORKDIR: the spine command line end to end on real files.
+set -u
+SPINE=$1
+W=$2
+rm -rf "$W" && mkdir -p "$W"
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "PASS $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; }
+check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+# a command must fail cleanly: the given exit code (not a signal) and a message with a phrase
+refuses() {
+  local name=$1 code=$2 phrase=$3; shift 3
+  "$@" >"$W/out" 2>"$W/err"; local rc=$?
+  if [ "$rc" -eq "$code" ] && grep -q -- "$phrase" "$W/err"; then ok "$name"
+  else bad "$name (rc $rc, stderr: $(head -c 300 "$W/err"))"; fi
+}
+
+check "help lists commands" bash -c "'$SPINE' --help | grep -q 'model gen'"
+check "version" bash -c "'$SPINE' version | grep -q '^spine [0-9]'"
+refuses "unknown command" 2 "unknown command" "$SPINE" frobnicate
+refuses "unknown option" 2 "unknown option" "$SPINE" bench --frob
+refuses "missing preset" 2 "required" "$SPINE" model gen -o "$W/x"
+refuses "unknown preset" 1 "unknown preset" "$SPINE" model gen --preset nope -o "$W/x"
+refuses "bad dtype" 2 "f32, f16, int8 or int4" "$SPINE" model gen --preset tiny --dtype int2 -o "$W/x"
+
+"$SPINE" model gen --preset tiny --seed 5 -o "$W/tiny" 2>/dev/null
+"$SPINE" model gen --preset tiny --seed 5 --threads 1 -o "$W/tiny2" 2>/dev/null
+"$SPINE" model gen --preset tiny --seed 6 -o "$W/tiny3" 2>/dev/null
+check "gen is deterministic for a seed" cmp -s "$W/tiny/model.safetensors" "$W/tiny2/model.safetensors"
+check "another seed gives other weights" bash -c "! cmp -s '$W/tiny/model.safetensors' '$W/tiny3/model.safetensors'"
+check "info shows tables and parameters" bash -c "'$SPINE' model info '$W/tiny' | grep -q 'embeddings:   26 tables, dim 8' && '$SPINE' model info '$W/tiny' | grep -q 'emb_l.25'"
+"$SPINE" model gen --preset rmc2 --rows-scale 0.001 --dtype int4 -o "$W/rmc2q" 2>/dev/null
+check "quantized preset" bash -c "'$SPINE' model info '$W/rmc2q' | grep -q ' int4 '"
+check "kaggle preset shapes" bash -c "'$SPINE' model gen --preset dlrm-kaggle --rows-scale 0.0001 -o '$W/kag' 2>/dev/null && '$SPINE' model info '$W/kag' | grep -q '13 -> 512 -> 256 -> 64 -> 16'"
+
+# Criteo TSV: good lines, then bad ones in the middle; every line gets an output line
+good() { printf '%s\t' "$1" 1 2 "" 4 5 6 7 8 9 10 11 12 13; printf '68fd1e64\t%.0s' $(seq 25); printf '%s\n' "$2"; }
+{ good 0 aa; good 1 bb; printf '1\t2\t3\n'; good 0 cc; printf 'x\n'; good 1 dd; } >"$W/in.tsv"
+"$SPINE" infer --model "$W/tiny" --input "$W/in.tsv" -o "$W/out.txt" 2>"$W/err"; rc=$?
+check "malformed lines: exit 1" test "$rc" -eq 1
+check "malformed lines: one output per input line" test "$(wc -l <"$W/out.txt")" -eq 6
+check "malformed lines: reported with line and column" grep -q "in.tsv:3:6: error: field 3" "$W/err"
+check "malformed lines: second report" grep -q "in.tsv:5:" "$W/err"
+check "malformed lines: their outputs are nan" bash -c "sed -n '3p;5p' '$W/out.txt' | grep -c nan | grep -q 2"
+{ good 0 aa; good 1 bb; good 0 cc; good 1 dd; } >"$W/good.tsv"
+"$SPINE" infer --model "$W/tiny" --input "$W/good.tsv" >"$W/good.txt"
+check "nothing else lost: good lines give the same outputs" bash -c "grep -v nan '$W/out.txt' | cmp -s - '$W/good.txt'"
+check "stdin input and probabilities in (0,1)" bash -c "'$SPINE' infer --model '$W/tiny' --input - <'$W/good.tsv' | awk '\$1<=0||\$1>=1{exit 1}'"
+check "tsv with CRLF" bash -c "sed 's/\$/\r/' '$W/good.tsv' | '$SPINE' infer --model '$W/tiny' --input - | cmp -s - '$W/good.txt'"
+refuses "model without tables refuses Criteo width" 1 "fields, expected" "$SPINE" infer --model "$W/rmc2q" --input "$W/good.tsv"
+
+# hostile model folders: a clear error, exit 1, never a signal
+refuses "missing model" 1 "No such file" "$SPINE" model info "$W/none"
+mkdir -p "$W/broken" && cp "$W/tiny/config.json" "$W/broken/"
+head -c 100 "$W/tiny/model.safetensors" >"$W/broken/model.safetensors"
+refuses "truncated weights" 1 "header claims" "$SPINE" model info "$W/broken"
+printf '\xff\xff\xff\xff\xff\xff\xff\x7f{}' >"$W/broken/model.safetensors"
+refuses "huge header length" 1 "100 MB" "$SPINE" model info "$W/broken"
+cp "$W/tiny/model.safetensors" "$W/broken/"
+echo '{"model_type": "dlrm", "num_dense_features": 13' >"$W/broken/config.json"
+refuses "bad config json" 1 "config.json: json" "$SPINE" model info "$W/broken"
+sed 's/"embedding_dim": 8/"embedding_dim": 4096/' "$W/tiny/config.json" >"$W/broken/config.json"
+refuses "config disagrees with weights" 1 "embedding_dim" "$SPINE" model info "$W/broken"
+sed 's/"rows": 999}/"rows": 999999999999}/' "$W/tiny/config.json" >"$W/broken/config.json"
+refuses "huge table in config" 1 "has shape" "$SPINE" model info "$W/broken"
+
+# bench: JSON lines per batch size
+"$SPINE" bench --preset tiny --batch 1,4 --seconds 0.05 --json >"$W/bench.json" 2>"$W/err"
+check "bench --json: one object per batch size" test "$(grep -c '"samples_per_s"' "$W/bench.json")" -eq 2
+check "bench --json parses" python3 -c "import json,sys; [json.loads(l) for l in open('$W/bench.json')]"
+check "bench table" bash -c "'$SPINE' bench --preset tiny --batch 2 --seconds 0.02 --threads 2 | grep -q 'samples/s'"
+check "demo" bash -c "'$SPINE' demo | grep -q 'p(click)'"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,207 @@
+/* test_kernels.c: every SLS kernel and row type against the decoded-row reference, on random
+ * shapes: dims that are not multiples of the vector width, empty bags, single-row tables, the
+ * last row, weights, mean pooling. Also row quantization error bounds and the dot kernel. */
+#include "test_util.h"
+
+#include "../../src/kernels/kernels.h"
+
+#include <math.h>
+
+typedef struct sls_case {
+    sls_table t;
+    uint8_t *data;
+    spine_bags b;
+    int64_t *offsets, *indices;
+    float *weights, *out, *ref;
+} sls_case;
+
+static void make_case(sls_case *c, spine_rng *r, spine_rowtype rt, int dim, int64_t rows,
+                      int nbags, bool weighted, spine_pooling pool) {
+    memset(c, 0, sizeof *c);
+    size_t rb = spine_row_bytes(rt, dim);
+    c->data = malloc((size_t)rows * rb);
+    float *row = malloc((size_t)dim * sizeof *row);
+    for (int64_t i = 0; i < rows; i++) {
+        for (int d = 0; d < dim; d++) row[d] = spine_rng_normal(r);
+        sls_encode_row(rt, row, dim, c->data + (size_t)i * rb);
+    }
+    free(row);
+    c->t = (sls_table){c->data, rows, rb, dim, rt};
+    c->offsets = malloc(((size_t)nbags + 1) * sizeof *c->offsets);
+    c->offsets[0] = 0;
+    for (int i = 0; i < nbags; i++) {
+        int len = spine_rng_below(r, 4) == 0 ? 0 : (int)spine_rng_below(r, 40);
+        c->offsets[i + 1] = c->offsets[i] + len;
+    }
+    int64_t n = c->offsets[nbags];
+    c->indices = malloc((size_t)(n + 1) * sizeof *c->indices);
+    c->weights = weighted ? malloc((size_t)(n + 1) * sizeof *c->weights) : NULL;
+    for (int64_t i = 0; i < n; i++) {
+        c->indices[i] = spine_rng_below(r, 8) == 0 ? rows - 1 : (int64_t)spine_rng_below(r, (uint64_t)rows);
+        if (weighted) c->weights[i] = spine_rng_uniform(r) * 2 - 0.5f;
+    }
+    size_t stride = (size_t)dim + 3; /* outputs in a wider matrix, as the model writes them */
+    c->out = malloc((size_t)nbags * stride * sizeof *c->out);
+    c->ref = malloc((size_t)nbags * (size_t)dim * sizeof *c->ref);
+    c->b = (spine_bags){nbags, c->offsets, c->indices, c->weights, pool, c->out, stride};
+    /* the plainest reference: decode each row, sum in double */
+    float *dec = malloc((size_t)dim * sizeof *dec);
+    for (int i = 0; i < nbags; i++) {
+        for (int d = 0; d < dim; d++) {
+            double s = 0;
+            for (int64_t p = c->offsets[i]; p < c->offsets[i + 1]; p++) {
+                sls_decode_row(&c->t, c->indices[p], dec);
+                s += (double)dec[d] * (weighted ? c->weights[p] : 1.0);
+            }
+            int64_t len = c->offsets[i + 1] - c->offsets[i];
+            if (pool == SPINE_POOL_MEAN && len) s /= (double)len;
+            c->ref[(size_t)i * dim + d] = (float)s;
+        }
+    }
+    free(dec);
+}
+
+static void free_case(sls_case *c) {
+    free(c->data);
+    free(c->offsets);
+    free(c->indices);
+    free(c->weights);
+    free(c->out);
+    free(c->ref);
+}
+
+static void check_against_reference(spine_rowtype rt, sls_isa isa) {
+    sls_fn k = sls_kernel(rt, isa);
+    if (!k) {
+        print_message("  (skipping %s on %s: not available)\n", spine_rowtype_name(rt), sls_isa_name(isa));
+        return;
+    }
+    spine_rng r;
+    spine_rng_seed(&r, 1000 + rt * 10 + isa);
+    const int dims[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 128, 130, 200};
+    for (size_t di = 0; di < SPINE_ARRAY_LEN(dims); di++) {
+        for (int variant = 0; variant < 4; variant++) {
+            int dim = dims[di];
+            int64_t rows = variant == 0 ? 1 : 1 + (int64_t)spine_rng_below(&r, 3000);
+            bool weighted = variant & 1;
+            spine_pooling pool = variant == 2 ? SPINE_POOL_MEAN : SPINE_POOL_SUM;
+            sls_case c;
+            make_case(&c, &r, rt, dim, rows, 1 + (int)spine_rng_below(&r, 20), weighted, pool);
+            k(&c.t, &c.b);
+            for (int i = 0; i < c.b.nbags; i++) {
+                int64_t len = c.offsets[i + 1] - c.offsets[i];
+                for (int d = 0; d < dim; d++) {
+                    float got = c.out[(size_t)i * c.b.out_stride + d], want = c.ref[(size_t)i * dim + d];
+                    float tol = 1e-5f * (float)(len + 1) * (1.0f + fabsf(want));
+                    if (!(fabsf(got - want) <= tol))
+                        fail_msg("%s/%s dim %d rows %lld bag %d (len %lld) d %d: got %g want %g",
+                                 spine_rowtype_name(rt), sls_isa_name(isa), dim, (long long)rows, i,
+                                 (long long)len, d, got, want);
+                }
+            }
+            free_case(&c);
+        }
+    }
+}
+
+static void f32_kernels_match_reference(void **s) {
+    (void)s;
+    check_against_reference(SPINE_ROW_F32, SLS_ISA_SCALAR);
+    check_against_reference(SPINE_ROW_F32, SLS_ISA_AVX2);
+}
+static void f16_kernels_match_reference(void **s) {
+    (void)s;
+    check_against_reference(SPINE_ROW_F16, SLS_ISA_SCALAR);
+    check_against_reference(SPINE_ROW_F16, SLS_ISA_AVX2);
+}
+static void int8_kernels_match_reference(void **s) {
+    (void)s;
+    check_against_reference(SPINE_ROW_INT8, SLS_ISA_SCALAR);
+    check_against_reference(SPINE_ROW_INT8, SLS_ISA_AVX2);
+}
+static void int4_kernels_match_reference(void **s) {
+    (void)s;
+    check_against_reference(SPINE_ROW_INT4, SLS_ISA_SCALAR);
+    check_against_reference(SPINE_ROW_INT4, SLS_ISA_AVX2);
+}
+
+static void empty_bags_write_zeros(void **s) {
+    (void)s;
+    for (int rt = 0; rt < 4; rt++) {
+        for (int isa = 0; isa < 2; isa++) {
+            sls_fn k = sls_kernel((spine_rowtype)rt, (sls_isa)isa);
+            if (!k) continue;
+            uint8_t row[64] = {0};
+            sls_table t = {row, 1, spine_row_bytes((spine_rowtype)rt, 9), 9, (spine_rowtype)rt};
+            int64_t off[3] = {0, 0, 0};
+            float out[18];
+            for (int i = 0; i < 18; i++) out[i] = 42.0f;
+            for (int pool = 0; pool < 2; pool++) {
+                spine_bags b = {2, off, NULL, NULL, (spine_pooling)pool, out, 9};
+                k(&t, &b);
+                for (int i = 0; i < 18; i++) assert_true(out[i] == 0.0f);
+            }
+        }
+    }
+}
+
+static void quantization_error_is_bounded(void **s) {
+    (void)s;
+    spine_rng r;
+    spine_rng_seed(&r, 5);
+    for (int rt = 1; rt < 4; rt++) {
+        for (int dim = 1; dim < 70; dim++) {
+            float in[70], out[70];
+            uint8_t enc[200];
+            float lo = 1e30f, hi = -1e30f;
+            for (int d = 0; d < dim; d++) {
+                in[d] = spine_rng_normal(&r);
+                lo = fminf(lo, in[d]);
+                hi = fmaxf(hi, in[d]);
+            }
+            sls_encode_row((spine_rowtype)rt, in, dim, enc);
+            sls_table t = {enc, 1, spine_row_bytes((spine_rowtype)rt, dim), dim, (spine_rowtype)rt};
+            sls_decode_row(&t, 0, out);
+            /* half a step of the quantizer (plus fp16 rounding of scale and bias for int4) */
+            float step = rt == SPINE_ROW_INT8 ? (hi - lo) / 255 : rt == SPINE_ROW_INT4 ? (hi - lo) / 15 : 0;
+            for (int d = 0; d < dim; d++) {
+                float tol = rt == SPINE_ROW_F16 ? fabsf(in[d]) * 0x1p-11f + 1e-7f
+                                                : step * 0.5f + 4e-3f * (fabsf(lo) + step * 15) + 1e-6f;
+                if (!(fabsf(out[d] - in[d]) <= tol))
+                    fail_msg("%s dim %d d %d: %g -> %g (tol %g)", spine_rowtype_name((spine_rowtype)rt), dim, d, in[d], out[d], tol);
+            }
+        }
+    }
+}
+
+static void dot_interaction_matches_naive(void **s) {
+    (void)s;
+    spine_rng r;
+    spine_rng_seed(&r, 9);
+    for (int nf = 1; nf < 40; nf += 3) {
+        for (int d = 1; d < 70; d += 7) {
+            float feat[40 * 70], out[40 * 41];
+            for (int i = 0; i < nf * d; i++) feat[i] = spine_rng_normal(&r);
+            for (int self = 0; self < 2; self++) {
+                dense_dot_interact(feat, nf, d, self, out);
+                size_t o = 0;
+                for (int i = 0; i < nf; i++)
+                    for (int j = 0; j < (self ? i + 1 : i); j++) {
+                        double ref = 0;
+                        for (int k = 0; k < d; k++) ref += (double)feat[i * d + k] * feat[j * d + k];
+                        assert_true(fabs(out[o++] - ref) <= 1e-4 * (1 + fabs(ref)));
+                    }
+            }
+        }
+    }
+}
+
+int test_group_kernels(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(f32_kernels_match_reference),  cmocka_unit_test(f16_kernels_match_reference),
+        cmocka_unit_test(int8_kernels_match_reference), cmocka_unit_test(int4_kernels_match_reference),
+        cmocka_unit_test(empty_bags_write_zeros),       cmocka_unit_test(quantization_error_is_bounded),
+        cmocka_unit_test(dot_interaction_matches_naive),
+    };
+    return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
+}

@@ -1,0 +1,69 @@
+/* test_pool.c: the thread pool runs every task exactly once, region after region. */
+#include "test_util.h"
+
+#include "../../src/base/pool.h"
+
+#include <stdatomic.h>
+#include <time.h>
+
+typedef struct counts {
+    atomic_int hits[1000];
+    atomic_int total;
+} counts;
+
+static void count_task(void *arg, int task, int thread) {
+    counts *c = arg;
+    (void)thread;
+    atomic_fetch_add(&c->hits[task], 1);
+    atomic_fetch_add(&c->total, 1);
+}
+
+static void runs_every_task_once_per_region(void **state) {
+    (void)state;
+    for (int threads = 1; threads <= 4; threads++) {
+        spine_pool *p;
+        assert_int_equal(spine_pool_create(threads, &p, NULL), SPINE_OK);
+        assert_int_equal(spine_pool_size(p), threads);
+        static counts c;
+        for (int region = 0; region < 2000; region++) {
+            int n = 1 + region % 37;
+            memset(&c, 0, sizeof c);
+            spine_pool_run(p, n, count_task, &c);
+            assert_int_equal(atomic_load(&c.total), n);
+            for (int t = 0; t < n; t++) assert_int_equal(atomic_load(&c.hits[t]), 1);
+        }
+        spine_pool_free(p);
+    }
+}
+
+static void wakes_sleeping_workers(void **state) {
+    (void)state;
+    spine_pool *p;
+    assert_int_equal(spine_pool_create(3, &p, NULL), SPINE_OK);
+    static counts c;
+    for (int i = 0; i < 3; i++) {
+        struct timespec ts = {0, 5 * 1000 * 1000}; /* longer than the spin: workers sleep */
+        nanosleep(&ts, NULL);
+        memset(&c, 0, sizeof c);
+        spine_pool_run(p, 100, count_task, &c);
+        assert_int_equal(atomic_load(&c.total), 100);
+    }
+    spine_pool_free(p);
+}
+
+static void rejects_bad_sizes(void **state) {
+    (void)state;
+    spine_pool *p;
+    assert_fails_with(spine_pool_create(0, &p, err), SPINE_ERR_INVALID, "thread count");
+    assert_null(p);
+    spine_pool_run(NULL, 3, count_task, &(counts){0}); /* NULL pool runs inline */
+}
+
+int test_group_pool(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(runs_every_task_once_per_region),
+        cmocka_unit_test(wakes_sleeping_workers),
+        cmocka_unit_test(rejects_bad_sizes),
+    };
+    return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
+}
