@@ -21,6 +21,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dlrm_config c;
     if (dlrm_config_parse(cfg, strlen(cfg), &c, NULL) != SPINE_OK) __builtin_trap();
     spine_model *m;
-    if (dlrm_model_create(&c, &ts, &m, NULL) == SPINE_OK) spine_model_free(m);
+    if (dlrm_model_create(&c, &ts, SPINE_PLACE_MAP, &m, NULL) == SPINE_OK) spine_model_free(m);
     return 0;
 }

@@ -138,12 +138,29 @@ typedef struct spine_model_desc {
     int interaction_dim;  /* width of the top MLP's input */
     int lookups_per_table; /* typical bag size: a hint for generated inputs */
     uint64_t mlp_params, emb_params, emb_bytes;
+    uint64_t emb_bytes_huge; /* bytes of tables placed in 2 MiB-page memory (advised) */
 } spine_model_desc;
 
 typedef struct spine_model spine_model;
 
-/* Load a model folder (config.json + model.safetensors). Tensors are mapped, not read. */
+/* Where embedding tables live once loaded. */
+typedef enum spine_placement {
+    SPINE_PLACE_AUTO = 0, /* HUGE when the tables fit in half of the available memory, else MAP */
+    SPINE_PLACE_MAP = 1,  /* read in place from the mapped file: zero copy, 4 KiB pages, tables
+                             may exceed RAM */
+    SPINE_PLACE_HUGE = 2, /* copied once into anonymous memory on 2 MiB pages (transparent huge
+                             pages): fewer TLB misses on random rows */
+} spine_placement;
+
+typedef struct spine_load_opts {
+    spine_placement placement;
+} spine_load_opts;
+
+/* Load a model folder (config.json + model.safetensors). The file is mapped; MLP weights are
+ * used in place, tables are placed as opts says (NULL: defaults). */
 spine_status spine_model_load(const char *dir, spine_model **out, spine_error *err);
+spine_status spine_model_load_opts(const char *dir, const spine_load_opts *opts, spine_model **out,
+                                   spine_error *err);
 void spine_model_free(spine_model *m);
 const spine_model_desc *spine_model_describe(const spine_model *m);
 /* The store behind table t (for statistics or direct lookups). */
@@ -171,6 +188,12 @@ typedef struct spine_ctx spine_ctx;
 spine_status spine_ctx_create(const spine_model *m, int max_batch, spine_pool *pool,
                               spine_ctx **out, spine_error *err);
 void spine_ctx_free(spine_ctx *c);
+
+/* The order in which a run's lookups are issued: all of one table's bags back to back, table
+ * after table (RecNMP's table-aware scheduling; the default), or sample chunk by sample chunk,
+ * every table in turn, with each chunk's dense work overlapping the next chunk's lookups. */
+typedef enum spine_schedule { SPINE_SCHED_TABLE = 0, SPINE_SCHED_SAMPLE = 1 } spine_schedule;
+void spine_ctx_set_schedule(spine_ctx *c, spine_schedule s);
 
 #define SPINE_RUN_LOGITS 1u /* write logits instead of probabilities */
 

@@ -35,6 +35,15 @@ static inline bool spine_add_size(size_t a, size_t b, size_t *out) {
 void *spine_alloc_aligned(size_t bytes);
 void spine_free_aligned(void *p);
 
+/* Anonymous memory on 2 MiB pages where the kernel gives them (transparent huge pages via
+ * madvise; 4 KiB pages otherwise). 2 MiB aligned. Free with spine_free_huge(p, bytes). */
+void *spine_alloc_huge(size_t bytes);
+void spine_free_huge(void *p, size_t bytes);
+/* Bytes of this process's memory on transparent huge pages (AnonHugePages), or -1. */
+int64_t spine_huge_bytes(void);
+/* MemAvailable in bytes, or -1. */
+int64_t spine_mem_available(void);
+
 /* A growable byte buffer that always stays NUL-terminated. On allocation failure it sets
  * `failed` and further appends do nothing: check once at the end. */
 typedef struct spine_buf {
@@ -71,6 +80,8 @@ uint64_t spine_hash64(uint64_t x);                  /* splitmix64 finaliser */
 /* Read a whole (small) file; *out is NUL-terminated, free() it. Refuses files over max_bytes. */
 spine_status spine_read_file(const char *path, size_t max_bytes, char **out, size_t *len,
                              spine_error *err);
+/* mkdir -p */
+spine_status spine_mkdir_p(const char *path, spine_error *err);
 /* Write a file atomically: write path.tmp, then rename over path. */
 spine_status spine_write_file(const char *path, const void *data, size_t len, spine_error *err);
 

@@ -48,7 +48,8 @@ bool spine_tensor_numel(const spine_tensor *t, size_t *out) {
 void st_free(spine_tensors *ts) {
     for (size_t i = 0; i < ts->n; i++) {
         free(ts->t[i].name);
-        spine_free_aligned(ts->t[i].owned);
+        if (ts->t[i].owned_huge) spine_free_huge(ts->t[i].owned, ts->t[i].nbytes);
+        else spine_free_aligned(ts->t[i].owned);
     }
     free(ts->t);
     if (ts->map) munmap(ts->map, ts->map_len);
@@ -93,6 +94,27 @@ spine_tensor *st_add_owned(spine_tensors *ts, const char *name, spine_dtype dt, 
     t->owned = data;
     t->nbytes = nbytes;
     return t;
+}
+
+spine_tensor *st_add_owned_huge(spine_tensors *ts, const char *name, spine_dtype dt, int ndim,
+                                const int64_t *shape, void *data, size_t nbytes) {
+    spine_tensor *t = st_add_owned(ts, name, dt, ndim, shape, data, nbytes);
+    if (t) t->owned_huge = true;
+    return t;
+}
+
+spine_status st_move_to_huge(spine_tensor *t, spine_error *err) {
+    if (t->nbytes == 0 || t->owned_huge) return SPINE_OK;
+    void *p = spine_alloc_huge(t->nbytes);
+    if (!p)
+        return spine_fail(err, SPINE_ERR_NOMEM, "tensor '%s': cannot allocate %zu bytes", t->name,
+                          t->nbytes);
+    memcpy(p, t->data, t->nbytes);
+    spine_free_aligned(t->owned);
+    t->data = p;
+    t->owned = p;
+    t->owned_huge = true;
+    return SPINE_OK;
 }
 
 typedef struct range {

@@ -35,7 +35,8 @@ typedef struct spine_tensor {
     int64_t shape[SPINE_MAX_DIMS];
     const void *data;
     size_t nbytes;
-    void *owned; /* non-NULL when the collection owns a copy (freed with it) */
+    void *owned;     /* non-NULL when the collection owns a copy (freed with it) */
+    bool owned_huge; /* owned came from spine_alloc_huge (nbytes long) */
 } spine_tensor;
 
 typedef struct spine_tensors {
@@ -60,10 +61,14 @@ spine_status st_open(const char *path, spine_tensors *out, spine_error *err);
 void st_free(spine_tensors *ts);
 const spine_tensor *st_find(const spine_tensors *ts, const char *name);
 
-/* Add a tensor that the collection owns (data is taken, must come from spine_alloc_aligned);
- * used by generators. Returns the new tensor or NULL when out of memory. */
+/* Add a tensor that the collection owns (data is taken, must come from spine_alloc_aligned, or
+ * from spine_alloc_huge when huge); used by generators. Returns the new tensor or NULL. */
 spine_tensor *st_add_owned(spine_tensors *ts, const char *name, spine_dtype dt, int ndim,
                            const int64_t *shape, void *data, size_t nbytes);
+spine_tensor *st_add_owned_huge(spine_tensors *ts, const char *name, spine_dtype dt, int ndim,
+                                const int64_t *shape, void *data, size_t nbytes);
+/* Move a tensor's bytes into owned memory on 2 MiB pages (from a file mapping, say). */
+spine_status st_move_to_huge(spine_tensor *t, spine_error *err);
 
 /* Write tensors in collection order to path (atomically: path.tmp then rename). Tensor data
  * start at 64-byte aligned file offsets whenever the sizes before them allow. metadata_json,

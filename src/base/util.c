@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -165,3 +166,64 @@ spine_status spine_write_file(const char *path, const void *data, size_t len, sp
     spine_buf_free(&tmp);
     return SPINE_OK;
 }
+
+spine_status spine_mkdir_p(const char *path, spine_error *err) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return spine_fail(err, SPINE_ERR_INVALID, "bad folder path");
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0) continue;
+        char c = buf[i];
+        buf[i] = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return spine_fail(err, SPINE_ERR_IO, "%s: %s", buf, strerror(errno));
+        buf[i] = c;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return spine_fail(err, SPINE_ERR_IO, "%s: not a folder", path);
+    return SPINE_OK;
+}
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+void *spine_alloc_huge(size_t bytes) {
+    if (bytes == 0) return NULL;
+    size_t len = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    if (len < bytes || len > SIZE_MAX - HUGE_PAGE) return NULL;
+    /* over-allocate by one huge page and trim, so the start is 2 MiB aligned */
+    uint8_t *p = mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                      -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    uint8_t *a = (uint8_t *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (a > p) munmap(p, (size_t)(a - p));
+    size_t tail = (size_t)(p + len + HUGE_PAGE - (a + len));
+    if (tail) munmap(a + len, tail);
+    madvise(a, len, MADV_HUGEPAGE); /* advice: refused where THP is off, and that is fine */
+    return a;
+}
+
+void spine_free_huge(void *p, size_t bytes) {
+    if (!p) return;
+    munmap(p, (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
+}
+
+static int64_t meminfo_field(const char *path, const char *field) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[256];
+    int64_t v = -1;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, field, n) == 0 && line[n] == ':') {
+            v = strtoll(line + n + 1, NULL, 10) * 1024;
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+int64_t spine_huge_bytes(void) { return meminfo_field("/proc/self/smaps_rollup", "AnonHugePages"); }
+int64_t spine_mem_available(void) { return meminfo_field("/proc/meminfo", "MemAvailable"); }

@@ -4,6 +4,8 @@
 
 #include "../base/base.h"
 
+#include <stdio.h>
+
 typedef struct cli_opt {
     const char *name; /* long name without dashes; "o" style single letters allowed */
     bool has_arg;
@@ -34,6 +36,10 @@ typedef struct cli_progress {
 void cli_progress_cb(void *arg, uint64_t done, uint64_t total);
 
 void cli_print_error(const char *cmd, const spine_error *e);
+/* --placement auto|map|huge */
+bool cli_placement(const char *s, spine_placement *out);
+/* "tables: 1.02 GB, 1.02 GB of them advised onto 2 MiB pages (1.00 GB backed)" */
+void cli_print_placement(FILE *f, const spine_model_desc *d);
 
 int cmd_model(int argc, char **argv);
 int cmd_infer(int argc, char **argv);

@@ -29,7 +29,9 @@ static int bench_model(const char *cmd, cli_opt *o, int n, spine_model **m) {
     const char *dir = cli_get(o, n, "model"), *v;
     spine_error err = {0};
     if (dir) {
-        if (spine_model_load(dir, m, &err)) {
+        spine_load_opts lo = {0};
+        if (!cli_placement(cli_get(o, n, "placement"), &lo.placement)) return 2;
+        if (spine_model_load_opts(dir, &lo, m, &err)) {
             cli_print_error(cmd, &err);
             return 1;
         }
@@ -84,6 +86,8 @@ int cmd_bench(int argc, char **argv) {
         {"lookups", true, "indices per bag (default: the model's lookups_per_table)", NULL},
         {"seconds", true, "measuring time per batch size (default 3)", NULL},
         {"json", false, "one JSON object per batch size", NULL},
+        {"placement", true, "tables of --model: auto (default) | map | huge", NULL},
+        {"schedule", true, "lookup order: table (default) | sample", NULL},
         {"help", false, "this text", NULL},
     };
     int n = (int)SPINE_ARRAY_LEN(o), npos;
@@ -105,6 +109,14 @@ int cmd_bench(int argc, char **argv) {
     if ((v = cli_get(o, n, "seconds")) && !cli_double("--seconds", v, 0.01, 3600, &seconds)) return 2;
     if ((v = cli_get(o, n, "seed")) && !cli_int("--seed", v, 0, INT64_MAX, &seed)) return 2;
     bool json = cli_get(o, n, "json") != NULL;
+    spine_schedule sched = SPINE_SCHED_TABLE;
+    if ((v = cli_get(o, n, "schedule"))) {
+        if (strcmp(v, "sample") == 0) sched = SPINE_SCHED_SAMPLE;
+        else if (strcmp(v, "table") != 0) {
+            fprintf(stderr, "spine bench: --schedule must be table or sample\n");
+            return 2;
+        }
+    }
     spine_model *m = NULL;
     int rc = bench_model("bench", o, n, &m);
     if (rc) return rc;
@@ -121,6 +133,7 @@ int cmd_bench(int argc, char **argv) {
         spine_model_free(m);
         return 1;
     }
+    spine_ctx_set_schedule(ctx, sched);
     double row_bytes = 0; /* bytes of rows one sample reads */
     for (int t = 0; t < d->num_tables; t++)
         row_bytes += (double)lookups * (double)spine_row_bytes(d->tables[t].rowtype, d->emb_dim);
@@ -130,6 +143,7 @@ int cmd_bench(int argc, char **argv) {
                d->name, d->num_tables, d->emb_dim, spine_rowtype_name(d->tables[0].rowtype),
                lookups, threads, threads == 1 ? "" : "s", sls_isa_name(sls_best_isa()), "batch",
                "samples/s", "p50 ms", "p95 ms", "p99 ms", "iters");
+    cli_print_placement(json ? stderr : stdout, d);
     spine_rng rng;
     spine_rng_seed(&rng, (uint64_t)seed * 7919 + 17);
     for (int bi = 0; bi < nb && !rc; bi++) {
@@ -177,10 +191,12 @@ int cmd_bench(int argc, char **argv) {
                 printf("{\"bench\":\"dlrm\",\"model\":\"%s\",\"dtype\":\"%s\",\"threads\":%lld,"
                        "\"lookups\":%lld,\"batch\":%d,\"samples_per_s\":%.1f,\"p50_ms\":%.4f,"
                        "\"p95_ms\":%.4f,\"p99_ms\":%.4f,\"mean_ms\":%.4f,\"iters\":%zu,"
-                       "\"rows_per_s\":%.0f,\"isa\":\"%s\"}\n",
+                       "\"rows_per_s\":%.0f,\"isa\":\"%s\",\"huge_bytes\":%llu,\"schedule\":\"%s\"}\n",
                        d->name, spine_rowtype_name(d->tables[0].rowtype), threads, lookups, B, sps,
                        p50, p95, p99, total / (double)nlat * 1e3, nlat,
-                       sps * (double)lookups * d->num_tables, sls_isa_name(sls_best_isa()));
+                       sps * (double)lookups * d->num_tables, sls_isa_name(sls_best_isa()),
+                       (unsigned long long)d->emb_bytes_huge,
+                       sched == SPINE_SCHED_TABLE ? "table" : "sample");
             else
                 printf("%8d %14.1f %10.4f %10.4f %10.4f %8zu\n", B, sps, p50, p95, p99, nlat);
             fflush(stdout);

@@ -142,6 +142,7 @@ int cmd_infer(int argc, char **argv) {
         {"logits", false, "write logits instead of probabilities", NULL},
         {"batch", true, "samples per run (default 256)", NULL},
         {"threads", true, "threads (default 1)", NULL},
+        {"placement", true, "tables: auto (default) | map | huge", NULL},
         {"help", false, "this text", NULL},
     };
     int n = (int)SPINE_ARRAY_LEN(o), npos;
@@ -161,13 +162,15 @@ int cmd_infer(int argc, char **argv) {
     if ((v = cli_get(o, n, "batch")) && !cli_int("--batch", v, 1, 1 << 20, &batch)) return 2;
     if ((v = cli_get(o, n, "threads")) && !cli_int("--threads", v, 1, 256, &threads)) return 2;
     unsigned flags = cli_get(o, n, "logits") ? SPINE_RUN_LOGITS : 0;
+    spine_load_opts lo = {0};
+    if (!cli_placement(cli_get(o, n, "placement"), &lo.placement)) return 2;
     spine_error err = {0};
     spine_model *m = NULL;
     spine_pool *pool = NULL;
     spine_ctx *ctx = NULL;
     FILE *out = stdout, *in = NULL;
     int rc = 1;
-    if (spine_model_load(dir, &m, &err) || spine_pool_create((int)threads, &pool, &err) ||
+    if (spine_model_load_opts(dir, &lo, &m, &err) || spine_pool_create((int)threads, &pool, &err) ||
         spine_ctx_create(m, (int)batch, pool, &ctx, &err)) {
         cli_print_error("infer", &err);
         goto done;

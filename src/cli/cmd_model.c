@@ -83,7 +83,8 @@ static int model_info(int argc, char **argv) {
     }
     spine_error err = {0};
     spine_model *m;
-    if (spine_model_load(pos[0], &m, &err)) {
+    spine_load_opts lo = {SPINE_PLACE_MAP}; /* describing needs no copy */
+    if (spine_model_load_opts(pos[0], &lo, &m, &err)) {
         cli_print_error("model info", &err);
         return 1;
     }

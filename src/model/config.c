@@ -32,7 +32,7 @@ static spine_status get_widths(const json_doc *d, const json_node *v, const char
                           SPINE_MAX_LAYERS);
     *n = 0;
     for (const json_node *e = json_child(d, v); e; e = json_next(d, e)) {
-        int64_t w;
+        int64_t w = 0;
         spine_status st = get_int(d, e, key, 1, DLRM_MAX_WIDTH, &w, err);
         if (st) return st;
         out[(*n)++] = (int)w;
@@ -128,7 +128,7 @@ spine_status dlrm_config_parse(const char *json, size_t len, dlrm_config *c, spi
     for (const json_node *k = json_child(&d, root); k && !st; k = json_next(&d, json_next(&d, k))) {
         const char *kn = json_str(&d, k);
         const json_node *v = json_next(&d, k);
-        int64_t x;
+        int64_t x = 0;
         if (strcmp(kn, "model_type") == 0) {
             if (v->type != JSON_STRING || strcmp(json_str(&d, v), "dlrm") != 0)
                 st = spine_fail(err, SPINE_ERR_UNSUPPORTED, "\"model_type\" must be \"dlrm\"");

@@ -2,9 +2,8 @@
  * tensor's name, dtype and shape), loading a model folder, per-worker contexts, and the
  * batched forward pass: bottom MLP -> pooled lookups -> interaction -> top MLP -> sigmoid.
  *
- * A run has two parallel regions on the context's pool. Region 1: bottom-MLP row slices and
- * lookup tasks (table x row chunk), all independent. Region 2: interaction + top MLP by row
- * slice. Every task writes disjoint rows of preallocated scratch: no locks, no allocation. */
+ * A run is one parallel region on the context's pool (see task_decode for its two orders).
+ * Every task writes disjoint rows of preallocated scratch: no locks, no allocation. */
 #include "dlrm.h"
 
 #include "../base/pool.h"
@@ -86,8 +85,33 @@ void spine_model_free(spine_model *m) {
     free(m);
 }
 
-spine_status dlrm_model_create(dlrm_config *cfg, spine_tensors *ts, spine_model **out,
-                               spine_error *err) {
+#define HUGE_MIN_TABLE ((size_t)2 << 20) /* smaller tables sit in caches; a huge page is waste */
+
+/* Move tables onto 2 MiB pages when asked to (AUTO: when they fit in half of what is free). */
+static spine_status place_tables(spine_model *m, spine_placement placement, spine_error *err) {
+    uint64_t to_copy = 0;
+    for (size_t i = 0; i < m->tensors.n; i++)
+        if (strncmp(m->tensors.t[i].name, "emb_l.", 6) == 0 && !m->tensors.t[i].owned_huge &&
+            m->tensors.t[i].nbytes >= HUGE_MIN_TABLE)
+            to_copy += m->tensors.t[i].nbytes;
+    if (placement == SPINE_PLACE_AUTO) {
+        int64_t avail = spine_mem_available();
+        placement = avail > 0 && to_copy <= (uint64_t)avail / 2 ? SPINE_PLACE_HUGE : SPINE_PLACE_MAP;
+    }
+    for (size_t i = 0; i < m->tensors.n; i++) {
+        spine_tensor *t = &m->tensors.t[i];
+        if (strncmp(t->name, "emb_l.", 6) != 0) continue;
+        if (placement == SPINE_PLACE_HUGE && t->nbytes >= HUGE_MIN_TABLE) {
+            spine_status st = st_move_to_huge(t, err);
+            if (st) return st;
+        }
+        if (t->owned_huge) m->desc.emb_bytes_huge += t->nbytes;
+    }
+    return SPINE_OK;
+}
+
+spine_status dlrm_model_create(dlrm_config *cfg, spine_tensors *ts, spine_placement placement,
+                               spine_model **out, spine_error *err) {
     *out = NULL;
     dense_init();
     spine_model *m = calloc(1, sizeof *m);
@@ -111,6 +135,7 @@ spine_status dlrm_model_create(dlrm_config *cfg, spine_tensors *ts, spine_model 
     if (!st)
         st = bind_mlp(&m->tensors, "top_l", d->interaction_dim, d->top, d->n_top, m->top,
                       &m->max_width, err);
+    if (!st) st = place_tables(m, placement, err);
     if (!st && !(m->stores = calloc((size_t)d->num_tables, sizeof *m->stores)))
         st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
     for (int t = 0; !st && t < d->num_tables; t++) {
@@ -163,6 +188,11 @@ spine_status dlrm_model_create(dlrm_config *cfg, spine_tensors *ts, spine_model 
 }
 
 spine_status spine_model_load(const char *dir, spine_model **out, spine_error *err) {
+    return spine_model_load_opts(dir, NULL, out, err);
+}
+
+spine_status spine_model_load_opts(const char *dir, const spine_load_opts *opts, spine_model **out,
+                                   spine_error *err) {
     *out = NULL;
     char path[4096];
     if (snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path)
@@ -185,7 +215,7 @@ spine_status spine_model_load(const char *dir, spine_model **out, spine_error *e
         dlrm_config_free(&cfg);
         return st;
     }
-    st = dlrm_model_create(&cfg, &ts, out, err);
+    st = dlrm_model_create(&cfg, &ts, opts ? opts->placement : SPINE_PLACE_AUTO, out, err);
     if (st) spine_error_prefix(err, "%s: ", path);
     return st;
 }
@@ -233,7 +263,8 @@ spine_status spine_batch_validate(const spine_model *m, const spine_batch *b, in
 struct spine_ctx {
     const spine_model *m;
     spine_pool *pool;
-    int max_batch, nthreads;
+    int max_batch;
+    spine_schedule schedule;
     float *act[2];     /* MLP ping-pong, max_batch x max_width */
     float *feat;       /* dot: max_batch x F x dim */
     float *inter;      /* max_batch x interaction_dim */
@@ -242,7 +273,8 @@ struct spine_ctx {
     /* the chunk in flight */
     const spine_batch *b;
     int32_t b0, n;
-    int nslices, nchunks;
+    int nchunks;
+    atomic_int *pending; /* per chunk: body tasks not yet done */
     float *out;
     unsigned flags;
     atomic_int failed;
@@ -257,7 +289,12 @@ void spine_ctx_free(spine_ctx *c) {
     spine_free_aligned(c->inter);
     free(c->offsets);
     free(c->cursor);
+    free(c->pending);
     free(c);
+}
+
+void spine_ctx_set_schedule(spine_ctx *c, spine_schedule s) {
+    c->schedule = s == SPINE_SCHED_SAMPLE ? SPINE_SCHED_SAMPLE : SPINE_SCHED_TABLE;
 }
 
 static void *alloc_floats(size_t a, size_t b, size_t c, bool *ok) {
@@ -282,7 +319,6 @@ spine_status spine_ctx_create(const spine_model *m, int max_batch, spine_pool *p
     c->m = m;
     c->pool = pool;
     c->max_batch = max_batch;
-    c->nthreads = spine_pool_size(pool);
     bool ok = true;
     size_t mb = (size_t)max_batch;
     c->act[0] = alloc_floats(mb, (size_t)m->max_width, 1, &ok);
@@ -292,18 +328,14 @@ spine_status spine_ctx_create(const spine_model *m, int max_batch, spine_pool *p
     c->inter = alloc_floats(mb, (size_t)d->interaction_dim, 1, &ok);
     c->offsets = calloc((size_t)d->num_tables * (mb + 1), sizeof *c->offsets);
     c->cursor = calloc((size_t)d->num_tables, sizeof *c->cursor);
-    if (!ok || !c->offsets || !c->cursor) {
+    c->pending = calloc(mb / LOOKUP_CHUNK + 1, sizeof *c->pending);
+    if (!ok || !c->offsets || !c->cursor || !c->pending) {
         spine_ctx_free(c);
         return spine_fail(err, SPINE_ERR_NOMEM, "cannot allocate scratch for batch %d",
                           max_batch);
     }
     *out = c;
     return SPINE_OK;
-}
-
-static void slice_rows(const spine_ctx *c, int s, int32_t *r0, int32_t *r1) {
-    *r0 = (int32_t)((int64_t)c->n * s / c->nslices);
-    *r1 = (int32_t)((int64_t)c->n * (s + 1) / c->nslices);
 }
 
 static void run_mlp(const layer *ls, int nl, int32_t rows, const float *x, int ldx, float *act0,
@@ -321,12 +353,65 @@ static void run_mlp(const layer *ls, int nl, int32_t rows, const float *x, int l
     }
 }
 
+/* A run is one parallel region. Each chunk of LOOKUP_CHUNK rows has a bottom-MLP task, one
+ * lookup task per table, and a head task (interaction + top MLP) that depends on the others
+ * through a per-chunk counter. The tasks a head waits on never wait themselves, and are handed
+ * out before it, so the region cannot deadlock. Two orders:
+ *   TABLE:  bottom(all chunks), lookups table by table (each table's chunks back to back),
+ *           heads. One table's rows are gathered together: its cache and TLB footprint is
+ *           shared by every thread at once.
+ *   SAMPLE: bottom(0), lookups(0), bottom(1), lookups(1), head(0), bottom(2), ...: head(c)
+ *           lags a chunk, so dense compute overlaps the next chunk's lookups. */
+typedef enum task_kind { TASK_BOTTOM, TASK_LOOKUP, TASK_HEAD } task_kind;
+
+static void chunk_rows(const spine_ctx *c, int ch, int32_t *r0, int32_t *r1) {
+    *r0 = ch * LOOKUP_CHUNK;
+    *r1 = SPINE_MIN(c->n, *r0 + LOOKUP_CHUNK);
+}
+
+static void task_decode(const spine_ctx *c, int task, task_kind *kind, int *ch, int *t) {
+    const int T = c->m->desc.num_tables, nc = c->nchunks;
+    if (c->schedule == SPINE_SCHED_TABLE) {
+        if (task < nc) {
+            *kind = TASK_BOTTOM;
+            *ch = task;
+        } else if (task < nc + T * nc) {
+            *kind = TASK_LOOKUP;
+            *t = (task - nc) / nc;
+            *ch = (task - nc) % nc;
+        } else {
+            *kind = TASK_HEAD;
+            *ch = task - nc - T * nc;
+        }
+        return;
+    }
+    const int body = T + 1, step = body + 1;
+    if (task < body) { /* body(0) */
+        *ch = 0;
+        *kind = task == 0 ? TASK_BOTTOM : TASK_LOOKUP;
+        *t = task - 1;
+        return;
+    }
+    int rest = task - body, k = 1 + rest / step, j = rest % step;
+    if (k >= nc) { /* the final head */
+        *kind = TASK_HEAD;
+        *ch = nc - 1;
+    } else if (j == body) { /* head(k-1) after body(k) */
+        *kind = TASK_HEAD;
+        *ch = k - 1;
+    } else {
+        *ch = k;
+        *kind = j == 0 ? TASK_BOTTOM : TASK_LOOKUP;
+        *t = j - 1;
+    }
+}
+
 static void fail_task(spine_ctx *c, const spine_error *e) {
     int expected = 0;
     if (atomic_compare_exchange_strong(&c->failed, &expected, 1)) c->err = *e;
 }
 
-static void region1(void *arg, int task, int thread) {
+static void run_task(void *arg, int task, int thread) {
     (void)thread;
     spine_ctx *c = arg;
     const spine_model *m = c->m;
@@ -335,44 +420,41 @@ static void region1(void *arg, int task, int thread) {
     const size_t fstride = dot ? (size_t)(d->num_tables + 1) * (size_t)d->emb_dim
                                : (size_t)d->interaction_dim;
     float *dst = dot ? c->feat : c->inter;
-    if (task < c->nslices) { /* bottom MLP on a row slice */
-        int32_t r0, r1;
-        slice_rows(c, task, &r0, &r1);
-        if (r1 <= r0) return;
-        size_t mw = (size_t)m->max_width;
+    const size_t mw = (size_t)m->max_width;
+    task_kind kind;
+    int ch, t = 0;
+    task_decode(c, task, &kind, &ch, &t);
+    int32_t r0, r1;
+    chunk_rows(c, ch, &r0, &r1);
+    if (kind == TASK_BOTTOM) {
         run_mlp(m->bot, d->n_bottom, r1 - r0, c->b->dense + (size_t)(c->b0 + r0) * d->num_dense,
                 d->num_dense, c->act[0] + r0 * mw, c->act[1] + r0 * mw, (int)mw,
                 dst + (size_t)r0 * fstride, (int)fstride, true);
+        atomic_fetch_sub_explicit(&c->pending[ch], 1, memory_order_release);
         return;
     }
-    task -= c->nslices;
-    int t = task / c->nchunks, ch = task % c->nchunks;
-    int32_t r0 = ch * LOOKUP_CHUNK, r1 = SPINE_MIN(c->n, r0 + LOOKUP_CHUNK);
-    size_t col = dot ? (size_t)(t + 1) * (size_t)d->emb_dim
-                     : (size_t)d->bottom[d->n_bottom - 1] + (size_t)t * (size_t)d->emb_dim;
-    spine_bags bags = {
-        .nbags = r1 - r0,
-        .offsets = c->offsets + (size_t)t * (size_t)(c->max_batch + 1) + r0,
-        .indices = c->b->values,
-        .weights = c->b->weights,
-        .pooling = m->tables[t].pooling,
-        .out = dst + (size_t)r0 * fstride + col,
-        .out_stride = fstride,
-    };
-    spine_error e;
-    if (spine_store_lookup(m->stores[t], &bags, &e) != SPINE_OK) fail_task(c, &e);
-}
-
-static void region2(void *arg, int task, int thread) {
-    (void)thread;
-    spine_ctx *c = arg;
-    const spine_model *m = c->m;
-    const spine_model_desc *d = &m->desc;
-    int32_t r0, r1;
-    slice_rows(c, task, &r0, &r1);
-    if (r1 <= r0) return;
+    if (kind == TASK_LOOKUP) {
+        size_t col = dot ? (size_t)(t + 1) * (size_t)d->emb_dim
+                         : (size_t)d->bottom[d->n_bottom - 1] + (size_t)t * (size_t)d->emb_dim;
+        spine_bags bags = {
+            .nbags = r1 - r0,
+            .offsets = c->offsets + (size_t)t * (size_t)(c->max_batch + 1) + r0,
+            .indices = c->b->values,
+            .weights = c->b->weights,
+            .pooling = m->tables[t].pooling,
+            .out = dst + (size_t)r0 * fstride + col,
+            .out_stride = fstride,
+        };
+        spine_error e;
+        if (spine_store_lookup(m->stores[t], &bags, &e) != SPINE_OK) fail_task(c, &e);
+        atomic_fetch_sub_explicit(&c->pending[ch], 1, memory_order_release);
+        return;
+    }
+    /* head: wait for the chunk's body (normally long finished), then interaction + top MLP */
+    while (atomic_load_explicit(&c->pending[ch], memory_order_acquire) > 0) __builtin_ia32_pause();
+    if (atomic_load_explicit(&c->failed, memory_order_relaxed)) return;
     const size_t idim = (size_t)d->interaction_dim;
-    if (d->interaction == SPINE_INTERACT_DOT) {
+    if (dot) {
         const int nf = d->num_tables + 1, dim = d->emb_dim;
         for (int32_t r = r0; r < r1; r++) {
             const float *f = c->feat + (size_t)r * (size_t)nf * (size_t)dim;
@@ -381,7 +463,6 @@ static void region2(void *arg, int task, int thread) {
             dense_dot_interact(f, nf, dim, d->interaction_self, o + dim);
         }
     }
-    size_t mw = (size_t)m->max_width;
     float *y = c->out + c->b0 + r0;
     run_mlp(m->top, d->n_top, r1 - r0, c->inter + (size_t)r0 * idim, (int)idim,
             c->act[0] + r0 * mw, c->act[1] + r0 * mw, (int)mw, y, 1, false);
@@ -415,7 +496,6 @@ spine_status spine_ctx_run(spine_ctx *c, const spine_batch *b, float *out, unsig
         int32_t n = SPINE_MIN(b->batch - b0, c->max_batch);
         c->b0 = b0;
         c->n = n;
-        c->nslices = SPINE_MIN(c->nthreads, n);
         c->nchunks = (n + LOOKUP_CHUNK - 1) / LOOKUP_CHUNK;
         for (int t = 0; t < d->num_tables; t++) {
             int64_t *off = c->offsets + (size_t)t * (size_t)(c->max_batch + 1);
@@ -428,13 +508,14 @@ spine_status spine_ctx_run(spine_ctx *c, const spine_batch *b, float *out, unsig
             off[n] = o;
             c->cursor[t] = o;
         }
+        for (int ch = 0; ch < c->nchunks; ch++)
+            atomic_store_explicit(&c->pending[ch], d->num_tables + 1, memory_order_relaxed);
         atomic_store(&c->failed, 0);
-        spine_pool_run(c->pool, c->nslices + d->num_tables * c->nchunks, region1, c);
+        spine_pool_run(c->pool, c->nchunks * (d->num_tables + 2), run_task, c);
         if (atomic_load(&c->failed)) {
             if (err) *err = c->err;
             return c->err.code;
         }
-        spine_pool_run(c->pool, c->nslices, region2, c);
     }
     return SPINE_OK;
 }

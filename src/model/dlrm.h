@@ -22,8 +22,8 @@ void dlrm_config_free(dlrm_config *c);
 char *dlrm_config_to_json(const dlrm_config *c);
 
 /* Build a model; takes ownership of cfg's tables and of ts (both emptied), also on failure. */
-spine_status dlrm_model_create(dlrm_config *cfg, spine_tensors *ts, spine_model **out,
-                               spine_error *err);
+spine_status dlrm_model_create(dlrm_config *cfg, spine_tensors *ts, spine_placement placement,
+                               spine_model **out, spine_error *err);
 
 /* Tensor names, following the facebookresearch/dlrm state_dict (Linear layers at even
  * positions of nn.Sequential, activations between them). */

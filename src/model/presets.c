@@ -5,12 +5,10 @@
 #include "../base/pool.h"
 #include "../kernels/kernels.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 
 const char *const dlrm_preset_names[] = {"tiny", "rmc1", "rmc2", "rmc3", "dlrm-kaggle", NULL};
 
@@ -172,15 +170,20 @@ spine_status dlrm_gen_tensors(const dlrm_config *c, const dlrm_gen_opts *o, spin
             st_free(ts);
             return spine_fail(err, SPINE_ERR_LIMIT, "table %d is too large", t);
         }
-        void *data = spine_alloc_aligned(bytes);
+        bool huge = bytes >= ((size_t)2 << 20);
+        void *data = huge ? spine_alloc_huge(bytes) : spine_alloc_aligned(bytes);
         char name[64];
         dlrm_tensor_name(name, sizeof name, "emb_l", t, "weight");
         int64_t sh[2] = {td->rows, td->rowtype <= SPINE_ROW_F16 ? c->emb_dim : (int64_t)rb};
         spine_dtype dt = td->rowtype == SPINE_ROW_F32   ? SPINE_DT_F32
                          : td->rowtype == SPINE_ROW_F16 ? SPINE_DT_F16
                                                         : SPINE_DT_U8;
-        if (!data || !st_add_owned(ts, name, dt, 2, sh, data, bytes)) {
-            spine_free_aligned(data);
+        spine_tensor *ten = !data ? NULL
+                            : huge ? st_add_owned_huge(ts, name, dt, 2, sh, data, bytes)
+                                   : st_add_owned(ts, name, dt, 2, sh, data, bytes);
+        if (!ten) {
+            if (huge) spine_free_huge(data, bytes);
+            else spine_free_aligned(data);
             st_free(ts);
             return spine_fail(err, SPINE_ERR_NOMEM,
                               "cannot allocate %zu bytes for table %d (try --rows-scale)", bytes, t);
@@ -223,16 +226,16 @@ spine_status dlrm_gen_model(const dlrm_gen_opts *o, spine_model **out, spine_err
         dlrm_config_free(&c);
         return st;
     }
-    return dlrm_model_create(&c, &ts, out, err);
+    return dlrm_model_create(&c, &ts, SPINE_PLACE_HUGE, out, err);
 }
 
 spine_status dlrm_gen_write(const dlrm_gen_opts *o, const char *dir, spine_error *err) {
     dlrm_config c;
     spine_status st = dlrm_preset_config(o, &c, err);
     if (st) return st;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    if ((st = spine_mkdir_p(dir, err))) {
         dlrm_config_free(&c);
-        return spine_fail(err, SPINE_ERR_IO, "%s: %s", dir, strerror(errno));
+        return st;
     }
     spine_tensors ts;
     st = dlrm_gen_tensors(&c, o, &ts, err);

@@ -32,7 +32,7 @@ static spine_model *micro_model(void) {
     add_f32(&ts, "top_l.0.weight", 2, 1, 3, (float[]){0.1f, 0.2f, 0.3f});
     add_f32(&ts, "top_l.0.bias", 1, 1, 0, (float[]){-1.0f});
     spine_model *m;
-    assert_int_equal(dlrm_model_create(&c, &ts, &m, NULL), SPINE_OK);
+    assert_int_equal(dlrm_model_create(&c, &ts, SPINE_PLACE_AUTO, &m, NULL), SPINE_OK);
     return m;
 }
 
@@ -74,11 +74,13 @@ static spine_model *gen_model(const char *preset, double scale, int rowtype) {
     return m;
 }
 
-static void run_model(spine_model *m, int max_batch, int threads, const dlrm_inputs *in, float *out) {
+static void run_model(spine_model *m, int max_batch, int threads, spine_schedule sched,
+                      const dlrm_inputs *in, float *out) {
     spine_pool *pool = NULL;
     if (threads > 1) assert_int_equal(spine_pool_create(threads, &pool, NULL), SPINE_OK);
     spine_ctx *ctx;
     assert_int_equal(spine_ctx_create(m, max_batch, pool, &ctx, NULL), SPINE_OK);
+    spine_ctx_set_schedule(ctx, sched);
     assert_int_equal(spine_ctx_run(ctx, &in->batch, out, SPINE_RUN_LOGITS, NULL), SPINE_OK);
     spine_ctx_free(ctx);
     spine_pool_free(pool);
@@ -92,14 +94,16 @@ static void chunked_and_threaded_runs_agree(void **state) {
         spine_rng_seed(&r, 11);
         dlrm_inputs in;
         assert_int_equal(dlrm_inputs_random(spine_model_describe(m), 150, 20, rt == 0, &r, &in, NULL), SPINE_OK);
-        float a[150], b[150], c[150];
-        run_model(m, 256, 1, &in, a);
-        run_model(m, 7, 1, &in, b);   /* chunks of 7 */
-        run_model(m, 64, 3, &in, c);  /* three threads, chunks of 64 */
+        float a[150], b[150], c[150], e[150];
+        run_model(m, 256, 1, SPINE_SCHED_TABLE, &in, a);
+        run_model(m, 7, 1, SPINE_SCHED_TABLE, &in, b);   /* runs of 7 */
+        run_model(m, 100, 3, SPINE_SCHED_TABLE, &in, c); /* three threads, runs of 100 */
+        run_model(m, 150, 2, SPINE_SCHED_SAMPLE, &in, e); /* the other order */
         for (int i = 0; i < 150; i++) {
             assert_true(isfinite(a[i]));
             assert_float_equal(a[i], b[i], 1e-5f * (1 + fabsf(a[i])));
             assert_float_equal(a[i], c[i], 1e-5f * (1 + fabsf(a[i])));
+            assert_float_equal(a[i], e[i], 1e-5f * (1 + fabsf(a[i])));
         }
         dlrm_inputs_free(&in);
         spine_model_free(m);
@@ -179,7 +183,7 @@ static void batches_are_validated(void **state) {
     dlrm_gen_opts o = {.seed = 1};
     spine_tensors ts;
     assert_int_equal(dlrm_gen_tensors(&c, &o, &ts, NULL), SPINE_OK);
-    assert_int_equal(dlrm_model_create(&c, &ts, &m, NULL), SPINE_OK);
+    assert_int_equal(dlrm_model_create(&c, &ts, SPINE_PLACE_AUTO, &m, NULL), SPINE_OK);
     float w[2] = {1, 1};
     values[1] = 1;
     lengths[0] = 1;
