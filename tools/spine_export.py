@@ -46,11 +46,12 @@ def st_write(path, tensors, metadata=None):
 
 
 def st_read(path):
-    """Read safetensors into {name: np.ndarray} (copies; BF16 comes back as uint16)."""
+    """Read safetensors into {name: np.ndarray}, memory-mapped and read-only (BF16 comes back
+    as uint16). Copy what you mean to modify."""
     with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
     base = 8 + n
     out = {}
     for name, e in header.items():
@@ -58,7 +59,7 @@ def st_read(path):
             continue
         b, en = e["data_offsets"]
         dt = np.uint16 if e["dtype"] == "BF16" else _DT[e["dtype"]]
-        out[name] = np.frombuffer(data[base + b:base + en], dtype=dt).reshape(e["shape"]).copy()
+        out[name] = mm[base + b:base + en].view(dt).reshape(e["shape"])
     return out
 
 
@@ -242,7 +243,7 @@ def load_dlrm(folder):
         if k.startswith("emb_l."):
             t = int(k.split(".")[1])
             v = dequantize_rows(v, tabs[t].get("dtype", dflt_rt), cfg["embedding_dim"])
-        sd[k] = torch.from_numpy(np.asarray(v, np.float32))
+        sd[k] = torch.from_numpy(np.array(v, np.float32))  # a writable copy
     m.load_state_dict(sd)
     return m, cfg
 

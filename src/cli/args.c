@@ -112,6 +112,7 @@ void cli_progress_cb(void *arg, uint64_t done, uint64_t total) {
     double now = spine_now();
     int decile = (int)(done * 10 / (total ? total : 1));
     bool tty = isatty(2);
+    if (done >= total && p->last_decile >= 10) return; /* the end is printed once */
     if (done < total) {
         if (tty && now - p->last < 0.2) return;
         if (!tty && decile <= p->last_decile && p->started) return;

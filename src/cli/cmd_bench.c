@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include "../kernels/kernels.h"
+#include "../kernels/membw.h"
 #include "../model/dlrm.h"
 
 #include <math.h>
@@ -74,7 +75,93 @@ static int bench_model(const char *cmd, cli_opt *o, int n, spine_model **m) {
     return 0;
 }
 
+/* `spine bench membw`: this machine's sequential bandwidth and random-read limits, per thread
+ * count, and the rows/s limit for each row type of a given dim. */
+static int bench_membw(int argc, char **argv) {
+    cli_opt o[] = {
+        {"mib", true, "buffer size in MiB (default 2048; far beyond the last-level cache)", NULL},
+        {"threads", true, "measure 1..N threads (default 2)", NULL},
+        {"dim", true, "row width for the per-row-type limits (default 64)", NULL},
+        {"seconds", true, "per measurement (default 1)", NULL},
+        {"json", false, "one JSON object per thread count", NULL},
+        {"repeat", true, "measure each K times and report the median (default 3)", NULL},
+        {"help", false, "this text", NULL},
+    };
+    int n = (int)SPINE_ARRAY_LEN(o), npos;
+    char *pos[1];
+    if (cli_parse("bench membw", argc, argv, o, n, pos, 0, &npos)) return 2;
+    if (cli_get(o, n, "help")) {
+        cli_usage("usage: spine bench membw [--mib 2048] [--threads N] [--dim 64] [--json]", o, n);
+        return 0;
+    }
+    long long mib = 2048, threads = 2, dim = 64, repeat = 3;
+    double seconds = 1;
+    const char *v;
+    if ((v = cli_get(o, n, "mib")) && !cli_int("--mib", v, 64, 1 << 20, &mib)) return 2;
+    if ((v = cli_get(o, n, "threads")) && !cli_int("--threads", v, 1, 256, &threads)) return 2;
+    if ((v = cli_get(o, n, "dim")) && !cli_int("--dim", v, 1, 4096, &dim)) return 2;
+    if ((v = cli_get(o, n, "repeat")) && !cli_int("--repeat", v, 1, 99, &repeat)) return 2;
+    if ((v = cli_get(o, n, "seconds")) && !cli_double("--seconds", v, 0.05, 60, &seconds)) return 2;
+    bool json = cli_get(o, n, "json") != NULL;
+    size_t bytes = (size_t)mib << 20;
+    uint8_t *buf = spine_alloc_huge(bytes);
+    spine_error err = {0};
+    spine_pool *pool = NULL;
+    if (!buf || spine_pool_create((int)threads, &pool, &err)) {
+        fprintf(stderr, "spine bench membw: cannot allocate %lld MiB\n", mib);
+        spine_free_huge(buf, bytes);
+        return 1;
+    }
+    for (size_t i = 0; i < bytes; i += 4096) buf[i] = (uint8_t)i; /* fault every page in */
+    int64_t huge = spine_huge_bytes();
+    if (!json)
+        printf("buffer %lld MiB, %.0f%% on 2 MiB pages; rows of dim %lld; medians of %lld\n"
+               "%7s %9s %14s %14s %14s %14s %14s\n",
+               mib, huge > 0 ? 100.0 * (double)huge / (double)bytes : 0.0, dim, repeat, "threads",
+               "seq GB/s", "lines/s", "f32 rows/s", "f16 rows/s", "int8 rows/s", "int4 rows/s");
+    int rc = 0;
+    for (int t = 1; t <= threads && !rc; t++) {
+        double seq, lines, rows[4];
+        double samples[6][99]; /* seq, lines, 4 row types; repeats interleaved for fairness */
+        for (int r = 0; r < repeat && !rc; r++) {
+            if (membw_seq(pool, t, buf, bytes, seconds, &samples[0][r], &err) ||
+                membw_random(pool, t, buf, bytes, 64, seconds, &samples[1][r], &err))
+                rc = 1;
+            for (int rt = 0; rt < 4 && !rc; rt++)
+                if (membw_random(pool, t, buf, bytes, spine_row_bytes((spine_rowtype)rt, (int)dim),
+                                 seconds, &samples[2 + rt][r], &err))
+                    rc = 1;
+        }
+        if (rc) break;
+        for (int k = 0; k < 6; k++) qsort(samples[k], (size_t)repeat, sizeof(double), cmp_double);
+        seq = samples[0][repeat / 2];
+        lines = samples[1][repeat / 2];
+        for (int rt = 0; rt < 4; rt++) rows[rt] = samples[2 + rt][repeat / 2];
+        if (json) {
+            printf("{\"bench\":\"membw\",\"threads\":%d,\"mib\":%lld,\"huge_fraction\":%.3f,"
+                   "\"repeat\":%lld,\"seq_gbps\":%.2f,\"lines_per_s\":%.0f,\"dim\":%lld",
+                   t, mib, huge > 0 ? (double)huge / (double)bytes : 0.0, repeat, seq / 1e9, lines,
+                   dim);
+            for (int rt = 0; rt < 4; rt++) {
+                size_t rb = spine_row_bytes((spine_rowtype)rt, (int)dim);
+                printf(",\"%s\":{\"row_bytes\":%zu,\"lines_per_row\":%.3f,\"rows_per_s\":%.0f}",
+                       spine_rowtype_name((spine_rowtype)rt), rb, membw_lines_per_row(rb), rows[rt]);
+            }
+            printf("}\n");
+        } else {
+            printf("%7d %9.2f %14.0f %14.0f %14.0f %14.0f %14.0f\n", t, seq / 1e9, lines, rows[0],
+                   rows[1], rows[2], rows[3]);
+        }
+        fflush(stdout);
+    }
+    if (rc) cli_print_error("bench membw", &err);
+    spine_pool_free(pool);
+    spine_free_huge(buf, bytes);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && strcmp(argv[0], "membw") == 0) return bench_membw(argc - 1, argv + 1);
     cli_opt o[] = {
         {"preset", true, "generate this preset in memory", NULL},
         {"model", true, "or load this model folder", NULL},

@@ -52,9 +52,12 @@ static int model_gen(int argc, char **argv) {
         return 1;
     }
     cli_progress prog = {.label = "generating", .last_decile = -1};
+    cli_progress wprog = {.label = "writing", .last_decile = -1};
     g.pool = pool;
     g.progress = cli_progress_cb;
     g.progress_arg = &prog;
+    g.write_progress = cli_progress_cb;
+    g.write_progress_arg = &wprog;
     double t0 = spine_now();
     spine_status st = dlrm_gen_write(&g, out, &err);
     spine_pool_free(pool);

@@ -37,8 +37,10 @@ typedef struct dlrm_gen_opts {
     spine_rowtype rowtype; /* overrides the preset's table dtype when has_rowtype */
     uint64_t seed;
     spine_pool *pool;       /* parallel generation (may be NULL) */
-    spine_progress_fn progress; /* may be NULL */
+    spine_progress_fn progress; /* may be NULL: generating the weights */
     void *progress_arg;
+    spine_progress_fn write_progress; /* may be NULL: writing them (dlrm_gen_write) */
+    void *write_progress_arg;
 } dlrm_gen_opts;
 
 /* The built-in default model: RMC2's shape with 25,000 rows per table (205 MB), seed 1. */

@@ -245,7 +245,7 @@ spine_status dlrm_gen_write(const dlrm_gen_opts *o, const char *dir, spine_error
         snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"generator\":\"spine %s\",\"preset\":\"%s\",\"seed\":\"%llu\"}",
                  spine_version(), o->preset, (unsigned long long)o->seed);
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        st = st_write(path, &ts, meta, o->progress, o->progress_arg, err);
+        st = st_write(path, &ts, meta, o->write_progress, o->write_progress_arg, err);
         st_free(&ts);
     }
     if (!st) {

@@ -71,6 +71,7 @@ check "bench --json: one object per batch size" test "$(grep -c '"samples_per_s"
 check "bench --json parses" python3 -c "import json,sys; [json.loads(l) for l in open('$W/bench.json')]"
 check "bench table" bash -c "'$SPINE' bench --preset tiny --batch 2 --seconds 0.02 --threads 2 | grep -q 'samples/s'"
 check "demo" bash -c "'$SPINE' demo | grep -q 'p(click)'"
+check "bench membw runs" bash -c "'$SPINE' bench membw --mib 64 --threads 1 --seconds 0.05 --repeat 1 --json | grep -q lines_per_s"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -4,6 +4,7 @@
 #include "test_util.h"
 
 #include "../../src/kernels/kernels.h"
+#include "../../src/kernels/membw.h"
 
 #include <math.h>
 
@@ -196,12 +197,24 @@ static void dot_interaction_matches_naive(void **s) {
     }
 }
 
+static void lines_per_row_counts_straddles(void **s) {
+    (void)s;
+    assert_true(membw_lines_per_row(64) == 1.0);
+    assert_true(membw_lines_per_row(256) == 4.0);
+    assert_true(membw_lines_per_row(72) == 2.0); /* int8 dim 64: always two lines */
+    assert_true(membw_lines_per_row(36) == 1.5); /* int4 dim 64: half of them straddle */
+    assert_true(membw_lines_per_row(1) == 1.0);
+    assert_true(membw_lines_per_row(65) == 2.0); /* 65 bytes never reach a third line */
+    assert_true(membw_lines_per_row(100) == 2.5); /* starts 4k apart: 3 lines from offset 29 */
+    assert_true(membw_lines_per_row(128) == 2.0);
+}
+
 int test_group_kernels(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(f32_kernels_match_reference),  cmocka_unit_test(f16_kernels_match_reference),
         cmocka_unit_test(int8_kernels_match_reference), cmocka_unit_test(int4_kernels_match_reference),
         cmocka_unit_test(empty_bags_write_zeros),       cmocka_unit_test(quantization_error_is_bounded),
-        cmocka_unit_test(dot_interaction_matches_naive),
+        cmocka_unit_test(dot_interaction_matches_naive), cmocka_unit_test(lines_per_row_counts_straddles),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

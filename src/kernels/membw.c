@@ -1,0 +1,131 @@
+/* membw.c: the memory-limit probe behind `spine bench membw` (see membw.h). */
+#include "membw.h"
+
+#include "../base/pool.h"
+
+#define RING 64 /* ring of addresses generated ahead (the largest prefetch distance) */
+#define LINES_IN_FLIGHT 64 /* per thread: enough to cover DRAM latency, not to thrash */
+
+double membw_lines_per_row(size_t r) {
+    if (r == 0) return 0;
+    size_t a = r % 64, b = 64; /* rows start at offsets k*r mod 64: period 64 / gcd(r, 64) */
+    while (a) {
+        size_t t = b % a;
+        b = a;
+        a = t;
+    }
+    size_t period = 64 / b;
+    double sum = 0;
+    for (size_t k = 0; k < period; k++) sum += (double)(((k * r) % 64 + r - 1) / 64 + 1);
+    return sum / (double)period;
+}
+
+typedef struct job {
+    const uint8_t *buf;
+    size_t bytes, row_bytes;
+    int threads;
+    double seconds;
+    int mode; /* 0 sequential, 1 random rows */
+    double result[256];
+} job;
+
+static inline uint64_t xs(uint64_t *s) {
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static void run(void *arg, int task, int thread) {
+    (void)thread;
+    job *j = arg;
+    const size_t slice = j->bytes / (size_t)j->threads & ~(size_t)63;
+    const uint8_t *base = j->buf + (size_t)task * slice;
+    uint64_t sink = 0;
+    double t0 = spine_now(), t;
+    uint64_t count = 0;
+    if (j->mode == 0) { /* sequential: sum 64-bit words of the slice, repeatedly */
+        do {
+            const uint64_t *p = (const uint64_t *)(const void *)base;
+            uint64_t a = 0, b = 0, c = 0, d = 0;
+            for (size_t i = 0; i + 4 <= slice / 8; i += 4) {
+                a += p[i];
+                b += p[i + 1];
+                c += p[i + 2];
+                d += p[i + 3];
+            }
+            sink += a ^ b ^ c ^ d;
+            count += slice;
+            t = spine_now();
+        } while (t - t0 < j->seconds);
+    } else { /* random rows over the whole buffer; addresses generated RING reads ahead */
+        const size_t rb = j->row_bytes, nrows = j->bytes / rb;
+        size_t lines = (rb + 63) / 64 + 1;
+        unsigned dist = (unsigned)SPINE_MAX(4, SPINE_MIN(RING, LINES_IN_FLIGHT / lines));
+        unsigned mask = 1;
+        while (mask < dist) mask <<= 1; /* a power of two ring of at least dist */
+        mask -= 1;
+        uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(task + 1);
+        const uint8_t *ring[RING];
+        for (unsigned k = 0; k <= mask; k++) {
+            ring[k] = j->buf + (xs(&s) % nrows) * rb;
+            for (size_t o = 0; o < rb; o += 64) __builtin_prefetch(ring[k] + o);
+            __builtin_prefetch(ring[k] + rb - 1);
+        }
+        do {
+            for (unsigned it = 0; it < 4096; it++) {
+                unsigned k = it & mask;
+                const uint8_t *row = ring[k];
+                uint64_t v = 0;
+                for (size_t o = 0; o + 8 <= rb; o += 64) { /* rows need not be aligned */
+                    uint64_t x;
+                    memcpy(&x, row + o, 8);
+                    v += x;
+                }
+                v += row[rb - 1];
+                sink += v;
+                const uint8_t *next = j->buf + (xs(&s) % nrows) * rb;
+                for (size_t o = 0; o < rb; o += 64) __builtin_prefetch(next + o);
+                __builtin_prefetch(next + rb - 1);
+                ring[k] = next;
+            }
+            count += 4096;
+            t = spine_now();
+        } while (t - t0 < j->seconds);
+    }
+    j->result[task] = (double)count / (t - t0) + (sink == 42 ? 1e-9 : 0);
+}
+
+static spine_status check(spine_pool *pool, int threads, size_t bytes, spine_error *err) {
+    if (threads < 1 || threads > 256 || threads > spine_pool_size(pool) || bytes < ((size_t)64 << 20))
+        return spine_fail(err, SPINE_ERR_INVALID,
+                          "membw: %d threads (pool of %d), buffer of %zu bytes (at least 64 MiB)",
+                          threads, spine_pool_size(pool), bytes);
+    return SPINE_OK;
+}
+
+spine_status membw_seq(spine_pool *pool, int threads, const void *buf, size_t bytes,
+                       double seconds, double *out, spine_error *err) {
+    spine_status st = check(pool, threads, bytes, err);
+    if (st) return st;
+    job j = {.buf = buf, .bytes = bytes, .threads = threads, .seconds = seconds, .mode = 0};
+    spine_pool_run(pool, threads, run, &j);
+    *out = 0;
+    for (int i = 0; i < threads; i++) *out += j.result[i];
+    return SPINE_OK;
+}
+
+spine_status membw_random(spine_pool *pool, int threads, const void *buf, size_t bytes,
+                          size_t row_bytes, double seconds, double *out, spine_error *err) {
+    spine_status st = check(pool, threads, bytes, err);
+    if (st) return st;
+    if (row_bytes == 0 || row_bytes > 65536)
+        return spine_fail(err, SPINE_ERR_INVALID, "membw: row of %zu bytes", row_bytes);
+    job j = {.buf = buf, .bytes = bytes, .threads = threads, .seconds = seconds, .mode = 1,
+             .row_bytes = row_bytes};
+    spine_pool_run(pool, threads, run, &j);
+    *out = 0;
+    for (int i = 0; i < threads; i++) *out += j.result[i];
+    return SPINE_OK;
+}
