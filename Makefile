@@ -1,11 +1,11 @@
 # spine: the two commands for a fresh machine.
-#   make run    install what is missing, build, run spine's main job on the built-in model
+#   make run    install what is missing, build, serve the built-in default model on :8000
 #   make test   install what is missing, build (release, ASan+UBSan, fuzzers), pass every test
 # Opt-in: make fuzz (long fuzz runs), make bench (side-by-side benchmarks), make format.
 
 BUILD       ?= build
 JOBS        ?= $(shell nproc)
-RUN_PKGS     = build-essential cmake pkg-config libopenblas-dev
+RUN_PKGS     = build-essential cmake pkg-config libopenblas-dev libmicrohttpd-dev
 TEST_PKGS    = $(RUN_PKGS) libcmocka-dev clang libclang-rt-14-dev python3-torch python3-numpy
 FUZZ_SECONDS ?= 15
 
@@ -26,7 +26,7 @@ build: $(BUILD)/release/Makefile
 	cmake --build $(BUILD)/release -j$(JOBS)
 
 run: deps-run build
-	$(BUILD)/release/spine demo
+	$(BUILD)/release/spine serve
 
 test: deps-test
 	$(MAKE) test-release test-asan test-fuzz

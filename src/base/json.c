@@ -10,6 +10,7 @@ typedef struct parser {
     size_t len, pos;
     spine_error *err;
     spine_status st;
+    uint32_t max_nodes;
 } parser;
 
 static spine_status perr(parser *p, const char *what) {
@@ -27,6 +28,10 @@ static void skip_ws(parser *p) {
 
 static int64_t new_node(parser *p, json_type t) {
     json_doc *d = p->d;
+    if (d->n >= p->max_nodes) {
+        p->st = spine_fail(p->err, SPINE_ERR_LIMIT, "json: more than %u values", p->max_nodes);
+        return -1;
+    }
     if (d->n == d->cap) {
         if (d->cap >= UINT32_MAX / 2) {
             p->st = spine_fail(p->err, SPINE_ERR_LIMIT, "json: too many values");
@@ -324,13 +329,19 @@ static spine_status parse_value(parser *p, int depth, int64_t *out_idx) {
 }
 
 spine_status json_parse(json_doc *doc, const char *text, size_t len, spine_error *err) {
+    return json_parse_limited(doc, text, len, UINT32_MAX, err);
+}
+
+spine_status json_parse_limited(json_doc *doc, const char *text, size_t len, uint32_t max_nodes,
+                                spine_error *err) {
     memset(doc, 0, sizeof *doc);
     if (len > JSON_MAX_INPUT)
         return spine_fail(err, SPINE_ERR_LIMIT, "json: document of %zu bytes is too large", len);
     doc->src = text;
     doc->strs = malloc(len + 1);
     if (!doc->strs) return spine_fail(err, SPINE_ERR_NOMEM, "json: out of memory");
-    parser p = {.d = doc, .s = (const unsigned char *)text, .len = len, .err = err};
+    parser p = {.d = doc, .s = (const unsigned char *)text, .len = len, .err = err,
+                .max_nodes = max_nodes};
     int64_t root;
     if (parse_value(&p, 0, &root) == SPINE_OK) {
         skip_ws(&p);

@@ -43,6 +43,9 @@ typedef struct json_doc {
 
 /* Parse; node 0 is the root. On failure the message gives the byte offset. */
 spine_status json_parse(json_doc *doc, const char *text, size_t len, spine_error *err);
+/* The same, refusing documents of more than max_nodes values (each costs 40 bytes). */
+spine_status json_parse_limited(json_doc *doc, const char *text, size_t len, uint32_t max_nodes,
+                                spine_error *err);
 void json_free(json_doc *doc);
 
 static inline const json_node *json_root(const json_doc *d) { return &d->nodes[0]; }

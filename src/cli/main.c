@@ -7,6 +7,7 @@ static void usage(void) {
     printf("spine %s: sparse inference for recommendation and Mixture-of-Experts models\n\n"
            "usage: spine <command> [options]\n\n"
            "commands:\n"
+           "  serve         serve models over HTTP (Open Inference Protocol)\n"
            "  model gen     generate a model folder from a preset (tiny, rmc1, rmc2, rmc3, dlrm-kaggle)\n"
            "  model info    describe a model folder\n"
            "  infer         run a model on a Criteo TSV or safetensors batch file\n"
@@ -27,6 +28,7 @@ int main(int argc, char **argv) {
     if (strcmp(c, "infer") == 0) return cmd_infer(argc - 2, argv + 2);
     if (strcmp(c, "bench") == 0) return cmd_bench(argc - 2, argv + 2);
     if (strcmp(c, "demo") == 0) return cmd_demo(argc - 2, argv + 2);
+    if (strcmp(c, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
     if (strcmp(c, "version") == 0 || strcmp(c, "--version") == 0) {
         printf("spine %s\n", spine_version());
         return 0;

@@ -1,0 +1,89 @@
+/* cmd_serve.c: `spine serve`: options for the Open Inference Protocol server. */
+#include "cli.h"
+
+#include "../serve/server.h"
+
+#include <stdio.h>
+
+int cmd_serve(int argc, char **argv) {
+    cli_opt o[] = {
+        {"model", true, "model folder, served under its folder's name (repeatable; none: the "
+                        "built-in default model, served as 'default')", NULL},
+        {"host", true, "IPv4 address to bind (default 127.0.0.1)", NULL},
+        {"port", true, "TCP port (default 8000; 0 picks a free one)", NULL},
+        {"workers", true, "worker instances (default 1)", NULL},
+        {"threads", true, "threads per worker (default 2)", NULL},
+        {"max-batch", true, "samples per merged batch (default 256)", NULL},
+        {"max-delay-us", true, "longest wait for a batch to fill (default 500)", NULL},
+        {"sla-ms", true, "latency target: each request's deadline (default 100)", NULL},
+        {"max-queue", true, "requests waiting at most (default 1024)", NULL},
+        {"max-body-mb", true, "largest request body (default 64)", NULL},
+        {"max-connections", true, "open connections at most (default 4096)", NULL},
+        {"idle-timeout-s", true, "close connections idle this long (default 30)", NULL},
+        {"http-threads", true, "threads reading and writing HTTP (default 2)", NULL},
+        {"drain-timeout-s", true, "longest wait for accepted requests on SIGTERM (default 30)", NULL},
+        {"help", false, "this text", NULL},
+    };
+    int n = (int)SPINE_ARRAY_LEN(o), npos;
+    char *pos[1];
+    /* --model may repeat: collect by hand before the generic parser sees it */
+    server_opts so = {.host = "127.0.0.1", .port = 8000, .workers = 1, .threads = 2,
+                      .max_batch = 256, .max_queue = 1024, .max_delay_us = 500, .sla_ms = 100,
+                      .http_threads = 2, .max_connections = 4096, .idle_timeout_s = 30,
+                      .max_body = (size_t)64 << 20, .max_header = 64 << 10, .drain_timeout_s = 30};
+    char *rest[256];
+    int nrest = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
+            if (so.nmodels == SERVER_MAX_MODELS) {
+                fprintf(stderr, "spine serve: at most %d models\n", SERVER_MAX_MODELS);
+                return 2;
+            }
+            so.models[so.nmodels++] = argv[++i];
+        } else if (nrest < 256) {
+            rest[nrest++] = argv[i];
+        }
+    }
+    if (cli_parse("serve", nrest, rest, o, n, pos, 0, &npos)) return 2;
+    if (cli_get(o, n, "help")) {
+        cli_usage("usage: spine serve [--model DIR]... [--host 127.0.0.1] [--port 8000] "
+                  "[--workers N --threads T] [--max-batch B --max-delay-us D] [--sla-ms S]",
+                  o, n);
+        return 0;
+    }
+    const char *v;
+    long long x;
+    double d;
+    if ((v = cli_get(o, n, "host"))) so.host = v;
+#define INTOPT(name, field, lo, hi)                                                                \
+    if ((v = cli_get(o, n, name))) {                                                               \
+        if (!cli_int("--" name, v, lo, hi, &x)) return 2;                                          \
+        so.field = (int)x;                                                                         \
+    }
+    INTOPT("port", port, 0, 65535)
+    INTOPT("workers", workers, 1, 64)
+    INTOPT("threads", threads, 1, 256)
+    INTOPT("max-batch", max_batch, 1, 1 << 16)
+    INTOPT("max-queue", max_queue, 1, 1 << 20)
+    INTOPT("max-connections", max_connections, 1, 1 << 20)
+    INTOPT("idle-timeout-s", idle_timeout_s, 1, 86400)
+    INTOPT("http-threads", http_threads, 1, 64)
+#undef INTOPT
+    if ((v = cli_get(o, n, "max-body-mb"))) {
+        if (!cli_int("--max-body-mb", v, 1, 4096, &x)) return 2;
+        so.max_body = (size_t)x << 20;
+    }
+    if ((v = cli_get(o, n, "max-delay-us"))) {
+        if (!cli_double("--max-delay-us", v, 0, 1e7, &d)) return 2;
+        so.max_delay_us = d;
+    }
+    if ((v = cli_get(o, n, "sla-ms"))) {
+        if (!cli_double("--sla-ms", v, 0.01, 3.6e6, &d)) return 2;
+        so.sla_ms = d;
+    }
+    if ((v = cli_get(o, n, "drain-timeout-s"))) {
+        if (!cli_double("--drain-timeout-s", v, 0, 3600, &d)) return 2;
+        so.drain_timeout_s = d;
+    }
+    return server_run(&so);
+}

@@ -1,0 +1,93 @@
+/* serve.h: the server's internal pieces and how they meet.
+ *   metrics.c  counters and histograms, Prometheus exposition, the recent-latency window
+ *   batcher.c  the request queue, dynamic batching (merge small, split large), deadlines,
+ *              worker instances each with its own inference context and thread pool
+ *   server.c   HTTP (libmicrohttpd): routes, limits, suspend/resume, drain, reload
+ * A served model is reference counted: requests and running batches hold it, so a reload
+ * swaps the current pointer and the old model lives until its last batch is answered. */
+#ifndef SPINE_SERVE_H
+#define SPINE_SERVE_H
+
+#include "protocol.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* ---- metrics ---- */
+#define HIST_BUCKETS 20
+typedef struct histogram {
+    int n;
+    double le[HIST_BUCKETS]; /* upper bounds; +Inf is implicit */
+    atomic_uint_fast64_t count[HIST_BUCKETS + 1];
+    _Atomic double sum;
+} histogram;
+
+typedef enum fail_reason {
+    FAIL_BAD_REQUEST,
+    FAIL_NOT_FOUND,
+    FAIL_TOO_LARGE,
+    FAIL_OVERLOAD,
+    FAIL_DEADLINE,
+    FAIL_INTERNAL,
+    FAIL_COUNT
+} fail_reason;
+
+typedef struct metrics {
+    atomic_uint_fast64_t requests, inferences, batches, failures[FAIL_COUNT];
+    atomic_int queue_requests, queue_samples, inflight;
+    histogram batch_size, queue_s, compute_s, total_s;
+    pthread_mutex_t window_mu; /* the last WINDOW request latencies, for the dashboard */
+#define WINDOW 4096
+    double window[WINDOW];
+    double window_t[WINDOW];
+    uint64_t window_n;
+} metrics;
+
+void metrics_init(metrics *m, double sla_s, int max_batch);
+void hist_observe(histogram *h, double v);
+void metrics_request_done(metrics *m, double total_s);
+const char *fail_reason_name(fail_reason r);
+
+/* ---- models ---- */
+typedef struct served_model {
+    char name[64];
+    spine_model *m;
+    atomic_int refs;
+    uint64_t generation; /* 1 for the first load, +1 per reload */
+} served_model;
+
+void served_model_release(served_model *sm);
+
+/* ---- requests and the batcher ---- */
+typedef struct request request;
+typedef void (*request_done_fn)(request *rq); /* called once, by the thread finishing it */
+
+struct request {
+    served_model *sm;
+    infer_request in;
+    float *out;
+    double t_arrival, deadline, t_compute;
+    atomic_int parts_left;
+    atomic_int failed;     /* 0, or an HTTP status */
+    char fail_msg[256];
+    fail_reason reason;
+    request_done_fn done;
+    void *done_arg;
+};
+
+typedef struct batcher_opts {
+    int workers, threads, max_batch, max_queue;
+    double max_delay_s;
+} batcher_opts;
+
+typedef struct batcher batcher;
+spine_status batcher_start(const batcher_opts *o, metrics *mx, batcher **out, spine_error *err);
+/* Queue a decoded request (split into parts of at most max_batch). Refuses with 503 (sets
+ * rq->failed and returns false) when the queue is full or the deadline cannot be met. */
+bool batcher_submit(batcher *b, request *rq);
+/* Stop after the queue is empty (drain) and join the workers. */
+void batcher_stop(batcher *b);
+/* samples/s the workers have been sustaining (0 before the first batches). */
+double batcher_rate(const batcher *b);
+
+#endif
