@@ -5,20 +5,31 @@ set -euo pipefail
 B=$1
 S=$2
 C=$B/corpus
-mkdir -p "$C"/{safetensors,config,json,criteo} "$B/crashes"
-# seeds: a real model, its config, a TSV line
+TARGETS="safetensors config json criteo request"
+for t in $TARGETS; do mkdir -p "$C/$t"; done
+mkdir -p "$B/crashes"
+# seeds: a real model, its config, a TSV line, an infer request
 if [ ! -f "$C/safetensors/tiny" ]; then
   "$B/spine" model gen --preset tiny --rows-scale 0.01 -o "$B/seed-model" >/dev/null 2>&1
   cp "$B/seed-model/model.safetensors" "$C/safetensors/tiny"
   cp "$B/seed-model/config.json" "$C/config/tiny.json"
   cp "$B/seed-model/config.json" "$C/json/tiny.json"
-  printf '1\t5\t\t3\t-1\t0\t1\t2\t3\t4\t5\t6\t7\t8\t68fd1e64\t\t%s\n' "$(printf 'ab\t%.0s' $(seq 23))ff" >"$C/criteo/line"
 fi
+[ -f "$C/criteo/line" ] ||
+  printf '1\t5\t\t3\t-1\t0\t1\t2\t3\t4\t5\t6\t7\t8\t68fd1e64\t\t%s\n' "$(printf 'ab\t%.0s' $(seq 23))ff" >"$C/criteo/line"
+[ -f "$C/request/json" ] || python3 - "$C/request" <<'PY'
+import json, sys
+d = {"id": "seed", "inputs": [
+    {"name": "dense", "datatype": "FP32", "shape": [2, 13], "data": [0.5] * 26},
+    {"name": "lengths", "datatype": "INT32", "shape": [26, 2], "data": [[1, 0]] * 26},
+    {"name": "values", "datatype": "INT64", "shape": [26], "data": [0] * 26}]}
+open(sys.argv[1] + "/json", "w").write(json.dumps(d))
+PY
 status=0
-for t in safetensors config json criteo; do
+for t in $TARGETS; do
   echo "fuzz_$t: ${S}s"
   if ! "$B/fuzz_$t" "$C/$t" -max_total_time="$S" -max_len=65536 -rss_limit_mb=2048 \
-      -artifact_prefix="$B/crashes/$t-" -print_final_stats=1 >"$B/fuzz_$t.log" 2>&1; then
+      -artifact_prefix="$B/crashes/$t-" >"$B/fuzz_$t.log" 2>&1; then
     echo "fuzz_$t FAILED: see $B/fuzz_$t.log"; tail -30 "$B/fuzz_$t.log"; status=1
   else
     grep -E "^Done [0-9]+ runs" "$B/fuzz_$t.log" || true

@@ -248,9 +248,9 @@ spine_status proto_decode_infer(const spine_model *m, const char *body, size_t l
     }
     for (int64_t i = 0; i < ln->count; i++) {
         if (len64[i] < 0 || len64[i] > INT32_MAX) {
-            free(len64);
             st = spine_fail(err, SPINE_ERR_INVALID, "lengths[%lld] = %lld is out of range",
                             (long long)i, (long long)len64[i]);
+            free(len64);
             goto out;
         }
         r->lengths[i] = (int32_t)len64[i];

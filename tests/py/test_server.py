@@ -1,0 +1,377 @@
+"""test_server.py: `spine serve` end to end over real HTTP on loopback.
+
+Starts the server on a free port with generated models, then checks: endpoints, results equal
+to `spine infer` on the same inputs (JSON and binary encodings), batching under concurrency
+with results routed to the right caller, large requests split, the bad-request corpus while
+good requests keep succeeding, limits (body, header, idle connections), reload with no failed
+request (endpoint and SIGHUP), overload answered with 503, drain on SIGTERM with no lost
+request. Every request loop is bounded in count and time.
+
+usage: test_server.py SPINE_BINARY WORKDIR
+"""
+import http.client as httpclient
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
+from spine_export import write_batch  # noqa: E402
+
+SPINE, WORK = sys.argv[1], sys.argv[2]
+os.makedirs(WORK, exist_ok=True)
+for f in os.listdir(WORK):  # server logs of an earlier run would mislead
+    if f.startswith("server-"):
+        os.remove(os.path.join(WORK, f))
+rng = np.random.default_rng(7)
+results = []
+
+
+SERVERS = []
+
+
+def check(name, ok, detail=""):
+    results.append(bool(ok))
+    print(f"{'PASS' if ok else 'FAIL'} {name}{'' if ok else ': ' + str(detail)}", flush=True)
+    if not ok:
+        for sv in SERVERS:  # what the server said, for the failure's reader
+            tail = open(sv.errpath).read()[-3000:]
+            if tail.strip():
+                print(f"--- {sv.errpath}:\n{tail}", flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Server:
+    def __init__(self, *args):
+        self.port = free_port()
+        self.errpath = os.path.join(WORK, f"server-{self.port}.stderr")
+        self.p = subprocess.Popen([SPINE, "serve", "--port", str(self.port), *args],
+                                  stdout=subprocess.PIPE, stderr=open(self.errpath, "w"), text=True)
+        SERVERS.append(self)
+        line = self.p.stdout.readline()  # "listening on" once ready
+        if "listening" not in line:
+            raise RuntimeError("server did not start: " + line + open(self.errpath).read())
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        self.p.send_signal(sig)
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            return -999
+
+
+def http(method, url, body=None, headers=None, timeout=30):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def make_batch(cfg, B, max_len=4):
+    T, nd = len(cfg["tables"]), cfg["num_dense_features"]
+    lengths = rng.integers(0, max_len + 1, size=(T, B)).astype(np.int32)
+    values = np.concatenate([rng.integers(0, cfg["tables"][t]["rows"], size=int(lengths[t].sum()))
+                             for t in range(T)]).astype(np.int64)
+    dense = rng.random((B, nd), dtype=np.float32)
+    return dense, lengths, values
+
+
+def json_body(dense, lengths, values, rid="", binary_out=False):
+    b = {"id": rid, "inputs": [
+        {"name": "dense", "datatype": "FP32", "shape": list(dense.shape), "data": dense.ravel().tolist()},
+        {"name": "lengths", "datatype": "INT32", "shape": list(lengths.shape), "data": lengths.tolist()},
+        {"name": "values", "datatype": "INT64", "shape": [int(values.size)], "data": values.tolist()}]}
+    if binary_out:
+        b["outputs"] = [{"name": "probabilities", "parameters": {"binary_data": True}}]
+    return json.dumps(b).encode()
+
+
+def binary_body(dense, lengths, values):
+    parts = [dense.astype(np.float32).tobytes(), lengths.astype(np.int32).tobytes(),
+             values.astype(np.int64).tobytes()]
+    hdr = {"inputs": [
+        {"name": "dense", "datatype": "FP32", "shape": list(dense.shape),
+         "parameters": {"binary_data_size": len(parts[0])}},
+        {"name": "lengths", "datatype": "INT32", "shape": list(lengths.shape),
+         "parameters": {"binary_data_size": len(parts[1])}},
+        {"name": "values", "datatype": "INT64", "shape": [int(values.size)],
+         "parameters": {"binary_data_size": len(parts[2])}}],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}
+    h = json.dumps(hdr).encode()
+    return h + b"".join(parts), len(h)
+
+
+def probs_of(status, headers, data):
+    if status != 200:
+        return None
+    n = headers.get("Inference-Header-Content-Length")
+    if n:
+        return np.frombuffer(data[int(n):], dtype=np.float32).astype(np.float64)
+    return np.array(json.loads(data)["outputs"][0]["data"], dtype=np.float64)
+
+
+def expected(folder, dense, lengths, values, name):
+    path = os.path.join(WORK, name + ".safetensors")
+    write_batch(path, dense, lengths, values)
+    out = subprocess.run([SPINE, "infer", "--model", folder, "--input", path], check=True,
+                         capture_output=True, text=True).stdout
+    return np.array([float(x) for x in out.split()])
+
+
+# ---- models: tiny (fast, Criteo-shaped) ----
+tiny = os.path.join(WORK, "tiny")
+subprocess.run([SPINE, "model", "gen", "--preset", "tiny", "-o", tiny], check=True,
+               capture_output=True)
+cfg = json.load(open(os.path.join(tiny, "config.json")))
+infer_url = "/v2/models/tiny/infer"
+
+srv = Server("--model", tiny, "--max-batch", "64", "--max-delay-us", "2000", "--sla-ms", "5000",
+             "--max-body-mb", "1", "--idle-timeout-s", "5")
+try:
+    st, _, body = http("GET", srv.url("/v2"))
+    check("GET /v2", st == 200 and json.loads(body)["name"] == "spine", body)
+    check("live", http("GET", srv.url("/v2/health/live"))[0] == 200)
+    check("ready", http("GET", srv.url("/v2/health/ready"))[0] == 200)
+    st, _, body = http("GET", srv.url("/v2/models/tiny"))
+    meta = json.loads(body) if st == 200 else {}
+    check("model metadata", st == 200 and meta.get("inputs", [{}])[1].get("shape") == [26, -1], body)
+    check("model ready", http("GET", srv.url("/v2/models/tiny/ready"))[0] == 200)
+    st, _, body = http("GET", srv.url("/v2/models/tiny/config"))
+    check("model config", st == 200 and json.loads(body)["max_batch_size"] == 0 and
+          "dynamic_batching" in json.loads(body), body)
+    st, _, body = http("POST", srv.url("/v2/repository/index"), b"")
+    check("repository index", st == 200 and json.loads(body)[0]["name"] == "tiny", body)
+    check("unknown model 404", http("GET", srv.url("/v2/models/nope"))[0] == 404)
+
+    # results identical to spine infer, JSON and binary
+    dense, lengths, values = make_batch(cfg, 37)
+    want = expected(tiny, dense, lengths, values, "b37")
+    got = probs_of(*http("POST", srv.url(infer_url), json_body(dense, lengths, values, "x")))
+    check("JSON infer equals spine infer", got is not None and np.array_equal(got, want),
+          None if got is None else np.max(np.abs(got - want)))
+    st, hd, data = http("POST", srv.url(infer_url), json_body(dense, lengths, values, binary_out=True))
+    got = probs_of(st, hd, data)
+    check("JSON in, binary out", got is not None and np.max(np.abs(got - want)) < 1e-6)
+    body, hl = binary_body(dense, lengths, values)
+    st, hd, data = http("POST", srv.url(infer_url), body,
+                        {"Inference-Header-Content-Length": str(hl),
+                         "Content-Type": "application/octet-stream"})
+    got = probs_of(st, hd, data)
+    check("binary infer equals spine infer", got is not None and np.max(np.abs(got - want)) < 1e-6,
+          (st, data[:200]))
+    # a request larger than max-batch is split and reassembled in order
+    dense, lengths, values = make_batch(cfg, 300)
+    want = expected(tiny, dense, lengths, values, "b300")
+    body, hl = binary_body(dense, lengths, values)
+    got = probs_of(*http("POST", srv.url(infer_url), body, {"Inference-Header-Content-Length": str(hl)}))
+    check("large request split across batches", got is not None and np.max(np.abs(got - want)) < 1e-6)
+
+    # concurrency: many clients, each gets its own answers
+    jobs = []
+    for i in range(48):
+        d, l, v = make_batch(cfg, 1 + i % 9)
+        jobs.append((d, l, v))
+    wants = []
+    for i, (d, l, v) in enumerate(jobs):  # one spine infer per distinct job, up front
+        wants.append(expected(tiny, d, l, v, f"c{i}"))
+    got = [None] * len(jobs)
+
+    def client(k):
+        for i in range(k, len(jobs), 12):
+            d, l, v = jobs[i]
+            got[i] = probs_of(*http("POST", srv.url(infer_url), json_body(d, l, v, f"id{i}")))
+    th = [threading.Thread(target=client, args=(k,)) for k in range(12)]
+    [t.start() for t in th]
+    [t.join(60) for t in th]
+    ok = all(g is not None and np.max(np.abs(g - w)) < 1e-6 for g, w in zip(got, wants))
+    check("48 concurrent requests routed to their callers", ok)
+    m = http("GET", srv.url("/metrics"))[2].decode()
+    bcount = [l for l in m.splitlines() if l.startswith("spine_batches_total")]
+    rcount = [l for l in m.splitlines() if l.startswith("spine_requests_total")]
+    check("metrics count requests and batches", bcount and rcount and
+          int(bcount[0].split()[1]) <= int(rcount[0].split()[1]), (bcount, rcount))
+    check("metrics histograms with SLA bucket",
+          'spine_request_duration_seconds_bucket{le="5"}' in m and "spine_batch_size_bucket" in m)
+
+    # the bad-request corpus, while good requests keep succeeding
+    d, l, v = make_batch(cfg, 4)
+    good_body = json_body(d, l, v)
+    good_want = expected(tiny, d, l, v, "good")
+    bad_cases = {
+        "not json": b"{nope",
+        "truncated json": good_body[: len(good_body) // 2],
+        "array root": b"[]",
+        "no inputs": b"{}",
+        "unknown input": json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}).encode(),
+        "wrong dtype": good_body.replace(b'"datatype": "FP32"', b'"datatype": "FP16"', 1),
+        "wrong dense width": good_body.replace(b'"shape": [4, 13]', b'"shape": [4, 12]', 1),
+        "lengths sum mismatch": good_body.replace(b'"shape": [%d]' % v.size, b'"shape": [%d]' % (v.size + 1), 1),
+        "index out of range": json_body(d, l, np.where(np.arange(v.size) == 0, 10**9, v)),
+        "negative index": json_body(d, l, np.where(np.arange(v.size) == 0, -1, v)),
+        "negative length": json_body(d, np.where(l == l.max(), -1, l).astype(np.int32), v),
+        "float index": json.dumps({"inputs": [
+            {"name": "dense", "datatype": "FP32", "shape": [4, 13], "data": d.ravel().tolist()},
+            {"name": "lengths", "datatype": "INT32", "shape": [26, 4], "data": l.tolist()},
+            {"name": "values", "datatype": "INT64", "shape": [int(v.size)],
+             "data": [1.5] + v.tolist()[1:]}]}).encode(),
+        "deep nesting": b"[" * 10000 + b"]" * 10000,
+        "bad binary header length": None,
+        "huge shape": json.dumps({"inputs": [{"name": "dense", "datatype": "FP32", "shape": [2**31, 2**31], "data": []}]}).encode(),
+    }
+    statuses = {}
+    for name, b in bad_cases.items():
+        if b is None:
+            st = http("POST", srv.url(infer_url), good_body, {"Inference-Header-Content-Length": "999999"})[0]
+        else:
+            st, _, resp = http("POST", srv.url(infer_url), b)
+            if st >= 400:
+                try:
+                    json.loads(resp)["error"]
+                except Exception:
+                    st = -st  # not a JSON error body
+        statuses[name] = st
+        g = probs_of(*http("POST", srv.url(infer_url), good_body))
+        if g is None or np.max(np.abs(g - good_want)) > 1e-6:
+            statuses[name + " (good after)"] = "failed"
+    ok = all(isinstance(s, int) and 400 <= s < 500 for s in statuses.values())
+    check(f"{len(bad_cases)} bad requests get a 4xx JSON error; good ones keep succeeding", ok, statuses)
+    check("GET on infer is 405", http("GET", srv.url(infer_url))[0] == 405)
+
+    # limits
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"POST " + infer_url.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 << 20))
+    s.settimeout(10)
+    resp = s.recv(200)
+    s.close()
+    check("body over --max-body-mb is refused 413 before it is read", resp.startswith(b"HTTP/1.1 413"), resp[:40])
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (200 << 10) + b"\r\n\r\n")
+    s.settimeout(10)
+    try:
+        resp = s.recv(100)
+    except Exception as e:
+        resp = str(e).encode()
+    s.close()
+    check("oversized header refused", resp.startswith(b"HTTP/1.1 4") or resp == b"", resp[:40])
+    idle = []
+    for _ in range(300):
+        idle.append(socket.create_connection(("127.0.0.1", srv.port)))
+    g = probs_of(*http("POST", srv.url(infer_url), good_body))
+    check("300 idle connections do not stop serving", g is not None)
+    time.sleep(6)  # beyond --idle-timeout-s 5: the server closes them
+    closed = 0
+    for c in idle:
+        c.settimeout(2)
+        try:
+            closed += c.recv(1) == b""
+        except Exception:
+            pass
+        c.close()
+    check("idle connections are closed after the idle timeout", closed >= 290, closed)
+
+    # reload under load: no failed request
+    stop = threading.Event()
+    fails = []
+
+    def hammer():
+        while not stop.is_set():
+            st = http("POST", srv.url(infer_url), good_body)[0]
+            if st != 200:
+                fails.append(st)
+    th = [threading.Thread(target=hammer) for _ in range(4)]
+    [t.start() for t in th]
+    time.sleep(0.3)
+    st1 = http("POST", srv.url("/v2/repository/models/tiny/load"), b"")[0]
+    time.sleep(0.3)
+    srv.p.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    stop.set()
+    [t.join(30) for t in th]
+    gen = [l for l in http("GET", srv.url("/metrics"))[2].decode().splitlines()
+           if l.startswith("spine_model_generation")]
+    check("reload (endpoint and SIGHUP) under load: no failed request", st1 == 200 and not fails and
+          gen and gen[0].endswith(" 3"), (st1, fails[:5], gen))
+finally:
+    rc = srv.stop()
+check("SIGTERM on an idle server exits 0", rc == 0, rc)
+
+# overload: a tiny SLA and queue answer with fast 503s, nothing hangs
+srv = Server("--model", tiny, "--sla-ms", "1", "--max-queue", "2", "--max-batch", "8",
+             "--threads", "1")
+try:
+    d, l, v = make_batch(cfg, 200, max_len=8)
+    body, hl = binary_body(d, l, v)
+    codes = []
+    lock = threading.Lock()
+
+    def burst():
+        for _ in range(10):
+            t0 = time.time()
+            st = http("POST", srv.url(infer_url), body, {"Inference-Header-Content-Length": str(hl)})[0]
+            with lock:
+                codes.append((st, time.time() - t0))
+    th = [threading.Thread(target=burst) for _ in range(8)]
+    [t.start() for t in th]
+    [t.join(60) for t in th]
+    sts = [c for c, _ in codes]
+    check("overload answers every request (200 or 503), quickly",
+          len(codes) == 80 and set(sts) <= {200, 503} and 503 in sts and
+          max(t for _, t in codes) < 5, (sorted(set(sts)), max(t for _, t in codes)))
+    m = http("GET", srv.url("/metrics"))[2].decode()
+    check("refusals counted by reason", 'spine_request_failures_total{reason="deadline"}' in m or
+          'spine_request_failures_total{reason="overload"}' in m)
+finally:
+    srv.stop()
+
+# drain: requests in flight when SIGTERM arrives are all answered
+srv = Server("--model", tiny, "--max-delay-us", "20000", "--max-batch", "1024", "--sla-ms", "60000",
+             "--threads", "1")
+d, l, v = make_batch(cfg, 500, max_len=8)
+body, hl = binary_body(d, l, v)
+want = expected(tiny, d, l, v, "drain")
+answers = []
+
+
+def one():
+    c = httpclient.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    try:
+        c.request("POST", infer_url, body, {"Inference-Header-Content-Length": str(hl)})
+        r = c.getresponse()
+        answers.append(probs_of(r.status, dict(r.headers), r.read()))
+    except Exception as e:
+        answers.append(e)
+th = [threading.Thread(target=one) for _ in range(16)]
+[t.start() for t in th]
+time.sleep(0.05)
+rc = srv.stop()
+[t.join(60) for t in th]
+served = [a for a in answers if isinstance(a, np.ndarray)]
+check("drain: every accepted request answered, exit 0", rc == 0 and len(answers) == 16 and
+      all(np.max(np.abs(a - want)) < 1e-6 for a in served) and
+      all(isinstance(a, np.ndarray) or a is None for a in answers),
+      (rc, [type(a).__name__ for a in answers]))
+
+npass = sum(results)
+print(f"{npass} passed, {len(results) - npass} failed")
+sys.exit(0 if npass == len(results) else 1)
