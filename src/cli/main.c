@@ -8,6 +8,7 @@ static void usage(void) {
            "usage: spine <command> [options]\n\n"
            "commands:\n"
            "  serve         serve models over HTTP (Open Inference Protocol)\n"
+           "  load          open-loop load generator for a server (latency-bounded throughput)\n"
            "  model gen     generate a model folder from a preset (tiny, rmc1, rmc2, rmc3, dlrm-kaggle)\n"
            "  model info    describe a model folder\n"
            "  infer         run a model on a Criteo TSV or safetensors batch file\n"
@@ -29,6 +30,7 @@ int main(int argc, char **argv) {
     if (strcmp(c, "bench") == 0) return cmd_bench(argc - 2, argv + 2);
     if (strcmp(c, "demo") == 0) return cmd_demo(argc - 2, argv + 2);
     if (strcmp(c, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+    if (strcmp(c, "load") == 0) return cmd_load(argc - 2, argv + 2);
     if (strcmp(c, "version") == 0 || strcmp(c, "--version") == 0) {
         printf("spine %s\n", spine_version());
         return 0;

@@ -147,8 +147,12 @@ static void model_metadata(spine_buf *b, const served_model *sm) {
                      "{\"name\":\"lengths\",\"datatype\":\"INT32\",\"shape\":[%d,-1]},"
                      "{\"name\":\"values\",\"datatype\":\"INT64\",\"shape\":[-1]},"
                      "{\"name\":\"weights\",\"datatype\":\"FP32\",\"shape\":[-1],\"optional\":true}],"
-                     "\"outputs\":[{\"name\":\"probabilities\",\"datatype\":\"FP32\",\"shape\":[-1,1]}]}",
-                     sm->name, d->num_dense, d->num_tables);
+                     "\"outputs\":[{\"name\":\"probabilities\",\"datatype\":\"FP32\",\"shape\":[-1,1]}],"
+                     "\"parameters\":{\"lookups_per_table\":%d,\"table_rows\":[",
+                     sm->name, d->num_dense, d->num_tables, d->lookups_per_table);
+    for (int t = 0; t < d->num_tables; t++)
+        spine_buf_printf(b, "%s%lld", t ? "," : "", (long long)d->tables[t].rows);
+    spine_buf_puts(b, "]}}");
 }
 
 static void model_config(spine_buf *b, const server *s, const served_model *sm) {

@@ -1,0 +1,459 @@
+/* cmd_load.c: `spine load`, an open-loop load generator for spine's (or any Open Inference
+ * Protocol DLRM) server.
+ *
+ * Arrivals are Poisson at the offered rate and are never held back by slow answers: a
+ * dispatcher releases each request at its scheduled time to a pool of sender threads (one
+ * keep-alive connection each), and latency is measured from the scheduled time, so time spent
+ * waiting for a free sender counts (no coordinated omission). Query sizes come from a
+ * distribution (DeepRecSys: normal(165, 16) samples, capped at 1024). Bodies use the binary
+ * tensor extension, assembled per request from pools of random valid inputs. --find-max
+ * searches the highest rate whose p-th percentile latency stays within the SLA with at most 1%
+ * of requests failed or refused: the latency-bounded throughput. */
+#include "cli.h"
+
+#include "../base/json.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define SENDERS 64
+
+typedef struct target {
+    char host[64];
+    int port;
+    char path[512];
+    int num_dense, num_tables, lookups;
+    int64_t *rows;
+} target;
+
+typedef struct size_dist {
+    int fixed;
+    double mean, sd;
+} size_dist;
+
+typedef struct arrival {
+    double t;  /* scheduled, seconds on spine_now's clock */
+    int size;
+} arrival;
+
+typedef struct run {
+    const target *tg;
+    /* pools of random inputs from which bodies are cut */
+    float *dense_pool;
+    int64_t **value_pool; /* per table, max_size * lookups indices */
+    int max_size;
+    /* the queue of released arrivals */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    arrival *q;
+    size_t qhead, qtail, qcap;
+    bool done;
+    /* results */
+    double *lat;
+    int *status; /* HTTP status, or -1 for an I/O error */
+    size_t nres, rescap;
+} run;
+
+static int connect_to(const target *tg) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)tg->port)};
+    inet_pton(AF_INET, tg->host, &a.sin_addr);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static bool write_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* Read one HTTP response; returns its status or -1. buf is scratch. */
+static int read_response(int fd, spine_buf *buf) {
+    buf->len = 0;
+    char tmp[65536];
+    size_t hdr_end = 0, need = 0;
+    for (;;) {
+        ssize_t r = recv(fd, tmp, sizeof tmp, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        spine_buf_append(buf, tmp, (size_t)r);
+        if (buf->failed) return -1;
+        if (!hdr_end) {
+            char *e = strstr(buf->data, "\r\n\r\n");
+            if (!e) continue;
+            hdr_end = (size_t)(e - buf->data) + 4;
+            const char *cl = strcasestr(buf->data, "\r\ncontent-length:");
+            need = hdr_end + (cl && cl < e ? strtoull(cl + 17, NULL, 10) : 0);
+        }
+        if (buf->len >= need) break;
+    }
+    int status = 0;
+    if (sscanf(buf->data, "HTTP/1.%*d %d", &status) != 1) return -1;
+    return status;
+}
+
+static void build_body(run *r, int size, spine_buf *b) {
+    const target *tg = r->tg;
+    const int T = tg->num_tables, L = tg->lookups;
+    b->len = 0;
+    size_t nd = (size_t)size * (size_t)tg->num_dense * 4, nl = (size_t)T * (size_t)size * 4,
+           nv = (size_t)T * (size_t)size * (size_t)L * 8;
+    char hdr[1024];
+    int hl = snprintf(hdr, sizeof hdr,
+                      "{\"inputs\":[{\"name\":\"dense\",\"datatype\":\"FP32\",\"shape\":[%d,%d],"
+                      "\"parameters\":{\"binary_data_size\":%zu}},"
+                      "{\"name\":\"lengths\",\"datatype\":\"INT32\",\"shape\":[%d,%d],"
+                      "\"parameters\":{\"binary_data_size\":%zu}},"
+                      "{\"name\":\"values\",\"datatype\":\"INT64\",\"shape\":[%zu],"
+                      "\"parameters\":{\"binary_data_size\":%zu}}],"
+                      "\"outputs\":[{\"name\":\"probabilities\",\"parameters\":{\"binary_data\":true}}]}",
+                      size, tg->num_dense, nd, T, size, nl, nv / 8, nv);
+    char req[1024];
+    int rl = snprintf(req, sizeof req,
+                      "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
+                      "Inference-Header-Content-Length: %d\r\nContent-Length: %zu\r\n\r\n",
+                      tg->path, tg->host, hl, (size_t)hl + nd + nl + nv);
+    spine_buf_append(b, req, (size_t)rl);
+    spine_buf_append(b, hdr, (size_t)hl);
+    spine_buf_append(b, r->dense_pool, nd);
+    for (size_t i = 0; i < (size_t)T * (size_t)size; i++) spine_buf_append(b, &L, 4);
+    for (int t = 0; t < T; t++)
+        spine_buf_append(b, r->value_pool[t], (size_t)size * (size_t)L * 8);
+}
+
+static void *sender(void *arg) {
+    run *r = arg;
+    spine_buf body = {0}, resp = {0};
+    int fd = -1;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (r->qhead == r->qtail && !r->done) pthread_cond_wait(&r->cv, &r->mu);
+        if (r->qhead == r->qtail) {
+            pthread_mutex_unlock(&r->mu);
+            break;
+        }
+        arrival a = r->q[r->qhead++ % r->qcap];
+        pthread_mutex_unlock(&r->mu);
+        build_body(r, a.size, &body);
+        int status = -1;
+        for (int attempt = 0; attempt < 2 && status < 0; attempt++) {
+            if (fd < 0) fd = connect_to(r->tg);
+            if (fd < 0) break;
+            if (write_all(fd, body.data, body.len)) status = read_response(fd, &resp);
+            if (status < 0 || status == 413 || strcasestr(resp.data ? resp.data : "", "connection: close")) {
+                close(fd);
+                fd = -1;
+            }
+        }
+        double lat = spine_now() - a.t;
+        pthread_mutex_lock(&r->mu);
+        if (r->nres == r->rescap) {
+            size_t cap = r->rescap ? r->rescap * 2 : 4096;
+            double *nl = realloc(r->lat, cap * sizeof *nl);
+            int *ns = realloc(r->status, cap * sizeof *ns);
+            if (nl) r->lat = nl;
+            if (ns) r->status = ns;
+            if (nl && ns) r->rescap = cap;
+        }
+        if (r->nres < r->rescap) {
+            r->lat[r->nres] = lat;
+            r->status[r->nres++] = status;
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    if (fd >= 0) close(fd);
+    spine_buf_free(&body);
+    spine_buf_free(&resp);
+    return NULL;
+}
+
+static int draw_size(const size_dist *sd, spine_rng *rng) {
+    if (sd->fixed) return sd->fixed;
+    double v = sd->mean + sd->sd * spine_rng_normal(rng);
+    int s = (int)lround(v);
+    return s < 1 ? 1 : s > 1024 ? 1024 : s;
+}
+
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct load_result {
+    double offered, achieved, p50, p95, p99, pct;
+    size_t sent, ok, refused, errors;
+    double fail_frac;
+} load_result;
+
+/* One open-loop run at `qps` for `seconds`. */
+static int load_run(const target *tg, const size_dist *sd, double qps, double seconds,
+                    double percentile, uint64_t seed, load_result *res) {
+    run r = {.tg = tg};
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    spine_rng rng;
+    spine_rng_seed(&rng, seed);
+    r.max_size = sd->fixed ? sd->fixed : 1024;
+    r.dense_pool = malloc((size_t)r.max_size * (size_t)tg->num_dense * 4);
+    r.value_pool = calloc((size_t)tg->num_tables, sizeof *r.value_pool);
+    r.qcap = (size_t)(qps * seconds * 1.5) + 1024;
+    r.q = malloc(r.qcap * sizeof *r.q);
+    if (!r.dense_pool || !r.value_pool || !r.q) return 1;
+    for (size_t i = 0; i < (size_t)r.max_size * (size_t)tg->num_dense; i++)
+        r.dense_pool[i] = spine_rng_uniform(&rng);
+    for (int t = 0; t < tg->num_tables; t++) {
+        size_t n = (size_t)r.max_size * (size_t)tg->lookups;
+        r.value_pool[t] = malloc((n + 1) * 8);
+        if (!r.value_pool[t]) return 1;
+        for (size_t i = 0; i < n; i++)
+            r.value_pool[t][i] = (int64_t)spine_rng_below(&rng, (uint64_t)tg->rows[t]);
+    }
+    pthread_t th[SENDERS];
+    for (int i = 0; i < SENDERS; i++) pthread_create(&th[i], NULL, sender, &r);
+    double t0 = spine_now() + 0.05, t = t0;
+    size_t sent = 0;
+    while (t < t0 + seconds && sent < r.qcap) {
+        double u = ((double)(spine_rng_next(&rng) >> 11) + 1.0) * 0x1p-53;
+        t += -log(u) / qps;
+        double now = spine_now();
+        if (t > now) {
+            double w = t - now;
+            struct timespec ts = {(time_t)w, (long)((w - (double)(time_t)w) * 1e9)};
+            nanosleep(&ts, NULL);
+        }
+        pthread_mutex_lock(&r.mu);
+        r.q[r.qtail++ % r.qcap] = (arrival){t, draw_size(sd, &rng)};
+        pthread_cond_signal(&r.cv);
+        pthread_mutex_unlock(&r.mu);
+        sent++;
+    }
+    double t_end = spine_now();
+    pthread_mutex_lock(&r.mu);
+    r.done = true;
+    pthread_cond_broadcast(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+    for (int i = 0; i < SENDERS; i++) pthread_join(th[i], NULL);
+    double wall = spine_now() - t0;
+    (void)t_end;
+    memset(res, 0, sizeof *res);
+    res->offered = qps;
+    res->sent = sent;
+    double *okl = malloc((r.nres + 1) * sizeof *okl), *all = malloc((r.nres + 1) * sizeof *all);
+    size_t nok = 0;
+    for (size_t i = 0; i < r.nres; i++) {
+        all[i] = r.lat[i];
+        if (r.status[i] == 200) okl[nok++] = r.lat[i];
+        else if (r.status[i] == 503) res->refused++;
+        else res->errors++;
+    }
+    res->ok = nok;
+    res->achieved = (double)nok / wall;
+    qsort(all, r.nres, sizeof *all, cmp_dbl);
+#define PCT(a, n, q) ((n) ? (a)[(size_t)((q) / 100.0 * (double)((n) - 1))] * 1e3 : 0.0)
+    /* percentiles over every request: a refusal is an answer, and so counts */
+    res->p50 = PCT(all, r.nres, 50);
+    res->p95 = PCT(all, r.nres, 95);
+    res->p99 = PCT(all, r.nres, 99);
+    res->pct = PCT(all, r.nres, percentile);
+#undef PCT
+    res->fail_frac = sent ? (double)(sent - nok) / (double)sent : 0;
+    free(okl);
+    free(all);
+    free(r.lat);
+    free(r.status);
+    free(r.q);
+    free(r.dense_pool);
+    for (int t2 = 0; t2 < tg->num_tables; t2++) free(r.value_pool[t2]);
+    free(r.value_pool);
+    return 0;
+}
+
+/* GET the model's metadata for its shapes and table sizes. */
+static int fetch_target(target *tg, const char *model, spine_error *err) {
+    int fd = connect_to(tg);
+    if (fd < 0) {
+        spine_fail(err, SPINE_ERR_IO, "cannot connect to %s:%d", tg->host, tg->port);
+        return -1;
+    }
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET /v2/models/%s HTTP/1.1\r\nHost: %s\r\n\r\n", model, tg->host);
+    spine_buf resp = {0};
+    int st = write_all(fd, req, (size_t)n) ? read_response(fd, &resp) : -1;
+    close(fd);
+    if (st != 200) {
+        spine_buf_free(&resp);
+        spine_fail(err, SPINE_ERR_IO, "GET /v2/models/%s: status %d", model, st);
+        return -1;
+    }
+    const char *body = strstr(resp.data, "\r\n\r\n") + 4;
+    json_doc d;
+    int rc = -1;
+    if (json_parse(&d, body, strlen(body), err) == SPINE_OK) {
+        const json_node *root = json_root(&d), *ins = json_obj_get(&d, root, "inputs"),
+                        *par = json_obj_get(&d, root, "parameters");
+        const json_node *rows = par ? json_obj_get(&d, par, "table_rows") : NULL,
+                        *lk = par ? json_obj_get(&d, par, "lookups_per_table") : NULL;
+        const json_node *dn = ins ? json_child(&d, ins) : NULL;
+        const json_node *shape = dn ? json_obj_get(&d, dn, "shape") : NULL;
+        int64_t v;
+        if (shape && shape->count == 2 && json_get_i64(&d, json_next(&d, json_child(&d, shape)), &v) &&
+            rows && rows->type == JSON_ARRAY && rows->count > 0 && lk && json_get_i64(&d, lk, &v)) {
+            json_get_i64(&d, json_next(&d, json_child(&d, shape)), &v);
+            tg->num_dense = (int)v;
+            json_get_i64(&d, lk, &v);
+            tg->lookups = v > 0 ? (int)v : 1;
+            tg->num_tables = (int)rows->count;
+            tg->rows = calloc(rows->count, sizeof *tg->rows);
+            int t = 0;
+            rc = 0;
+            for (const json_node *e = json_child(&d, rows); e && tg->rows; e = json_next(&d, e), t++)
+                if (!json_get_i64(&d, e, &tg->rows[t]) || tg->rows[t] < 1) rc = -1;
+            if (!tg->rows) rc = -1;
+        }
+        if (rc) spine_fail(err, SPINE_ERR_FORMAT, "model metadata without spine's table_rows");
+        json_free(&d);
+    }
+    spine_buf_free(&resp);
+    return rc;
+}
+
+static void print_result(const load_result *r, bool json, double sla) {
+    if (json)
+        printf("{\"bench\":\"load\",\"offered_qps\":%.2f,\"achieved_qps\":%.2f,\"sent\":%zu,"
+               "\"ok\":%zu,\"refused_503\":%zu,\"errors\":%zu,\"p50_ms\":%.3f,\"p95_ms\":%.3f,"
+               "\"p99_ms\":%.3f,\"sla_ms\":%g}\n",
+               r->offered, r->achieved, r->sent, r->ok, r->refused, r->errors, r->p50, r->p95,
+               r->p99, sla);
+    else
+        printf("offered %.1f qps, achieved %.1f qps: %zu sent, %zu ok, %zu refused (503), %zu "
+               "errors; p50 %.2f ms, p95 %.2f ms, p99 %.2f ms\n",
+               r->offered, r->achieved, r->sent, r->ok, r->refused, r->errors, r->p50, r->p95,
+               r->p99);
+    fflush(stdout);
+}
+
+int cmd_load(int argc, char **argv) {
+    cli_opt o[] = {
+        {"url", true, "server base URL (default http://127.0.0.1:8000)", NULL},
+        {"model", true, "model name (default 'default')", NULL},
+        {"qps", true, "offered arrival rate (default 10)", NULL},
+        {"duration", true, "seconds per run (default 10)", NULL},
+        {"sizes", true, "samples per query: normal:MEAN:SD (default normal:165:16) or fixed:N", NULL},
+        {"find-max", false, "search the highest rate meeting the SLA at the percentile", NULL},
+        {"sla-ms", true, "latency target for --find-max (default 100)", NULL},
+        {"percentile", true, "percentile for --find-max (default 95)", NULL},
+        {"seed", true, "random seed (default 1)", NULL},
+        {"json", false, "JSON lines", NULL},
+        {"help", false, "this text", NULL},
+    };
+    int n = (int)SPINE_ARRAY_LEN(o), npos;
+    char *pos[1];
+    if (cli_parse("load", argc, argv, o, n, pos, 0, &npos)) return 2;
+    if (cli_get(o, n, "help")) {
+        cli_usage("usage: spine load --url URL [--qps R --duration S] [--sizes normal:165:16] "
+                  "[--find-max --sla-ms S --percentile 95]",
+                  o, n);
+        return 0;
+    }
+    const char *url = cli_get(o, n, "url"), *model = cli_get(o, n, "model"), *v;
+    if (!url) url = "http://127.0.0.1:8000";
+    if (!model) model = "default";
+    target tg = {0};
+    if (sscanf(url, "http://%63[^:/]:%d", tg.host, &tg.port) < 1) {
+        fprintf(stderr, "spine load: --url must look like http://HOST:PORT\n");
+        return 2;
+    }
+    if (!tg.port) tg.port = 80;
+    if (strcmp(tg.host, "localhost") == 0) snprintf(tg.host, sizeof tg.host, "127.0.0.1");
+    snprintf(tg.path, sizeof tg.path, "/v2/models/%s/infer", model);
+    double qps = 10, duration = 10, sla = 100, pctl = 95;
+    long long seed = 1;
+    size_dist sd = {0, 165, 16};
+    if ((v = cli_get(o, n, "qps")) && !cli_double("--qps", v, 0.01, 1e6, &qps)) return 2;
+    if ((v = cli_get(o, n, "duration")) && !cli_double("--duration", v, 0.1, 86400, &duration)) return 2;
+    if ((v = cli_get(o, n, "sla-ms")) && !cli_double("--sla-ms", v, 0.01, 1e7, &sla)) return 2;
+    if ((v = cli_get(o, n, "percentile")) && !cli_double("--percentile", v, 1, 100, &pctl)) return 2;
+    if ((v = cli_get(o, n, "seed")) && !cli_int("--seed", v, 0, INT64_MAX, &seed)) return 2;
+    if ((v = cli_get(o, n, "sizes"))) {
+        int f;
+        if (sscanf(v, "normal:%lf:%lf", &sd.mean, &sd.sd) == 2 && sd.mean >= 1 && sd.sd >= 0) {
+            sd.fixed = 0;
+        } else if (sscanf(v, "fixed:%d", &f) == 1 && f >= 1 && f <= 1024) {
+            sd.fixed = f;
+        } else {
+            fprintf(stderr, "spine load: --sizes must be normal:MEAN:SD or fixed:N (N <= 1024)\n");
+            return 2;
+        }
+    }
+    bool json = cli_get(o, n, "json") != NULL;
+    spine_error err = {0};
+    if (fetch_target(&tg, model, &err)) {
+        cli_print_error("load", &err);
+        return 1;
+    }
+    load_result r;
+    int rc = 0;
+    if (!cli_get(o, n, "find-max")) {
+        if (load_run(&tg, &sd, qps, duration, pctl, (uint64_t)seed, &r)) rc = 1;
+        else print_result(&r, json, sla);
+    } else {
+        /* double until the SLA breaks, then bisect; a rate passes when its percentile meets
+         * the SLA and at most 1% of requests fail or are refused */
+        double lo = 0, hi = qps, best_ach = 0;
+        bool bounded = false;
+        for (int step = 0; step < 16 && !rc; step++) {
+            double rate = bounded ? (lo + hi) / 2 : hi;
+            if (bounded && hi - lo < 0.05 * hi) break;
+            if (load_run(&tg, &sd, rate, duration, pctl, (uint64_t)seed + (uint64_t)step, &r)) {
+                rc = 1;
+                break;
+            }
+            bool pass = r.pct <= sla && r.fail_frac <= 0.01;
+            if (!json)
+                printf("%s rate %.1f: p%g %.2f ms, %.1f%% failed -> %s\n", bounded ? "bisect" : "probe",
+                       rate, pctl, r.pct, 100 * r.fail_frac, pass ? "within SLA" : "over");
+            else
+                print_result(&r, true, sla);
+            fflush(stdout);
+            if (pass) {
+                lo = rate;
+                best_ach = r.achieved;
+                if (!bounded) hi = rate * 2;
+            } else {
+                hi = rate;
+                bounded = true;
+            }
+        }
+        if (!rc) {
+            if (json)
+                printf("{\"bench\":\"load-max\",\"max_qps\":%.2f,\"achieved_qps\":%.2f,"
+                       "\"sla_ms\":%g,\"percentile\":%g,\"mean_size\":%g}\n",
+                       lo, best_ach, sla, pctl, sd.fixed ? (double)sd.fixed : sd.mean);
+            else
+                printf("latency-bounded throughput: %.1f qps (p%g <= %g ms), %.0f samples/s\n", lo,
+                       pctl, sla, lo * (sd.fixed ? (double)sd.fixed : sd.mean));
+        }
+    }
+    free(tg.rows);
+    return rc;
+}
