@@ -6,7 +6,7 @@
 BUILD       ?= build
 JOBS        ?= $(shell nproc)
 RUN_PKGS     = build-essential cmake pkg-config libopenblas-dev libmicrohttpd-dev
-TEST_PKGS    = $(RUN_PKGS) libcmocka-dev clang libclang-rt-14-dev python3-torch python3-numpy curl procps
+TEST_PKGS    = $(RUN_PKGS) libcmocka-dev clang libclang-rt-14-dev python3-torch python3-numpy curl procps chromium
 FUZZ_SECONDS ?= 15
 
 .PHONY: all build run test deps-run deps-test test-release test-asan test-fuzz fuzz bench format clean

@@ -414,6 +414,7 @@ static enum MHD_Result route(server *s, struct MHD_Connection *c, conn *cs, cons
         spine_buf_puts(&b, dashboard_html);
         return respond(c, 200, "text/html; charset=utf-8", &b, 0, false);
     }
+    if (strcmp(url, "/favicon.ico") == 0 && get) return respond(c, 204, NULL, &b, 0, false);
     if (strcmp(url, "/metrics") == 0 && get) {
         write_metrics(s, &b);
         return respond(c, 200, "text/plain; version=0.0.4", &b, 0, false);

@@ -372,6 +372,28 @@ check("drain: every accepted request answered, exit 0", rc == 0 and len(answers)
       all(isinstance(a, np.ndarray) or a is None for a in answers),
       (rc, [type(a).__name__ for a in answers]))
 
+# the load generator against a live server: an open-loop run and a short --find-max
+srv = Server("--model", tiny, "--sla-ms", "50")
+try:
+    out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--model", "tiny",
+                          "--qps", "50", "--duration", "1", "--sizes", "fixed:4", "--json"],
+                         capture_output=True, text=True, timeout=60).stdout
+    r = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    check("spine load: open-loop run answered", r.get("ok", 0) > 20 and r.get("errors") == 0 and
+          r.get("p95_ms", 1e9) < 1000, out[-300:])
+    out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--model", "tiny",
+                          "--qps", "20", "--duration", "0.5", "--sizes", "normal:8:2", "--find-max",
+                          "--sla-ms", "50", "--json"], capture_output=True, text=True, timeout=120).stdout
+    last = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    check("spine load --find-max reports a latency-bounded rate",
+          last.get("bench") == "load-max" and last.get("max_qps", 0) >= 20, out[-300:])
+    out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--model", "nope",
+                          "--duration", "0.2"], capture_output=True, text=True, timeout=30)
+    check("spine load: unknown model is a clear error", out.returncode == 1 and "404" in out.stderr,
+          out.stderr)
+finally:
+    srv.stop()
+
 npass = sum(results)
 print(f"{npass} passed, {len(results) - npass} failed")
 sys.exit(0 if npass == len(results) else 1)
