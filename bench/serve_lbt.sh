@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# serve_lbt.sh [BUILD_DIR] [SLA_MS]: the server's latency-bounded throughput (highest Poisson
+# rate of DeepRecSys-sized queries, normal(165, 16) samples, whose p95 stays within the SLA,
+# at most 1% refused) against the engine's own offline throughput at the mean query size, on
+# the built-in default model, 1 worker x 2 threads. Note: the load generator runs on the same
+# 2 cores as the server. Then 2x that rate for 10 s: every request must be answered (served or
+# refused) within 2x the SLA.
+set -euo pipefail
+B=${1:-build/release}
+SLA=${2:-100}
+PORT=${PORT:-18555}
+"$B/spine" serve --port "$PORT" --sla-ms "$SLA" --workers 1 --threads 2 >/dev/null 2>&1 &
+SP=$!
+trap 'kill -TERM $SP 2>/dev/null; wait $SP 2>/dev/null || true' EXIT
+until curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null; do sleep 0.2; done
+OFF=$("$B/spine" bench --preset rmc2 --rows-scale 0.05 --batch 165 --threads 2 --seconds 5 --json 2>/dev/null |
+      python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["samples_per_s"])')
+echo "offline engine, batch 165: $OFF samples/s"
+MAX=$("$B/spine" load --url "http://127.0.0.1:$PORT" --qps 20 --duration 5 --find-max --sla-ms "$SLA" \
+      --percentile 95 --json | tee /dev/stderr | tail -1)
+python3 - "$OFF" "$MAX" <<'PY'
+import json, sys
+off, m = float(sys.argv[1]), json.loads(sys.argv[2])
+lbt = m["max_qps"] * m["mean_size"]
+print(f"latency-bounded throughput: {m['max_qps']:.1f} qps x {m['mean_size']:.0f} = {lbt:.0f} samples/s "
+      f"= {lbt / off:.0%} of offline ({off:.0f} samples/s)")
+PY
+RATE=$(python3 -c "import json,sys; print(2*json.loads(sys.argv[1])['max_qps'])" "$MAX")
+echo "2x overload at $RATE qps for 10 s:"
+"$B/spine" load --url "http://127.0.0.1:$PORT" --qps "$RATE" --duration 10 --json
