@@ -149,3 +149,24 @@ void cli_print_placement(FILE *f, const spine_model_desc *d) {
     if (d->emb_bytes_huge == 0) fprintf(f, "; the rest read from the mapped file on 4 KiB pages");
     fprintf(f, "\n");
 }
+
+bool cli_gen_opts(const char *cmd, const cli_opt *o, int n, dlrm_gen_opts *g) {
+    const char *v;
+    long long x;
+    *g = (dlrm_gen_opts){.preset = cli_get(o, n, "preset"), .rows_scale = 1.0, .seed = 1};
+    if ((v = cli_get(o, n, "rows-scale")) &&
+        !cli_double("--rows-scale", v, 1e-9, 1024, &g->rows_scale))
+        return false;
+    if ((v = cli_get(o, n, "seed"))) {
+        if (!cli_int("--seed", v, 0, INT64_MAX, &x)) return false;
+        g->seed = (uint64_t)x;
+    }
+    if ((v = cli_get(o, n, "dtype"))) {
+        if (spine_rowtype_parse(v, &g->rowtype) != 0) {
+            fprintf(stderr, "spine %s: --dtype must be f32, f16, int8 or int4\n", cmd);
+            return false;
+        }
+        g->has_rowtype = 1;
+    }
+    return true;
+}

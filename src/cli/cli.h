@@ -3,6 +3,7 @@
 #define SPINE_CLI_H
 
 #include "../base/base.h"
+#include "../model/dlrm.h"
 
 #include <stdio.h>
 
@@ -36,6 +37,9 @@ typedef struct cli_progress {
 void cli_progress_cb(void *arg, uint64_t done, uint64_t total);
 
 void cli_print_error(const char *cmd, const spine_error *e);
+/* --preset, --rows-scale, --seed, --dtype into generation options (the preset may be NULL);
+ * false, with a message, on a bad value. */
+bool cli_gen_opts(const char *cmd, const cli_opt *o, int n, dlrm_gen_opts *g);
 /* --placement auto|map|huge */
 bool cli_placement(const char *s, spine_placement *out);
 /* "tables: 1.02 GB, 1.02 GB of them advised onto 2 MiB pages (1.00 GB backed)" */

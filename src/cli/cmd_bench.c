@@ -27,7 +27,7 @@ static double pct(const double *sorted, size_t n, double p) {
 
 /* Load or generate the model named by --model or --preset/--rows-scale/--dtype/--seed. */
 static int bench_model(const char *cmd, cli_opt *o, int n, spine_model **m) {
-    const char *dir = cli_get(o, n, "model"), *v;
+    const char *dir = cli_get(o, n, "model");
     spine_error err = {0};
     if (dir) {
         spine_load_opts lo = {0};
@@ -38,24 +38,11 @@ static int bench_model(const char *cmd, cli_opt *o, int n, spine_model **m) {
         }
         return 0;
     }
-    dlrm_gen_opts g = {.preset = cli_get(o, n, "preset"), .rows_scale = 1.0, .seed = 1};
+    dlrm_gen_opts g;
+    if (!cli_gen_opts(cmd, o, n, &g)) return 2;
     if (!g.preset) {
         fprintf(stderr, "spine %s: --preset or --model is required\n", cmd);
         return 2;
-    }
-    long long x;
-    if ((v = cli_get(o, n, "rows-scale")) && !cli_double("--rows-scale", v, 1e-9, 1024, &g.rows_scale))
-        return 2;
-    if ((v = cli_get(o, n, "seed"))) {
-        if (!cli_int("--seed", v, 0, INT64_MAX, &x)) return 2;
-        g.seed = (uint64_t)x;
-    }
-    if ((v = cli_get(o, n, "dtype"))) {
-        if (spine_rowtype_parse(v, &g.rowtype) != 0) {
-            fprintf(stderr, "spine %s: --dtype must be f32, f16, int8 or int4\n", cmd);
-            return 2;
-        }
-        g.has_rowtype = 1;
     }
     spine_pool *pool = NULL;
     if (spine_pool_create(2, &pool, &err)) {

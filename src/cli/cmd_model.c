@@ -23,25 +23,12 @@ static int model_gen(int argc, char **argv) {
         cli_usage("usage: spine model gen --preset NAME [--rows-scale F] [--dtype T] [--seed N] -o DIR", o, n);
         return 0;
     }
-    dlrm_gen_opts g = {.preset = cli_get(o, n, "preset"), .rows_scale = 1.0, .seed = 1};
+    dlrm_gen_opts g;
+    if (!cli_gen_opts("model gen", o, n, &g)) return 2;
     const char *out = cli_get(o, n, "o"), *v;
     if (!g.preset || !out) {
         fprintf(stderr, "spine model gen: --preset and -o are required\n");
         return 2;
-    }
-    long long x;
-    if ((v = cli_get(o, n, "rows-scale")) && !cli_double("--rows-scale", v, 1e-9, 1024, &g.rows_scale))
-        return 2;
-    if ((v = cli_get(o, n, "seed"))) {
-        if (!cli_int("--seed", v, 0, INT64_MAX, &x)) return 2;
-        g.seed = (uint64_t)x;
-    }
-    if ((v = cli_get(o, n, "dtype"))) {
-        if (spine_rowtype_parse(v, &g.rowtype) != 0) {
-            fprintf(stderr, "spine model gen: --dtype must be f32, f16, int8 or int4\n");
-            return 2;
-        }
-        g.has_rowtype = 1;
     }
     long long threads = 2;
     if ((v = cli_get(o, n, "threads")) && !cli_int("--threads", v, 1, 256, &threads)) return 2;
