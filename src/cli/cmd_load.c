@@ -6,7 +6,8 @@
  * keep-alive connection each), and latency is measured from the scheduled time, so time spent
  * waiting for a free sender counts (no coordinated omission). Query sizes come from a
  * distribution (DeepRecSys: normal(165, 16) samples, capped at 1024). Bodies use the binary
- * tensor extension, assembled per request from pools of random valid inputs. --find-max
+ * tensor extension with INT32 indices (half the bytes of INT64), assembled per request from
+ * pools of random valid inputs. --find-max
  * searches the highest rate whose p-th percentile latency stays within the SLA with at most 1%
  * of requests failed or refused: the latency-bounded throughput. */
 #include "cli.h"
@@ -48,7 +49,7 @@ typedef struct run {
     const target *tg;
     /* pools of random inputs from which bodies are cut */
     float *dense_pool;
-    int64_t **value_pool; /* per table, max_size * lookups indices */
+    int32_t **value_pool; /* per table, max_size * lookups indices (INT32 on the wire) */
     int max_size;
     /* the queue of released arrivals */
     pthread_mutex_t mu;
@@ -117,17 +118,17 @@ static void build_body(run *r, int size, spine_buf *b) {
     const int T = tg->num_tables, L = tg->lookups;
     b->len = 0;
     size_t nd = (size_t)size * (size_t)tg->num_dense * 4, nl = (size_t)T * (size_t)size * 4,
-           nv = (size_t)T * (size_t)size * (size_t)L * 8;
+           nv = (size_t)T * (size_t)size * (size_t)L * 4;
     char hdr[1024];
     int hl = snprintf(hdr, sizeof hdr,
                       "{\"inputs\":[{\"name\":\"dense\",\"datatype\":\"FP32\",\"shape\":[%d,%d],"
                       "\"parameters\":{\"binary_data_size\":%zu}},"
                       "{\"name\":\"lengths\",\"datatype\":\"INT32\",\"shape\":[%d,%d],"
                       "\"parameters\":{\"binary_data_size\":%zu}},"
-                      "{\"name\":\"values\",\"datatype\":\"INT64\",\"shape\":[%zu],"
+                      "{\"name\":\"values\",\"datatype\":\"INT32\",\"shape\":[%zu],"
                       "\"parameters\":{\"binary_data_size\":%zu}}],"
                       "\"outputs\":[{\"name\":\"probabilities\",\"parameters\":{\"binary_data\":true}}]}",
-                      size, tg->num_dense, nd, T, size, nl, nv / 8, nv);
+                      size, tg->num_dense, nd, T, size, nl, nv / 4, nv);
     char req[1024];
     int rl = snprintf(req, sizeof req,
                       "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
@@ -138,7 +139,7 @@ static void build_body(run *r, int size, spine_buf *b) {
     spine_buf_append(b, r->dense_pool, nd);
     for (size_t i = 0; i < (size_t)T * (size_t)size; i++) spine_buf_append(b, &L, 4);
     for (int t = 0; t < T; t++)
-        spine_buf_append(b, r->value_pool[t], (size_t)size * (size_t)L * 8);
+        spine_buf_append(b, r->value_pool[t], (size_t)size * (size_t)L * 4);
 }
 
 static void *sender(void *arg) {
@@ -223,10 +224,11 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
         r.dense_pool[i] = spine_rng_uniform(&rng);
     for (int t = 0; t < tg->num_tables; t++) {
         size_t n = (size_t)r.max_size * (size_t)tg->lookups;
-        r.value_pool[t] = malloc((n + 1) * 8);
+        r.value_pool[t] = malloc((n + 1) * 4);
         if (!r.value_pool[t]) return 1;
-        for (size_t i = 0; i < n; i++)
-            r.value_pool[t][i] = (int64_t)spine_rng_below(&rng, (uint64_t)tg->rows[t]);
+        for (size_t i = 0; i < n; i++) /* tables beyond 2^31 rows would need INT64 */
+            r.value_pool[t][i] = (int32_t)spine_rng_below(
+                &rng, (uint64_t)SPINE_MIN(tg->rows[t], (int64_t)INT32_MAX));
     }
     pthread_t th[SENDERS];
     for (int i = 0; i < SENDERS; i++) pthread_create(&th[i], NULL, sender, &r);

@@ -30,7 +30,7 @@ int cmd_serve(int argc, char **argv) {
     server_opts so = {.host = "127.0.0.1", .port = 8000, .workers = 1, .threads = 2,
                       .max_batch = 256, .max_queue = 1024, .max_delay_us = 500, .sla_ms = 100,
                       .http_threads = 2, .max_connections = 4096, .idle_timeout_s = 30,
-                      .max_body = (size_t)64 << 20, .max_header = 64 << 10, .drain_timeout_s = 30};
+                      .max_body = (size_t)64 << 20, .max_header = 256 << 10, .drain_timeout_s = 30};
     char *rest[256];
     int nrest = 0;
     for (int i = 0; i < argc; i++) {

@@ -501,9 +501,18 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         atomic_fetch_add(&s->mx.inflight, 1);
         *con_cls = cs;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > s->o.max_body) {
+        unsigned long long want = cl ? strtoull(cl, NULL, 10) : 0;
+        if (want > s->o.max_body) {
             cs->too_large = true;
             return fail(s, c, 413, FAIL_TOO_LARGE, "request body too large");
+        }
+        if (want) { /* one allocation for the whole body instead of a doubling series */
+            spine_buf_append(&cs->body, "", 0);
+            char *p = realloc(cs->body.data, (size_t)want + 1);
+            if (p) {
+                cs->body.data = p;
+                cs->body.cap = (size_t)want + 1;
+            }
         }
         return MHD_YES;
     }

@@ -266,7 +266,7 @@ try:
     s.close()
     check("body over --max-body-mb is refused 413 before it is read", resp.startswith(b"HTTP/1.1 413"), resp[:40])
     s = socket.create_connection(("127.0.0.1", srv.port))
-    s.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (200 << 10) + b"\r\n\r\n")
+    s.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (600 << 10) + b"\r\n\r\n")
     s.settimeout(10)
     try:
         resp = s.recv(100)
