@@ -62,6 +62,11 @@ uint16_t spine_f32_to_f16(float f); /* round to nearest even */
 float spine_bf16_to_f32(uint16_t h);
 uint16_t spine_f32_to_bf16(float f); /* round to nearest even */
 
+/* Sort doubles ascending, and the p-th percentile (0..100) of sorted values, interpolated
+ * between neighbours (0 when n is 0). For latency reports. */
+void spine_sort_doubles(double *v, size_t n);
+double spine_percentile(const double *sorted, size_t n, double p);
+
 /* Monotonic time. */
 double spine_now(void); /* seconds */
 uint64_t spine_now_ns(void);

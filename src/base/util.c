@@ -75,6 +75,23 @@ void spine_buf_free(spine_buf *b) {
     memset(b, 0, sizeof *b);
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+void spine_sort_doubles(double *v, size_t n) {
+    if (n > 1) qsort(v, n, sizeof *v, cmp_double);
+}
+
+double spine_percentile(const double *sorted, size_t n, double p) {
+    if (n == 0) return 0;
+    double r = p / 100.0 * (double)(n - 1);
+    size_t i = (size_t)r;
+    double f = r - (double)i;
+    return i + 1 < n ? sorted[i] * (1 - f) + sorted[i + 1] * f : sorted[i];
+}
+
 double spine_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

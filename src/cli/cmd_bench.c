@@ -12,19 +12,6 @@
 
 #define RING_BYTES ((double)(128u << 20)) /* distinct rows touched per ring: 4x a 32 MB LLC */
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(const double *sorted, size_t n, double p) {
-    if (n == 0) return 0;
-    double r = p / 100.0 * (double)(n - 1);
-    size_t i = (size_t)r;
-    double f = r - (double)i;
-    return i + 1 < n ? sorted[i] * (1 - f) + sorted[i + 1] * f : sorted[i];
-}
-
 /* Load or generate the model named by --model or --preset/--rows-scale/--dtype/--seed. */
 static int bench_model(const char *cmd, cli_opt *o, int n, spine_model **m) {
     const char *dir = cli_get(o, n, "model");
@@ -120,7 +107,7 @@ static int bench_membw(int argc, char **argv) {
                     rc = 1;
         }
         if (rc) break;
-        for (int k = 0; k < 6; k++) qsort(samples[k], (size_t)repeat, sizeof(double), cmp_double);
+        for (int k = 0; k < 6; k++) spine_sort_doubles(samples[k], (size_t)repeat);
         seq = samples[0][repeat / 2];
         lines = samples[1][repeat / 2];
         for (int rt = 0; rt < 4; rt++) rows[rt] = samples[2 + rt][repeat / 2];
@@ -257,10 +244,10 @@ int cmd_bench(int argc, char **argv) {
         } else {
             double total = 0;
             for (size_t i = 0; i < nlat; i++) total += lat[i];
-            qsort(lat, nlat, sizeof *lat, cmp_double);
+            spine_sort_doubles(lat, nlat);
             double sps = (double)B * (double)nlat / total;
-            double p50 = pct(lat, nlat, 50) * 1e3, p95 = pct(lat, nlat, 95) * 1e3,
-                   p99 = pct(lat, nlat, 99) * 1e3;
+            double p50 = spine_percentile(lat, nlat, 50) * 1e3, p95 = spine_percentile(lat, nlat, 95) * 1e3,
+                   p99 = spine_percentile(lat, nlat, 99) * 1e3;
             if (json)
                 printf("{\"bench\":\"dlrm\",\"model\":\"%s\",\"dtype\":\"%s\",\"threads\":%lld,"
                        "\"lookups\":%lld,\"batch\":%d,\"samples_per_s\":%.1f,\"p50_ms\":%.4f,"

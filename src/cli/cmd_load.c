@@ -195,11 +195,6 @@ static int draw_size(const size_dist *sd, spine_rng *rng) {
     return s < 1 ? 1 : s > 1024 ? 1024 : s;
 }
 
-static int cmp_dbl(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 typedef struct load_result {
     double offered, achieved, p50, p95, p99, pct;
     size_t sent, ok, refused, errors;
@@ -249,38 +244,30 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
         pthread_mutex_unlock(&r.mu);
         sent++;
     }
-    double t_end = spine_now();
     pthread_mutex_lock(&r.mu);
     r.done = true;
     pthread_cond_broadcast(&r.cv);
     pthread_mutex_unlock(&r.mu);
     for (int i = 0; i < SENDERS; i++) pthread_join(th[i], NULL);
     double wall = spine_now() - t0;
-    (void)t_end;
     memset(res, 0, sizeof *res);
     res->offered = qps;
     res->sent = sent;
-    double *okl = malloc((r.nres + 1) * sizeof *okl), *all = malloc((r.nres + 1) * sizeof *all);
     size_t nok = 0;
     for (size_t i = 0; i < r.nres; i++) {
-        all[i] = r.lat[i];
-        if (r.status[i] == 200) okl[nok++] = r.lat[i];
+        if (r.status[i] == 200) nok++;
         else if (r.status[i] == 503) res->refused++;
         else res->errors++;
     }
     res->ok = nok;
     res->achieved = (double)nok / wall;
-    qsort(all, r.nres, sizeof *all, cmp_dbl);
-#define PCT(a, n, q) ((n) ? (a)[(size_t)((q) / 100.0 * (double)((n) - 1))] * 1e3 : 0.0)
+    spine_sort_doubles(r.lat, r.nres); /* statuses are counted: order no longer matters */
     /* percentiles over every request: a refusal is an answer, and so counts */
-    res->p50 = PCT(all, r.nres, 50);
-    res->p95 = PCT(all, r.nres, 95);
-    res->p99 = PCT(all, r.nres, 99);
-    res->pct = PCT(all, r.nres, percentile);
-#undef PCT
+    res->p50 = spine_percentile(r.lat, r.nres, 50) * 1e3;
+    res->p95 = spine_percentile(r.lat, r.nres, 95) * 1e3;
+    res->p99 = spine_percentile(r.lat, r.nres, 99) * 1e3;
+    res->pct = spine_percentile(r.lat, r.nres, percentile) * 1e3;
     res->fail_frac = sent ? (double)(sent - nok) / (double)sent : 0;
-    free(okl);
-    free(all);
     free(r.lat);
     free(r.status);
     free(r.q);

@@ -120,7 +120,6 @@ static void run_parts(worker *w, part **ps, int np, int64_t samples) {
                              rq->in.weights};
         double t0 = spine_now();
         hist_observe(&b->mx->queue_s, t0 - rq->t_arrival);
-        rq->t_compute = t0;
         spine_status st = spine_ctx_run(w->ctx, &whole, rq->out, 0, &err);
         account(b, samples, spine_now() - t0);
         if (st) fail_part(b, ps[0], 500, FAIL_INTERNAL, err.msg);
@@ -173,10 +172,7 @@ static void run_parts(worker *w, part **ps, int np, int64_t samples) {
     spine_batch batch = {(int32_t)samples, w->dense, w->lengths, w->values,
                          weighted ? w->weights : NULL};
     double t0 = spine_now();
-    for (int i = 0; i < np; i++) {
-        hist_observe(&b->mx->queue_s, t0 - ps[i]->rq->t_arrival);
-        ps[i]->rq->t_compute = t0;
-    }
+    for (int i = 0; i < np; i++) hist_observe(&b->mx->queue_s, t0 - ps[i]->rq->t_arrival);
     spine_status st = spine_ctx_run(w->ctx, &batch, out, 0, &err);
     account(b, samples, spine_now() - t0);
     row = 0;
@@ -360,6 +356,7 @@ spine_status batcher_start(const batcher_opts *o, metrics *mx, batcher **out, sp
             pthread_create(&w->th, NULL, worker_main, w) != 0) {
             b->o.workers = i; /* stop the ones started */
             spine_pool_free(w->pool);
+            free(w->out);
             batcher_stop(b);
             return err && err->code ? err->code : spine_fail(err, SPINE_ERR_NOMEM, "cannot start a worker");
         }

@@ -66,7 +66,7 @@ struct request {
     served_model *sm;
     infer_request in;
     float *out;
-    double t_arrival, deadline, t_compute;
+    double t_arrival, deadline;
     atomic_int parts_left;
     atomic_int failed;     /* 0, or an HTTP status */
     char fail_msg[256];

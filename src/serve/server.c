@@ -38,7 +38,6 @@ typedef struct server {
 typedef struct conn {
     spine_buf body;
     bool too_large;
-    bool counted;
     request *rq; /* an infer request in flight (suspended connection) */
     struct MHD_Connection *c;
 } conn;
@@ -258,11 +257,6 @@ static void write_metrics(server *s, spine_buf *b) {
     pthread_mutex_unlock(&s->mu);
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Live numbers for the dashboard: totals, and percentiles of the last 10 s of requests. */
 static void write_stats(server *s, spine_buf *b) {
     metrics *m = &s->mx;
@@ -274,8 +268,8 @@ static void write_stats(server *s, spine_buf *b) {
     for (uint64_t i = 0; i < have; i++)
         if (now - m->window_t[i] <= 10.0) lat[n++] = m->window[i];
     pthread_mutex_unlock(&m->window_mu);
-    qsort(lat, n, sizeof *lat, cmp_d);
-#define P(q) (n ? lat[(size_t)((q) * (double)(n - 1))] * 1e3 : 0.0)
+    spine_sort_doubles(lat, n);
+#define P(q) (spine_percentile(lat, n, (q) * 100) * 1e3)
     uint64_t bs = 0, bc = 0;
     for (int i = 0; i <= m->batch_size.n; i++) bc += atomic_load(&m->batch_size.count[i]);
     bs = (uint64_t)atomic_load(&m->batch_size.sum);
@@ -497,7 +491,6 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         cs = calloc(1, sizeof *cs);
         if (!cs) return MHD_NO;
         cs->c = c;
-        cs->counted = true;
         atomic_fetch_add(&s->mx.inflight, 1);
         *con_cls = cs;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
@@ -546,7 +539,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (!cs) return;
     free_request(cs->rq); /* only if the answer was never sent */
     spine_buf_free(&cs->body);
-    if (cs->counted) atomic_fetch_sub(&s->mx.inflight, 1);
+    atomic_fetch_sub(&s->mx.inflight, 1);
     free(cs);
     *con_cls = NULL;
 }
