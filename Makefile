@@ -6,10 +6,10 @@
 BUILD       ?= build
 JOBS        ?= $(shell nproc)
 RUN_PKGS     = build-essential cmake pkg-config libopenblas-dev libmicrohttpd-dev
-TEST_PKGS    = $(RUN_PKGS) libcmocka-dev clang libclang-rt-14-dev python3-torch python3-numpy curl procps chromium
+TEST_PKGS    = $(RUN_PKGS) libcmocka-dev clang libclang-rt-14-dev python3-torch python3-numpy curl procps chromium clang-format
 FUZZ_SECONDS ?= 15
 
-.PHONY: all build run test deps-run deps-test test-release test-asan test-fuzz fuzz bench format clean
+.PHONY: all build run test deps-run deps-test test-release test-asan test-fuzz fuzz bench format format-check clean
 
 all: build
 
@@ -29,7 +29,7 @@ run: deps-run build
 	$(BUILD)/release/spine serve
 
 test: deps-test
-	$(MAKE) test-release test-asan test-fuzz
+	$(MAKE) format-check test-release test-asan test-fuzz
 	@echo "make test: all suites passed"
 
 test-release: build
@@ -53,6 +53,9 @@ bench: deps-test build
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h') && echo "clang-format: clean"
 
 clean:
 	rm -rf $(BUILD)

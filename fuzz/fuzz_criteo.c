@@ -5,8 +5,8 @@
 #include <stdio.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static const int64_t rows[26] = {1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377,
-                                     610, 7, 11, 100, 200, 300, 400, 500, 16, 32, 64, 128, 999};
+    static const int64_t rows[26] = {1,   2, 3,  5,   8,   13,  21,  34,  55, 89, 144, 233, 377,
+                                     610, 7, 11, 100, 200, 300, 400, 500, 16, 32, 64,  128, 999};
     FILE *f = fmemopen((void *)data, size ? size : 1, "rb");
     if (!f) return 0;
     line_reader r;

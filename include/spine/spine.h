@@ -130,12 +130,12 @@ typedef struct spine_model_desc {
     int num_dense;
     int emb_dim;
     int num_tables;
-    const spine_table_desc *tables; /* num_tables entries, owned by the model */
+    const spine_table_desc *tables;         /* num_tables entries, owned by the model */
     int n_bottom, bottom[SPINE_MAX_LAYERS]; /* output width of each bottom layer */
     int n_top, top[SPINE_MAX_LAYERS];       /* output width of each top layer; last is 1 */
     spine_interaction interaction;
-    int interaction_self; /* dot: include the diagonal */
-    int interaction_dim;  /* width of the top MLP's input */
+    int interaction_self;  /* dot: include the diagonal */
+    int interaction_dim;   /* width of the top MLP's input */
     int lookups_per_table; /* typical bag size: a hint for generated inputs */
     uint64_t mlp_params, emb_params, emb_bytes;
     uint64_t emb_bytes_huge; /* bytes of tables placed in 2 MiB-page memory (advised) */

@@ -21,7 +21,8 @@
 spine_status spine_fail(spine_error *err, spine_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Prefix an existing message with context ("config.json: " + msg). */
-void spine_error_prefix(spine_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void spine_error_prefix(spine_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Checked arithmetic: return false on overflow. */
 static inline bool spine_mul_size(size_t a, size_t b, size_t *out) {

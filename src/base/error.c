@@ -3,18 +3,28 @@
 
 #include <stdio.h>
 
-const char *spine_version(void) { return "0.1.0"; }
+const char *spine_version(void) {
+    return "0.1.0";
+}
 
 const char *spine_status_name(spine_status s) {
     switch (s) {
-    case SPINE_OK: return "ok";
-    case SPINE_ERR_INVALID: return "invalid argument";
-    case SPINE_ERR_NOMEM: return "out of memory";
-    case SPINE_ERR_IO: return "i/o error";
-    case SPINE_ERR_FORMAT: return "format error";
-    case SPINE_ERR_RANGE: return "index out of range";
-    case SPINE_ERR_UNSUPPORTED: return "unsupported";
-    case SPINE_ERR_LIMIT: return "limit exceeded";
+    case SPINE_OK:
+        return "ok";
+    case SPINE_ERR_INVALID:
+        return "invalid argument";
+    case SPINE_ERR_NOMEM:
+        return "out of memory";
+    case SPINE_ERR_IO:
+        return "i/o error";
+    case SPINE_ERR_FORMAT:
+        return "format error";
+    case SPINE_ERR_RANGE:
+        return "index out of range";
+    case SPINE_ERR_UNSUPPORTED:
+        return "unsupported";
+    case SPINE_ERR_LIMIT:
+        return "limit exceeded";
     }
     return "unknown status";
 }

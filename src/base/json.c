@@ -138,14 +138,30 @@ static spine_status parse_string(parser *p, uint32_t *off, uint32_t *outlen) {
             unsigned char e = p->s[p->pos + 1];
             p->pos += 2;
             switch (e) {
-            case '"': o[k++] = '"'; break;
-            case '\\': o[k++] = '\\'; break;
-            case '/': o[k++] = '/'; break;
-            case 'b': o[k++] = '\b'; break;
-            case 'f': o[k++] = '\f'; break;
-            case 'n': o[k++] = '\n'; break;
-            case 'r': o[k++] = '\r'; break;
-            case 't': o[k++] = '\t'; break;
+            case '"':
+                o[k++] = '"';
+                break;
+            case '\\':
+                o[k++] = '\\';
+                break;
+            case '/':
+                o[k++] = '/';
+                break;
+            case 'b':
+                o[k++] = '\b';
+                break;
+            case 'f':
+                o[k++] = '\f';
+                break;
+            case 'n':
+                o[k++] = '\n';
+                break;
+            case 'r':
+                o[k++] = '\r';
+                break;
+            case 't':
+                o[k++] = '\t';
+                break;
             case 'u': {
                 uint32_t cp;
                 if (!read_hex4(p, &cp)) return perr(p, "bad \\u escape");
@@ -163,7 +179,8 @@ static spine_status parse_string(parser *p, uint32_t *off, uint32_t *outlen) {
                 put_utf8(o, &k, cp);
                 break;
             }
-            default: return perr(p, "bad escape");
+            default:
+                return perr(p, "bad escape");
             }
             continue;
         }
@@ -257,13 +274,17 @@ static spine_status parse_container(parser *p, int depth, int64_t idx, bool is_o
             if (parse_value(p, depth + 1, &v)) return p->st;
             p->d->nodes[k].next = (uint32_t)v;
             child = k;
-            if (prev) p->d->nodes[prev].next = (uint32_t)k;
-            else p->d->nodes[idx].first = (uint32_t)k;
+            if (prev)
+                p->d->nodes[prev].next = (uint32_t)k;
+            else
+                p->d->nodes[idx].first = (uint32_t)k;
             prev = v;
         } else {
             if (parse_value(p, depth + 1, &child)) return p->st;
-            if (prev) p->d->nodes[prev].next = (uint32_t)child;
-            else p->d->nodes[idx].first = (uint32_t)child;
+            if (prev)
+                p->d->nodes[prev].next = (uint32_t)child;
+            else
+                p->d->nodes[idx].first = (uint32_t)child;
             prev = child;
         }
         count++;
@@ -340,8 +361,8 @@ spine_status json_parse_limited(json_doc *doc, const char *text, size_t len, uin
     doc->src = text;
     doc->strs = malloc(len + 1);
     if (!doc->strs) return spine_fail(err, SPINE_ERR_NOMEM, "json: out of memory");
-    parser p = {.d = doc, .s = (const unsigned char *)text, .len = len, .err = err,
-                .max_nodes = max_nodes};
+    parser p = {
+        .d = doc, .s = (const unsigned char *)text, .len = len, .err = err, .max_nodes = max_nodes};
     int64_t root;
     if (parse_value(&p, 0, &root) == SPINE_OK) {
         skip_ws(&p);

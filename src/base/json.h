@@ -48,7 +48,9 @@ spine_status json_parse_limited(json_doc *doc, const char *text, size_t len, uin
                                 spine_error *err);
 void json_free(json_doc *doc);
 
-static inline const json_node *json_root(const json_doc *d) { return &d->nodes[0]; }
+static inline const json_node *json_root(const json_doc *d) {
+    return &d->nodes[0];
+}
 static inline const char *json_str(const json_doc *d, const json_node *n) {
     return d->strs + n->off;
 }

@@ -84,7 +84,9 @@ void spine_rng_seed(spine_rng *r, uint64_t seed) {
     if (!(r->s[0] | r->s[1] | r->s[2] | r->s[3])) r->s[0] = 1;
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t spine_rng_next(spine_rng *r) {
     uint64_t *s = r->s;
@@ -115,7 +117,9 @@ uint64_t spine_rng_below(spine_rng *r, uint64_t n) {
     return (uint64_t)(m >> 64);
 }
 
-float spine_rng_uniform(spine_rng *r) { return (float)(spine_rng_next(r) >> 40) * 0x1p-24f; }
+float spine_rng_uniform(spine_rng *r) {
+    return (float)(spine_rng_next(r) >> 40) * 0x1p-24f;
+}
 
 float spine_rng_normal(spine_rng *r) {
     double u1 = ((double)(spine_rng_next(r) >> 11) + 1.0) * 0x1p-53; /* (0, 1] */

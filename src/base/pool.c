@@ -115,7 +115,9 @@ void spine_pool_free(spine_pool *p) {
     free(p);
 }
 
-int spine_pool_size(const spine_pool *p) { return p ? p->n : 1; }
+int spine_pool_size(const spine_pool *p) {
+    return p ? p->n : 1;
+}
 
 void spine_pool_run(spine_pool *p, int ntasks, spine_task_fn fn, void *arg) {
     if (ntasks <= 0) return;

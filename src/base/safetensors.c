@@ -48,8 +48,10 @@ bool spine_tensor_numel(const spine_tensor *t, size_t *out) {
 void st_free(spine_tensors *ts) {
     for (size_t i = 0; i < ts->n; i++) {
         free(ts->t[i].name);
-        if (ts->t[i].owned_huge) spine_free_huge(ts->t[i].owned, ts->t[i].nbytes);
-        else spine_free_aligned(ts->t[i].owned);
+        if (ts->t[i].owned_huge)
+            spine_free_huge(ts->t[i].owned, ts->t[i].nbytes);
+        else
+            spine_free_aligned(ts->t[i].owned);
     }
     free(ts->t);
     if (ts->map) munmap(ts->map, ts->map_len);
@@ -134,8 +136,7 @@ static int cmp_name(const void *a, const void *b) {
 }
 
 static spine_status parse_entry(const json_doc *d, const json_node *key, const json_node *v,
-                                spine_tensor *t, uint64_t *begin, uint64_t *end,
-                                spine_error *err) {
+                                spine_tensor *t, uint64_t *begin, uint64_t *end, spine_error *err) {
     const char *name = json_str(d, key);
     if (v->type != JSON_OBJECT)
         return spine_fail(err, SPINE_ERR_FORMAT, "tensor '%s': entry is not an object", name);
@@ -143,10 +144,14 @@ static spine_status parse_entry(const json_doc *d, const json_node *key, const j
     for (const json_node *k = json_child(d, v); k; k = json_next(d, json_next(d, k))) {
         const char *kn = json_str(d, k);
         const json_node *val = json_next(d, k);
-        if (strcmp(kn, "dtype") == 0) dt = val;
-        else if (strcmp(kn, "shape") == 0) shape = val;
-        else if (strcmp(kn, "data_offsets") == 0) offs = val;
-        else return spine_fail(err, SPINE_ERR_FORMAT, "tensor '%s': unknown key '%s'", name, kn);
+        if (strcmp(kn, "dtype") == 0)
+            dt = val;
+        else if (strcmp(kn, "shape") == 0)
+            shape = val;
+        else if (strcmp(kn, "data_offsets") == 0)
+            offs = val;
+        else
+            return spine_fail(err, SPINE_ERR_FORMAT, "tensor '%s': unknown key '%s'", name, kn);
     }
     if (!dt || dt->type != JSON_STRING)
         return spine_fail(err, SPINE_ERR_FORMAT, "tensor '%s': missing or non-string dtype", name);
@@ -175,7 +180,8 @@ static spine_status parse_entry(const json_doc *d, const json_node *key, const j
     if (!json_get_u64(d, b, begin) || !json_get_u64(d, e, end) || *end < *begin)
         return spine_fail(err, SPINE_ERR_FORMAT, "tensor '%s': bad data_offsets", name);
     size_t numel, bytes;
-    if (!spine_tensor_numel(t, &numel) || !spine_mul_size(numel, spine_dtype_size(t->dtype), &bytes))
+    if (!spine_tensor_numel(t, &numel) ||
+        !spine_mul_size(numel, spine_dtype_size(t->dtype), &bytes))
         return spine_fail(err, SPINE_ERR_FORMAT, "tensor '%s': shape overflows", name);
     if ((uint64_t)bytes != *end - *begin)
         return spine_fail(err, SPINE_ERR_FORMAT,
@@ -230,7 +236,8 @@ static spine_status parse_header(const uint8_t *buf, size_t len, spine_tensors *
             spine_buf mb = {0};
             spine_buf_puts(&mb, "{");
             bool first = true;
-            for (const json_node *mk = json_child(&d, v); mk; mk = json_next(&d, json_next(&d, mk))) {
+            for (const json_node *mk = json_child(&d, v); mk;
+                 mk = json_next(&d, json_next(&d, mk))) {
                 const json_node *mv = json_next(&d, mk);
                 if (mv->type != JSON_STRING) {
                     spine_buf_free(&mb);
@@ -297,8 +304,8 @@ static spine_status validate(spine_tensors *ts, range *ranges, size_t dlen, spin
         qsort(byname, ts->n, sizeof *byname, cmp_name);
         for (size_t i = 1; i < ts->n; i++) {
             if (strcmp(byname[i - 1]->name, byname[i]->name) == 0) {
-                spine_status s = spine_fail(err, SPINE_ERR_FORMAT, "tensor '%s' appears twice",
-                                            byname[i]->name);
+                spine_status s =
+                    spine_fail(err, SPINE_ERR_FORMAT, "tensor '%s' appears twice", byname[i]->name);
                 free(byname);
                 return s;
             }
@@ -374,7 +381,8 @@ spine_status st_open(const char *path, spine_tensors *out, spine_error *err) {
     }
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (map == MAP_FAILED) return spine_fail(err, SPINE_ERR_IO, "%s: mmap: %s", path, strerror(errno));
+    if (map == MAP_FAILED)
+        return spine_fail(err, SPINE_ERR_IO, "%s: mmap: %s", path, strerror(errno));
     spine_status st = st_parse(map, len, false, out, err);
     if (st != SPINE_OK) {
         munmap(map, len);
@@ -428,7 +436,8 @@ spine_status st_write(const char *path, const spine_tensors *ts, const char *met
         return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
     }
     spine_buf_printf(&tmpname, "%s.tmp", path);
-    int fd = tmpname.failed ? -1 : open(tmpname.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd =
+        tmpname.failed ? -1 : open(tmpname.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         st = spine_fail(err, SPINE_ERR_IO, "%s: %s", tmpname.data ? tmpname.data : path,
                         strerror(errno));

@@ -17,7 +17,9 @@ void *spine_alloc_aligned(size_t bytes) {
     return aligned_alloc(64, rounded);
 }
 
-void spine_free_aligned(void *p) { free(p); }
+void spine_free_aligned(void *p) {
+    free(p);
+}
 
 static bool buf_reserve(spine_buf *b, size_t extra) {
     if (b->failed) return false;
@@ -52,7 +54,9 @@ void spine_buf_append(spine_buf *b, const void *p, size_t n) {
     b->data[b->len] = 0;
 }
 
-void spine_buf_puts(spine_buf *b, const char *s) { spine_buf_append(b, s, strlen(s)); }
+void spine_buf_puts(spine_buf *b, const char *s) {
+    spine_buf_append(b, s, strlen(s));
+}
 
 void spine_buf_printf(spine_buf *b, const char *fmt, ...) {
     va_list ap, ap2;
@@ -120,8 +124,8 @@ spine_status spine_read_file(const char *path, size_t max_bytes, char **out, siz
     }
     if ((uint64_t)st.st_size > max_bytes) {
         close(fd);
-        return spine_fail(err, SPINE_ERR_LIMIT, "%s: %lld bytes, more than the limit of %zu",
-                          path, (long long)st.st_size, max_bytes);
+        return spine_fail(err, SPINE_ERR_LIMIT, "%s: %lld bytes, more than the limit of %zu", path,
+                          (long long)st.st_size, max_bytes);
     }
     size_t n = (size_t)st.st_size;
     char *p = malloc(n + 1);
@@ -167,8 +171,8 @@ spine_status spine_write_file(const char *path, const void *data, size_t len, sp
             int e = w < 0 ? errno : EIO;
             close(fd);
             unlink(tmp.data);
-            spine_status s = spine_fail(err, SPINE_ERR_IO, "%s: write failed: %s", tmp.data,
-                                        strerror(e));
+            spine_status s =
+                spine_fail(err, SPINE_ERR_IO, "%s: write failed: %s", tmp.data, strerror(e));
             spine_buf_free(&tmp);
             return s;
         }
@@ -210,8 +214,8 @@ void *spine_alloc_huge(size_t bytes) {
     size_t len = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
     if (len < bytes || len > SIZE_MAX - HUGE_PAGE) return NULL;
     /* over-allocate by one huge page and trim, so the start is 2 MiB aligned */
-    uint8_t *p = mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                      -1, 0);
+    uint8_t *p =
+        mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
     uint8_t *a = (uint8_t *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
     if (a > p) munmap(p, (size_t)(a - p));
@@ -242,5 +246,9 @@ static int64_t meminfo_field(const char *path, const char *field) {
     return v;
 }
 
-int64_t spine_huge_bytes(void) { return meminfo_field("/proc/self/smaps_rollup", "AnonHugePages"); }
-int64_t spine_mem_available(void) { return meminfo_field("/proc/meminfo", "MemAvailable"); }
+int64_t spine_huge_bytes(void) {
+    return meminfo_field("/proc/self/smaps_rollup", "AnonHugePages");
+}
+int64_t spine_mem_available(void) {
+    return meminfo_field("/proc/meminfo", "MemAvailable");
+}

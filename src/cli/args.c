@@ -25,7 +25,8 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, int nopts, 
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         cli_opt *o = NULL;
         for (int k = 0; k < nopts; k++)
-            if (strlen(opts[k].name) == nlen && strncmp(opts[k].name, name, nlen) == 0) o = &opts[k];
+            if (strlen(opts[k].name) == nlen && strncmp(opts[k].name, name, nlen) == 0)
+                o = &opts[k];
         if (!o) {
             fprintf(stderr, "spine %s: unknown option '%s' (see 'spine %s --help')\n", cmd, a, cmd);
             return 2;
@@ -131,9 +132,12 @@ void cli_print_error(const char *cmd, const spine_error *e) {
 }
 
 bool cli_placement(const char *s, spine_placement *out) {
-    if (!s || strcmp(s, "auto") == 0) *out = SPINE_PLACE_AUTO;
-    else if (strcmp(s, "map") == 0) *out = SPINE_PLACE_MAP;
-    else if (strcmp(s, "huge") == 0) *out = SPINE_PLACE_HUGE;
+    if (!s || strcmp(s, "auto") == 0)
+        *out = SPINE_PLACE_AUTO;
+    else if (strcmp(s, "map") == 0)
+        *out = SPINE_PLACE_MAP;
+    else if (strcmp(s, "huge") == 0)
+        *out = SPINE_PLACE_HUGE;
     else {
         fprintf(stderr, "spine: --placement must be auto, map or huge, not '%s'\n", s);
         return false;
@@ -145,7 +149,8 @@ void cli_print_placement(FILE *f, const spine_model_desc *d) {
     int64_t backed = spine_huge_bytes();
     fprintf(f, "tables: %.3f GB, %.3f GB advised onto 2 MiB pages", (double)d->emb_bytes / 1e9,
             (double)d->emb_bytes_huge / 1e9);
-    if (backed >= 0) fprintf(f, " (%.3f GB of this process on huge pages now)", (double)backed / 1e9);
+    if (backed >= 0)
+        fprintf(f, " (%.3f GB of this process on huge pages now)", (double)backed / 1e9);
     if (d->emb_bytes_huge == 0) fprintf(f, "; the rest read from the mapped file on 4 KiB pages");
     fprintf(f, "\n");
 }

@@ -119,7 +119,8 @@ static int bench_membw(int argc, char **argv) {
             for (int rt = 0; rt < 4; rt++) {
                 size_t rb = spine_row_bytes((spine_rowtype)rt, (int)dim);
                 printf(",\"%s\":{\"row_bytes\":%zu,\"lines_per_row\":%.3f,\"rows_per_s\":%.0f}",
-                       spine_rowtype_name((spine_rowtype)rt), rb, membw_lines_per_row(rb), rows[rt]);
+                       spine_rowtype_name((spine_rowtype)rt), rb, membw_lines_per_row(rb),
+                       rows[rt]);
             }
             printf("}\n");
         } else {
@@ -164,15 +165,18 @@ int cmd_bench(int argc, char **argv) {
     const char *v;
     long long threads = 1, lookups = -1, seed = 1;
     double seconds = 3;
-    if ((v = cli_get(o, n, "batch")) && (nb = cli_int_list("--batch", v, batches, 32)) < 0) return 2;
+    if ((v = cli_get(o, n, "batch")) && (nb = cli_int_list("--batch", v, batches, 32)) < 0)
+        return 2;
     if ((v = cli_get(o, n, "threads")) && !cli_int("--threads", v, 1, 256, &threads)) return 2;
     if ((v = cli_get(o, n, "lookups")) && !cli_int("--lookups", v, 0, 100000, &lookups)) return 2;
-    if ((v = cli_get(o, n, "seconds")) && !cli_double("--seconds", v, 0.01, 3600, &seconds)) return 2;
+    if ((v = cli_get(o, n, "seconds")) && !cli_double("--seconds", v, 0.01, 3600, &seconds))
+        return 2;
     if ((v = cli_get(o, n, "seed")) && !cli_int("--seed", v, 0, INT64_MAX, &seed)) return 2;
     bool json = cli_get(o, n, "json") != NULL;
     spine_schedule sched = SPINE_SCHED_TABLE;
     if ((v = cli_get(o, n, "schedule"))) {
-        if (strcmp(v, "sample") == 0) sched = SPINE_SCHED_SAMPLE;
+        if (strcmp(v, "sample") == 0)
+            sched = SPINE_SCHED_SAMPLE;
         else if (strcmp(v, "table") != 0) {
             fprintf(stderr, "spine bench: --schedule must be table or sample\n");
             return 2;
@@ -188,7 +192,8 @@ int cmd_bench(int argc, char **argv) {
     int maxb = 1;
     for (int i = 0; i < nb; i++) maxb = SPINE_MAX(maxb, batches[i]);
     spine_ctx *ctx = NULL;
-    if (spine_pool_create((int)threads, &pool, &err) || spine_ctx_create(m, maxb, pool, &ctx, &err)) {
+    if (spine_pool_create((int)threads, &pool, &err) ||
+        spine_ctx_create(m, maxb, pool, &ctx, &err)) {
         cli_print_error("bench", &err);
         spine_pool_free(pool);
         spine_model_free(m);
@@ -199,11 +204,12 @@ int cmd_bench(int argc, char **argv) {
     for (int t = 0; t < d->num_tables; t++)
         row_bytes += (double)lookups * (double)spine_row_bytes(d->tables[t].rowtype, d->emb_dim);
     if (!json)
-        printf("model %s: %d tables x dim %d, %s rows, %lld lookups/table, %lld thread%s, kernels %s\n"
-               "%8s %14s %10s %10s %10s %8s\n",
-               d->name, d->num_tables, d->emb_dim, spine_rowtype_name(d->tables[0].rowtype),
-               lookups, threads, threads == 1 ? "" : "s", sls_isa_name(sls_best_isa()), "batch",
-               "samples/s", "p50 ms", "p95 ms", "p99 ms", "iters");
+        printf(
+            "model %s: %d tables x dim %d, %s rows, %lld lookups/table, %lld thread%s, kernels %s\n"
+            "%8s %14s %10s %10s %10s %8s\n",
+            d->name, d->num_tables, d->emb_dim, spine_rowtype_name(d->tables[0].rowtype), lookups,
+            threads, threads == 1 ? "" : "s", sls_isa_name(sls_best_isa()), "batch", "samples/s",
+            "p50 ms", "p95 ms", "p99 ms", "iters");
     cli_print_placement(json ? stderr : stdout, d);
     spine_rng rng;
     spine_rng_seed(&rng, (uint64_t)seed * 7919 + 17);
@@ -246,18 +252,20 @@ int cmd_bench(int argc, char **argv) {
             for (size_t i = 0; i < nlat; i++) total += lat[i];
             spine_sort_doubles(lat, nlat);
             double sps = (double)B * (double)nlat / total;
-            double p50 = spine_percentile(lat, nlat, 50) * 1e3, p95 = spine_percentile(lat, nlat, 95) * 1e3,
+            double p50 = spine_percentile(lat, nlat, 50) * 1e3,
+                   p95 = spine_percentile(lat, nlat, 95) * 1e3,
                    p99 = spine_percentile(lat, nlat, 99) * 1e3;
             if (json)
-                printf("{\"bench\":\"dlrm\",\"model\":\"%s\",\"dtype\":\"%s\",\"threads\":%lld,"
-                       "\"lookups\":%lld,\"batch\":%d,\"samples_per_s\":%.1f,\"p50_ms\":%.4f,"
-                       "\"p95_ms\":%.4f,\"p99_ms\":%.4f,\"mean_ms\":%.4f,\"iters\":%zu,"
-                       "\"rows_per_s\":%.0f,\"isa\":\"%s\",\"huge_bytes\":%llu,\"schedule\":\"%s\"}\n",
-                       d->name, spine_rowtype_name(d->tables[0].rowtype), threads, lookups, B, sps,
-                       p50, p95, p99, total / (double)nlat * 1e3, nlat,
-                       sps * (double)lookups * d->num_tables, sls_isa_name(sls_best_isa()),
-                       (unsigned long long)d->emb_bytes_huge,
-                       sched == SPINE_SCHED_TABLE ? "table" : "sample");
+                printf(
+                    "{\"bench\":\"dlrm\",\"model\":\"%s\",\"dtype\":\"%s\",\"threads\":%lld,"
+                    "\"lookups\":%lld,\"batch\":%d,\"samples_per_s\":%.1f,\"p50_ms\":%.4f,"
+                    "\"p95_ms\":%.4f,\"p99_ms\":%.4f,\"mean_ms\":%.4f,\"iters\":%zu,"
+                    "\"rows_per_s\":%.0f,\"isa\":\"%s\",\"huge_bytes\":%llu,\"schedule\":\"%s\"}\n",
+                    d->name, spine_rowtype_name(d->tables[0].rowtype), threads, lookups, B, sps,
+                    p50, p95, p99, total / (double)nlat * 1e3, nlat,
+                    sps * (double)lookups * d->num_tables, sls_isa_name(sls_best_isa()),
+                    (unsigned long long)d->emb_bytes_huge,
+                    sched == SPINE_SCHED_TABLE ? "table" : "sample");
             else
                 printf("%8d %14.1f %10.4f %10.4f %10.4f %8zu\n", B, sps, p50, p95, p99, nlat);
             fflush(stdout);
@@ -280,7 +288,8 @@ int cmd_demo(int argc, char **argv) {
     spine_model *m = NULL;
     spine_ctx *ctx = NULL;
     spine_pool *pool = NULL;
-    dlrm_gen_opts g = {.preset = DLRM_DEFAULT_PRESET, .rows_scale = DLRM_DEFAULT_ROWS_SCALE,
+    dlrm_gen_opts g = {.preset = DLRM_DEFAULT_PRESET,
+                       .rows_scale = DLRM_DEFAULT_ROWS_SCALE,
                        .seed = DLRM_DEFAULT_SEED};
     printf("spine %s: generating the built-in default model (%s shape, rows x %g, seed %d)\n",
            spine_version(), DLRM_DEFAULT_PRESET, DLRM_DEFAULT_ROWS_SCALE, DLRM_DEFAULT_SEED);

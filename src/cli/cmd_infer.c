@@ -12,12 +12,12 @@
 typedef struct tsv_state {
     spine_ctx *ctx;
     const spine_model_desc *d;
-    int cap;        /* lines per chunk */
-    int nlines;     /* lines held */
+    int cap;    /* lines per chunk */
+    int nlines; /* lines held */
     int nvalid;
-    bool *ok;       /* per line */
-    float *dense;   /* cap x num_dense */
-    int64_t *idx;   /* cap x num_tables (sample-major while parsing) */
+    bool *ok;        /* per line */
+    float *dense;    /* cap x num_dense */
+    int64_t *idx;    /* cap x num_tables (sample-major while parsing) */
     int64_t *values; /* table-major for the batch */
     int32_t *lengths;
     float *out;
@@ -42,8 +42,10 @@ static int flush(tsv_state *s, FILE *out, spine_error *err) {
     if (B > 0 && spine_ctx_run(s->ctx, &b, s->out, s->flags, err)) return -1;
     k = 0;
     for (int i = 0; i < s->nlines; i++) {
-        if (s->ok[i]) fprintf(out, "%.9g\n", s->out[k++]);
-        else fputs("nan\n", out);
+        if (s->ok[i])
+            fprintf(out, "%.9g\n", s->out[k++]);
+        else
+            fputs("nan\n", out);
     }
     s->nlines = s->nvalid = 0;
     return 0;
@@ -113,8 +115,10 @@ static int infer_tsv(const char *path, FILE *in, FILE *out, spine_ctx *ctx, cons
         goto done;
     }
     if (bad) {
-        fprintf(stderr, "spine infer: %lld of %lld lines malformed (reported above); their outputs are 'nan'\n",
-                (long long)bad, (long long)total);
+        fprintf(
+            stderr,
+            "spine infer: %lld of %lld lines malformed (reported above); their outputs are 'nan'\n",
+            (long long)bad, (long long)total);
         rc = 1;
     }
 done:

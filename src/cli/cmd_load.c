@@ -41,7 +41,7 @@ typedef struct size_dist {
 } size_dist;
 
 typedef struct arrival {
-    double t;  /* scheduled, seconds on spine_now's clock */
+    double t; /* scheduled, seconds on spine_now's clock */
     int size;
 } arrival;
 
@@ -120,15 +120,16 @@ static void build_body(run *r, int size, spine_buf *b) {
     size_t nd = (size_t)size * (size_t)tg->num_dense * 4, nl = (size_t)T * (size_t)size * 4,
            nv = (size_t)T * (size_t)size * (size_t)L * 4;
     char hdr[1024];
-    int hl = snprintf(hdr, sizeof hdr,
-                      "{\"inputs\":[{\"name\":\"dense\",\"datatype\":\"FP32\",\"shape\":[%d,%d],"
-                      "\"parameters\":{\"binary_data_size\":%zu}},"
-                      "{\"name\":\"lengths\",\"datatype\":\"INT32\",\"shape\":[%d,%d],"
-                      "\"parameters\":{\"binary_data_size\":%zu}},"
-                      "{\"name\":\"values\",\"datatype\":\"INT32\",\"shape\":[%zu],"
-                      "\"parameters\":{\"binary_data_size\":%zu}}],"
-                      "\"outputs\":[{\"name\":\"probabilities\",\"parameters\":{\"binary_data\":true}}]}",
-                      size, tg->num_dense, nd, T, size, nl, nv / 4, nv);
+    int hl = snprintf(
+        hdr, sizeof hdr,
+        "{\"inputs\":[{\"name\":\"dense\",\"datatype\":\"FP32\",\"shape\":[%d,%d],"
+        "\"parameters\":{\"binary_data_size\":%zu}},"
+        "{\"name\":\"lengths\",\"datatype\":\"INT32\",\"shape\":[%d,%d],"
+        "\"parameters\":{\"binary_data_size\":%zu}},"
+        "{\"name\":\"values\",\"datatype\":\"INT32\",\"shape\":[%zu],"
+        "\"parameters\":{\"binary_data_size\":%zu}}],"
+        "\"outputs\":[{\"name\":\"probabilities\",\"parameters\":{\"binary_data\":true}}]}",
+        size, tg->num_dense, nd, T, size, nl, nv / 4, nv);
     char req[1024];
     int rl = snprintf(req, sizeof req,
                       "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
@@ -138,8 +139,7 @@ static void build_body(run *r, int size, spine_buf *b) {
     spine_buf_append(b, hdr, (size_t)hl);
     spine_buf_append(b, r->dense_pool, nd);
     for (size_t i = 0; i < (size_t)T * (size_t)size; i++) spine_buf_append(b, &L, 4);
-    for (int t = 0; t < T; t++)
-        spine_buf_append(b, r->value_pool[t], (size_t)size * (size_t)L * 4);
+    for (int t = 0; t < T; t++) spine_buf_append(b, r->value_pool[t], (size_t)size * (size_t)L * 4);
 }
 
 static void *sender(void *arg) {
@@ -161,7 +161,8 @@ static void *sender(void *arg) {
             if (fd < 0) fd = connect_to(r->tg);
             if (fd < 0) break;
             if (write_all(fd, body.data, body.len)) status = read_response(fd, &resp);
-            if (status < 0 || status == 413 || strcasestr(resp.data ? resp.data : "", "connection: close")) {
+            if (status < 0 || status == 413 ||
+                strcasestr(resp.data ? resp.data : "", "connection: close")) {
                 close(fd);
                 fd = -1;
             }
@@ -255,9 +256,12 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
     res->sent = sent;
     size_t nok = 0;
     for (size_t i = 0; i < r.nres; i++) {
-        if (r.status[i] == 200) nok++;
-        else if (r.status[i] == 503) res->refused++;
-        else res->errors++;
+        if (r.status[i] == 200)
+            nok++;
+        else if (r.status[i] == 503)
+            res->refused++;
+        else
+            res->errors++;
     }
     res->ok = nok;
     res->achieved = (double)nok / wall;
@@ -285,7 +289,8 @@ static int fetch_target(target *tg, const char *model, spine_error *err) {
         return -1;
     }
     char req[256];
-    int n = snprintf(req, sizeof req, "GET /v2/models/%s HTTP/1.1\r\nHost: %s\r\n\r\n", model, tg->host);
+    int n = snprintf(req, sizeof req, "GET /v2/models/%s HTTP/1.1\r\nHost: %s\r\n\r\n", model,
+                     tg->host);
     spine_buf resp = {0};
     int st = write_all(fd, req, (size_t)n) ? read_response(fd, &resp) : -1;
     close(fd);
@@ -305,8 +310,9 @@ static int fetch_target(target *tg, const char *model, spine_error *err) {
         const json_node *dn = ins ? json_child(&d, ins) : NULL;
         const json_node *shape = dn ? json_obj_get(&d, dn, "shape") : NULL;
         int64_t v;
-        if (shape && shape->count == 2 && json_get_i64(&d, json_next(&d, json_child(&d, shape)), &v) &&
-            rows && rows->type == JSON_ARRAY && rows->count > 0 && lk && json_get_i64(&d, lk, &v)) {
+        if (shape && shape->count == 2 &&
+            json_get_i64(&d, json_next(&d, json_child(&d, shape)), &v) && rows &&
+            rows->type == JSON_ARRAY && rows->count > 0 && lk && json_get_i64(&d, lk, &v)) {
             json_get_i64(&d, json_next(&d, json_child(&d, shape)), &v);
             tg->num_dense = (int)v;
             json_get_i64(&d, lk, &v);
@@ -315,7 +321,8 @@ static int fetch_target(target *tg, const char *model, spine_error *err) {
             tg->rows = calloc(rows->count, sizeof *tg->rows);
             int t = 0;
             rc = 0;
-            for (const json_node *e = json_child(&d, rows); e && tg->rows; e = json_next(&d, e), t++)
+            for (const json_node *e = json_child(&d, rows); e && tg->rows;
+                 e = json_next(&d, e), t++)
                 if (!json_get_i64(&d, e, &tg->rows[t]) || tg->rows[t] < 1) rc = -1;
             if (!tg->rows) rc = -1;
         }
@@ -347,7 +354,8 @@ int cmd_load(int argc, char **argv) {
         {"model", true, "model name (default 'default')", NULL},
         {"qps", true, "offered arrival rate (default 10)", NULL},
         {"duration", true, "seconds per run (default 10)", NULL},
-        {"sizes", true, "samples per query: normal:MEAN:SD (default normal:165:16) or fixed:N", NULL},
+        {"sizes", true, "samples per query: normal:MEAN:SD (default normal:165:16) or fixed:N",
+         NULL},
         {"find-max", false, "search the highest rate meeting the SLA at the percentile", NULL},
         {"sla-ms", true, "latency target for --find-max (default 100)", NULL},
         {"percentile", true, "percentile for --find-max (default 95)", NULL},
@@ -379,9 +387,11 @@ int cmd_load(int argc, char **argv) {
     long long seed = 1;
     size_dist sd = {0, 165, 16};
     if ((v = cli_get(o, n, "qps")) && !cli_double("--qps", v, 0.01, 1e6, &qps)) return 2;
-    if ((v = cli_get(o, n, "duration")) && !cli_double("--duration", v, 0.1, 86400, &duration)) return 2;
+    if ((v = cli_get(o, n, "duration")) && !cli_double("--duration", v, 0.1, 86400, &duration))
+        return 2;
     if ((v = cli_get(o, n, "sla-ms")) && !cli_double("--sla-ms", v, 0.01, 1e7, &sla)) return 2;
-    if ((v = cli_get(o, n, "percentile")) && !cli_double("--percentile", v, 1, 100, &pctl)) return 2;
+    if ((v = cli_get(o, n, "percentile")) && !cli_double("--percentile", v, 1, 100, &pctl))
+        return 2;
     if ((v = cli_get(o, n, "seed")) && !cli_int("--seed", v, 0, INT64_MAX, &seed)) return 2;
     if ((v = cli_get(o, n, "sizes"))) {
         int f;
@@ -403,8 +413,10 @@ int cmd_load(int argc, char **argv) {
     load_result r;
     int rc = 0;
     if (!cli_get(o, n, "find-max")) {
-        if (load_run(&tg, &sd, qps, duration, pctl, (uint64_t)seed, &r)) rc = 1;
-        else print_result(&r, json, sla);
+        if (load_run(&tg, &sd, qps, duration, pctl, (uint64_t)seed, &r))
+            rc = 1;
+        else
+            print_result(&r, json, sla);
     } else {
         /* double until the SLA breaks, then bisect; a rate passes when its percentile meets
          * the SLA and at most 1% of requests fail or are refused */
@@ -419,8 +431,9 @@ int cmd_load(int argc, char **argv) {
             }
             bool pass = r.pct <= sla && r.fail_frac <= 0.01;
             if (!json)
-                printf("%s rate %.1f: p%g %.2f ms, %.1f%% failed -> %s\n", bounded ? "bisect" : "probe",
-                       rate, pctl, r.pct, 100 * r.fail_frac, pass ? "within SLA" : "over");
+                printf("%s rate %.1f: p%g %.2f ms, %.1f%% failed -> %s\n",
+                       bounded ? "bisect" : "probe", rate, pctl, r.pct, 100 * r.fail_frac,
+                       pass ? "within SLA" : "over");
             else
                 print_result(&r, true, sla);
             fflush(stdout);

@@ -20,7 +20,9 @@ static int model_gen(int argc, char **argv) {
     char *pos[1];
     if (cli_parse("model gen", argc, argv, o, n, pos, 0, &npos)) return 2;
     if (cli_get(o, n, "help")) {
-        cli_usage("usage: spine model gen --preset NAME [--rows-scale F] [--dtype T] [--seed N] -o DIR", o, n);
+        cli_usage(
+            "usage: spine model gen --preset NAME [--rows-scale F] [--dtype T] [--seed N] -o DIR",
+            o, n);
         return 0;
     }
     dlrm_gen_opts g;

@@ -7,8 +7,10 @@
 
 int cmd_serve(int argc, char **argv) {
     cli_opt o[] = {
-        {"model", true, "model folder, served under its folder's name (repeatable; none: the "
-                        "built-in default model, served as 'default')", NULL},
+        {"model", true,
+         "model folder, served under its folder's name (repeatable; none: the "
+         "built-in default model, served as 'default')",
+         NULL},
         {"host", true, "IPv4 address to bind (default 127.0.0.1)", NULL},
         {"port", true, "TCP port (default 8000; 0 picks a free one)", NULL},
         {"workers", true, "worker instances (default 1)", NULL},
@@ -21,16 +23,27 @@ int cmd_serve(int argc, char **argv) {
         {"max-connections", true, "open connections at most (default 4096)", NULL},
         {"idle-timeout-s", true, "close connections idle this long (default 30)", NULL},
         {"http-threads", true, "threads reading and writing HTTP (default 2)", NULL},
-        {"drain-timeout-s", true, "longest wait for accepted requests on SIGTERM (default 30)", NULL},
+        {"drain-timeout-s", true, "longest wait for accepted requests on SIGTERM (default 30)",
+         NULL},
         {"help", false, "this text", NULL},
     };
     int n = (int)SPINE_ARRAY_LEN(o), npos;
     char *pos[1];
     /* --model may repeat: collect by hand before the generic parser sees it */
-    server_opts so = {.host = "127.0.0.1", .port = 8000, .workers = 1, .threads = 2,
-                      .max_batch = 256, .max_queue = 1024, .max_delay_us = 500, .sla_ms = 100,
-                      .http_threads = 2, .max_connections = 4096, .idle_timeout_s = 30,
-                      .max_body = (size_t)64 << 20, .max_header = 256 << 10, .drain_timeout_s = 30};
+    server_opts so = {.host = "127.0.0.1",
+                      .port = 8000,
+                      .workers = 1,
+                      .threads = 2,
+                      .max_batch = 256,
+                      .max_queue = 1024,
+                      .max_delay_us = 500,
+                      .sla_ms = 100,
+                      .http_threads = 2,
+                      .max_connections = 4096,
+                      .idle_timeout_s = 30,
+                      .max_body = (size_t)64 << 20,
+                      .max_header = 256 << 10,
+                      .drain_timeout_s = 30};
     char *rest[256];
     int nrest = 0;
     for (int i = 0; i < argc; i++) {

@@ -16,8 +16,8 @@ spine_status batch_file_open(const char *path, int num_dense, int num_tables, ba
     if (st) return st;
     const spine_tensor *dense = st_find(&bf->ts, "dense"), *lengths = st_find(&bf->ts, "lengths"),
                        *values = st_find(&bf->ts, "values"), *weights = st_find(&bf->ts, "weights");
-    if (!dense || dense->dtype != SPINE_DT_F32 || dense->ndim != 2 || dense->shape[1] != num_dense ||
-        dense->shape[0] > INT32_MAX) {
+    if (!dense || dense->dtype != SPINE_DT_F32 || dense->ndim != 2 ||
+        dense->shape[1] != num_dense || dense->shape[0] > INT32_MAX) {
         st = spine_fail(err, SPINE_ERR_FORMAT, "%s: needs \"dense\" F32 [B, %d]", path, num_dense);
         goto fail;
     }
@@ -34,7 +34,8 @@ spine_status batch_file_open(const char *path, int num_dense, int num_tables, ba
         goto fail;
     }
     int64_t N = values->shape[0];
-    if (weights && (weights->dtype != SPINE_DT_F32 || weights->ndim != 1 || weights->shape[0] != N)) {
+    if (weights &&
+        (weights->dtype != SPINE_DT_F32 || weights->ndim != 1 || weights->shape[0] != N)) {
         st = spine_fail(err, SPINE_ERR_FORMAT, "%s: \"weights\" must be F32 [%lld]", path,
                         (long long)N);
         goto fail;
@@ -50,8 +51,8 @@ spine_status batch_file_open(const char *path, int num_dense, int num_tables, ba
         for (int64_t i = 0; i < N; i++) bf->values64[i] = v32[i];
         v64 = bf->values64;
     }
-    bf->batch = (spine_batch){(int32_t)B, dense->data, lengths->data, v64,
-                              weights ? weights->data : NULL};
+    bf->batch =
+        (spine_batch){(int32_t)B, dense->data, lengths->data, v64, weights ? weights->data : NULL};
     bf->nvalues = N;
     return SPINE_OK;
 fail:

@@ -88,8 +88,7 @@ int criteo_parse_line(const char *line, size_t len, int num_dense, int num_table
     if (len == 0) return cerr(e, 0, 0, "empty line");
     if (nf != want && nf != want + 1) {
         char m[160];
-        snprintf(m, sizeof m, "%zu fields, expected %zu (or %zu with a label)", nf, want,
-                 want + 1);
+        snprintf(m, sizeof m, "%zu fields, expected %zu (or %zu with a label)", nf, want, want + 1);
         return cerr(e, len, (int)nf, m);
     }
     int field = 0;

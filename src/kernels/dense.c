@@ -57,4 +57,6 @@ void dense_dot_interact(const float *feat, int nf, int d, bool self, float *out)
     }
 }
 
-float dense_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+float dense_sigmoid(float x) {
+    return 1.0f / (1.0f + expf(-x));
+}

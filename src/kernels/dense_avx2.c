@@ -22,7 +22,8 @@ void dense_dot_avx2(const float *feat, int nf, int d, bool self, float *out) {
             int k = 0;
             for (; k + 16 <= dv; k += 16) {
                 acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
-                acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), acc1);
+                acc1 =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), acc1);
             }
             for (; k < dv; k += 8)
                 acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);

@@ -24,7 +24,8 @@ typedef enum sls_isa { SLS_ISA_SCALAR = 0, SLS_ISA_AVX2 = 1 } sls_isa;
 
 sls_isa sls_best_isa(void);
 const char *sls_isa_name(sls_isa isa);
-/* The kernel for a row type on an ISA (NULL when that ISA is not compiled in or the CPU lacks it). */
+/* The kernel for a row type on an ISA (NULL when that ISA is not compiled in or the CPU lacks it).
+ */
 sls_fn sls_kernel(spine_rowtype rt, sls_isa isa);
 
 /* Row decoding (scalar), the reference every kernel is tested against. */

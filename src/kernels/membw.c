@@ -3,7 +3,7 @@
 
 #include "../base/pool.h"
 
-#define RING 64 /* ring of addresses generated ahead (the largest prefetch distance) */
+#define RING 64            /* ring of addresses generated ahead (the largest prefetch distance) */
 #define LINES_IN_FLIGHT 64 /* per thread: enough to cover DRAM latency, not to thrash */
 
 double membw_lines_per_row(size_t r) {
@@ -98,15 +98,16 @@ static void run(void *arg, int task, int thread) {
 }
 
 static spine_status check(spine_pool *pool, int threads, size_t bytes, spine_error *err) {
-    if (threads < 1 || threads > 256 || threads > spine_pool_size(pool) || bytes < ((size_t)64 << 20))
+    if (threads < 1 || threads > 256 || threads > spine_pool_size(pool) ||
+        bytes < ((size_t)64 << 20))
         return spine_fail(err, SPINE_ERR_INVALID,
                           "membw: %d threads (pool of %d), buffer of %zu bytes (at least 64 MiB)",
                           threads, spine_pool_size(pool), bytes);
     return SPINE_OK;
 }
 
-spine_status membw_seq(spine_pool *pool, int threads, const void *buf, size_t bytes,
-                       double seconds, double *out, spine_error *err) {
+spine_status membw_seq(spine_pool *pool, int threads, const void *buf, size_t bytes, double seconds,
+                       double *out, spine_error *err) {
     spine_status st = check(pool, threads, bytes, err);
     if (st) return st;
     job j = {.buf = buf, .bytes = bytes, .threads = threads, .seconds = seconds, .mode = 0};
@@ -122,7 +123,11 @@ spine_status membw_random(spine_pool *pool, int threads, const void *buf, size_t
     if (st) return st;
     if (row_bytes == 0 || row_bytes > 65536)
         return spine_fail(err, SPINE_ERR_INVALID, "membw: row of %zu bytes", row_bytes);
-    job j = {.buf = buf, .bytes = bytes, .threads = threads, .seconds = seconds, .mode = 1,
+    job j = {.buf = buf,
+             .bytes = bytes,
+             .threads = threads,
+             .seconds = seconds,
+             .mode = 1,
              .row_bytes = row_bytes};
     spine_pool_run(pool, threads, run, &j);
     *out = 0;

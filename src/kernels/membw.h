@@ -7,8 +7,8 @@
 #include "../base/base.h"
 
 /* Sequential read bandwidth in bytes/s with `threads` threads of the pool. */
-spine_status membw_seq(spine_pool *pool, int threads, const void *buf, size_t bytes,
-                       double seconds, double *out, spine_error *err);
+spine_status membw_seq(spine_pool *pool, int threads, const void *buf, size_t bytes, double seconds,
+                       double *out, spine_error *err);
 /* Independent random reads of packed rows of row_bytes (every line of the row), rows/s.
  * row_bytes = 64 gives random cache lines per second. */
 spine_status membw_random(spine_pool *pool, int threads, const void *buf, size_t bytes,

@@ -12,20 +12,28 @@
 size_t spine_row_bytes(spine_rowtype t, int dim) {
     if (dim <= 0) return 0;
     switch (t) {
-    case SPINE_ROW_F32: return (size_t)dim * 4;
-    case SPINE_ROW_F16: return (size_t)dim * 2;
-    case SPINE_ROW_INT8: return (size_t)dim + 8;
-    case SPINE_ROW_INT4: return ((size_t)dim + 1) / 2 + 4;
+    case SPINE_ROW_F32:
+        return (size_t)dim * 4;
+    case SPINE_ROW_F16:
+        return (size_t)dim * 2;
+    case SPINE_ROW_INT8:
+        return (size_t)dim + 8;
+    case SPINE_ROW_INT4:
+        return ((size_t)dim + 1) / 2 + 4;
     }
     return 0;
 }
 
 const char *spine_rowtype_name(spine_rowtype t) {
     switch (t) {
-    case SPINE_ROW_F32: return "f32";
-    case SPINE_ROW_F16: return "f16";
-    case SPINE_ROW_INT8: return "int8";
-    case SPINE_ROW_INT4: return "int4";
+    case SPINE_ROW_F32:
+        return "f32";
+    case SPINE_ROW_F16:
+        return "f16";
+    case SPINE_ROW_INT8:
+        return "int8";
+    case SPINE_ROW_INT4:
+        return "int4";
     }
     return "?";
 }
@@ -91,7 +99,9 @@ void sls_decode_row(const sls_table *t, int64_t r, float *out) {
 
 void sls_encode_row(spine_rowtype rt, const float *in, int dim, uint8_t *out) {
     switch (rt) {
-    case SPINE_ROW_F32: memcpy(out, in, (size_t)dim * 4); return;
+    case SPINE_ROW_F32:
+        memcpy(out, in, (size_t)dim * 4);
+        return;
     case SPINE_ROW_F16:
         for (int d = 0; d < dim; d++) {
             uint16_t h = spine_f32_to_f16(in[d]);
@@ -123,8 +133,10 @@ void sls_encode_row(spine_rowtype rt, const float *in, int dim, uint8_t *out) {
         for (int d = 0; d < dim; d++) {
             float q = nearbyintf((in[d] - bias) * inv);
             q = q < 0 ? 0 : q > (float)levels ? (float)levels : q;
-            if (rt == SPINE_ROW_INT8) out[d] = (uint8_t)q;
-            else out[d >> 1] |= (uint8_t)((uint8_t)q << ((d & 1) * 4));
+            if (rt == SPINE_ROW_INT8)
+                out[d] = (uint8_t)q;
+            else
+                out[d >> 1] |= (uint8_t)((uint8_t)q << ((d & 1) * 4));
         }
         return;
     }
@@ -181,17 +193,23 @@ sls_isa sls_best_isa(void) {
     return SLS_ISA_SCALAR;
 }
 
-const char *sls_isa_name(sls_isa isa) { return isa == SLS_ISA_AVX2 ? "avx2" : "scalar"; }
+const char *sls_isa_name(sls_isa isa) {
+    return isa == SLS_ISA_AVX2 ? "avx2" : "scalar";
+}
 
 sls_fn sls_kernel(spine_rowtype rt, sls_isa isa) {
     if (isa == SLS_ISA_SCALAR) return sls_scalar;
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
     if (isa == SLS_ISA_AVX2 && sls_best_isa() == SLS_ISA_AVX2) {
         switch (rt) {
-        case SPINE_ROW_F32: return sls_f32_avx2;
-        case SPINE_ROW_F16: return sls_f16_avx2;
-        case SPINE_ROW_INT8: return sls_int8_avx2;
-        case SPINE_ROW_INT4: return sls_int4_avx2;
+        case SPINE_ROW_F32:
+            return sls_f32_avx2;
+        case SPINE_ROW_F16:
+            return sls_f16_avx2;
+        case SPINE_ROW_INT8:
+            return sls_int8_avx2;
+        case SPINE_ROW_INT4:
+            return sls_int4_avx2;
         }
     }
 #else

@@ -23,7 +23,8 @@ INLINE void prefetch_row(const uint8_t *p, size_t bytes) {
 /* eight values starting at element 8*k */
 INLINE __m256 ld8(const int rt, const uint8_t *row, int k) {
     switch (rt) {
-    case SPINE_ROW_F32: return _mm256_loadu_ps((const float *)(const void *)row + 8 * k);
+    case SPINE_ROW_F32:
+        return _mm256_loadu_ps((const float *)(const void *)row + 8 * k);
     case SPINE_ROW_F16:
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(row + 16 * k)));
     case SPINE_ROW_INT8:
@@ -53,8 +54,10 @@ INLINE float ld1(const int rt, const uint8_t *row, int d) {
         memcpy(&h, row + 2 * (size_t)d, 2);
         return _cvtsh_ss(h);
     }
-    case SPINE_ROW_INT8: return (float)row[d];
-    default: return (float)((row[d >> 1] >> ((d & 1) * 4)) & 15);
+    case SPINE_ROW_INT8:
+        return (float)row[d];
+    default:
+        return (float)((row[d >> 1] >> ((d & 1) * 4)) & 15);
     }
 }
 
@@ -131,7 +134,9 @@ INLINE void sls_generic(const int rt, const sls_table *t, const spine_bags *b) {
             bool pf = c0 == 0;
             switch (nv) {
 #define CASE(N)                                                                                    \
-    case N: bag_block(rt, N, t, b, s, e, c0, tail, pf, pend, out); break;
+    case N:                                                                                        \
+        bag_block(rt, N, t, b, s, e, c0, tail, pf, pend, out);                                     \
+        break;
                 CASE(0) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
             }
@@ -139,7 +144,15 @@ INLINE void sls_generic(const int rt, const sls_table *t, const spine_bags *b) {
     }
 }
 
-void sls_f32_avx2(const sls_table *t, const spine_bags *b) { sls_generic(SPINE_ROW_F32, t, b); }
-void sls_f16_avx2(const sls_table *t, const spine_bags *b) { sls_generic(SPINE_ROW_F16, t, b); }
-void sls_int8_avx2(const sls_table *t, const spine_bags *b) { sls_generic(SPINE_ROW_INT8, t, b); }
-void sls_int4_avx2(const sls_table *t, const spine_bags *b) { sls_generic(SPINE_ROW_INT4, t, b); }
+void sls_f32_avx2(const sls_table *t, const spine_bags *b) {
+    sls_generic(SPINE_ROW_F32, t, b);
+}
+void sls_f16_avx2(const sls_table *t, const spine_bags *b) {
+    sls_generic(SPINE_ROW_F16, t, b);
+}
+void sls_int8_avx2(const sls_table *t, const spine_bags *b) {
+    sls_generic(SPINE_ROW_INT8, t, b);
+}
+void sls_int4_avx2(const sls_table *t, const spine_bags *b) {
+    sls_generic(SPINE_ROW_INT4, t, b);
+}

@@ -43,22 +43,23 @@ static spine_status get_widths(const json_doc *d, const json_node *v, const char
 static spine_status get_rowtype(const json_doc *d, const json_node *v, const char *key,
                                 spine_rowtype *out, spine_error *err) {
     if (v->type != JSON_STRING || spine_rowtype_parse(json_str(d, v), out) != 0)
-        return spine_fail(err, SPINE_ERR_FORMAT, "\"%s\" must be one of f32, f16, int8, int4",
-                          key);
+        return spine_fail(err, SPINE_ERR_FORMAT, "\"%s\" must be one of f32, f16, int8, int4", key);
     return SPINE_OK;
 }
 
 static spine_status get_pooling(const json_doc *d, const json_node *v, const char *key,
                                 spine_pooling *out, spine_error *err) {
-    if (v->type == JSON_STRING && strcmp(json_str(d, v), "sum") == 0) *out = SPINE_POOL_SUM;
-    else if (v->type == JSON_STRING && strcmp(json_str(d, v), "mean") == 0) *out = SPINE_POOL_MEAN;
-    else return spine_fail(err, SPINE_ERR_FORMAT, "\"%s\" must be \"sum\" or \"mean\"", key);
+    if (v->type == JSON_STRING && strcmp(json_str(d, v), "sum") == 0)
+        *out = SPINE_POOL_SUM;
+    else if (v->type == JSON_STRING && strcmp(json_str(d, v), "mean") == 0)
+        *out = SPINE_POOL_MEAN;
+    else
+        return spine_fail(err, SPINE_ERR_FORMAT, "\"%s\" must be \"sum\" or \"mean\"", key);
     return SPINE_OK;
 }
 
 static spine_status parse_tables(const json_doc *d, const json_node *v, dlrm_config *c,
-                                 spine_rowtype dflt_rt, spine_pooling dflt_pool,
-                                 spine_error *err) {
+                                 spine_rowtype dflt_rt, spine_pooling dflt_pool, spine_error *err) {
     if (v->type != JSON_ARRAY || v->count == 0 || v->count > DLRM_MAX_TABLES)
         return spine_fail(err, SPINE_ERR_FORMAT, "\"tables\" must be an array of 1 to %d tables",
                           DLRM_MAX_TABLES);
@@ -83,9 +84,11 @@ static spine_status parse_tables(const json_doc *d, const json_node *v, dlrm_con
                 have_rows = true;
             } else if (strcmp(kn, "name") == 0) {
                 if (val->type != JSON_STRING || val->len == 0 || val->len >= sizeof t[i].name)
-                    st = spine_fail(err, SPINE_ERR_FORMAT, "name must be a string of 1 to %zu bytes",
-                                    sizeof t[i].name - 1);
-                else memcpy(t[i].name, json_str(d, val), val->len + 1);
+                    st =
+                        spine_fail(err, SPINE_ERR_FORMAT, "name must be a string of 1 to %zu bytes",
+                                   sizeof t[i].name - 1);
+                else
+                    memcpy(t[i].name, json_str(d, val), val->len + 1);
             } else if (strcmp(kn, "dtype") == 0) {
                 st = get_rowtype(d, val, "dtype", &t[i].rowtype, err);
             } else if (strcmp(kn, "pooling") == 0) {
@@ -135,9 +138,10 @@ spine_status dlrm_config_parse(const char *json, size_t len, dlrm_config *c, spi
             have_type = true;
         } else if (strcmp(kn, "name") == 0) {
             if (v->type != JSON_STRING || v->len == 0 || v->len >= sizeof c->name)
-                st = spine_fail(err, SPINE_ERR_FORMAT, "\"name\" must be a string of 1 to %zu bytes",
-                                sizeof c->name - 1);
-            else memcpy(c->name, json_str(&d, v), v->len + 1);
+                st = spine_fail(err, SPINE_ERR_FORMAT,
+                                "\"name\" must be a string of 1 to %zu bytes", sizeof c->name - 1);
+            else
+                memcpy(c->name, json_str(&d, v), v->len + 1);
         } else if (strcmp(kn, "num_dense_features") == 0) {
             if (!(st = get_int(&d, v, kn, 1, DLRM_MAX_WIDTH, &x, err))) c->num_dense = (int)x;
             have_dense = true;
@@ -161,7 +165,9 @@ spine_status dlrm_config_parse(const char *json, size_t len, dlrm_config *c, spi
                 c->interaction = SPINE_INTERACT_DOT;
             else if (v->type == JSON_STRING && strcmp(json_str(&d, v), "cat") == 0)
                 c->interaction = SPINE_INTERACT_CAT;
-            else st = spine_fail(err, SPINE_ERR_FORMAT, "\"interaction\" must be \"dot\" or \"cat\"");
+            else
+                st =
+                    spine_fail(err, SPINE_ERR_FORMAT, "\"interaction\" must be \"dot\" or \"cat\"");
         } else if (strcmp(kn, "interaction_self") == 0) {
             if (v->type != JSON_TRUE && v->type != JSON_FALSE)
                 st = spine_fail(err, SPINE_ERR_FORMAT, "\"interaction_self\" must be a boolean");
@@ -176,7 +182,8 @@ spine_status dlrm_config_parse(const char *json, size_t len, dlrm_config *c, spi
         }
     }
     if (!st && !have_type) st = spine_fail(err, SPINE_ERR_FORMAT, "missing \"model_type\"");
-    if (!st && !have_dense) st = spine_fail(err, SPINE_ERR_FORMAT, "missing \"num_dense_features\"");
+    if (!st && !have_dense)
+        st = spine_fail(err, SPINE_ERR_FORMAT, "missing \"num_dense_features\"");
     if (!st && !have_dim) st = spine_fail(err, SPINE_ERR_FORMAT, "missing \"embedding_dim\"");
     if (!st && !have_bot) st = spine_fail(err, SPINE_ERR_FORMAT, "missing \"bottom_mlp\"");
     if (!st && !have_top) st = spine_fail(err, SPINE_ERR_FORMAT, "missing \"top_mlp\"");
@@ -244,7 +251,9 @@ spine_status dlrm_config_finish(dlrm_config *c, spine_error *err) {
     return SPINE_OK;
 }
 
-static const char *pool_name(spine_pooling p) { return p == SPINE_POOL_MEAN ? "mean" : "sum"; }
+static const char *pool_name(spine_pooling p) {
+    return p == SPINE_POOL_MEAN ? "mean" : "sum";
+}
 
 char *dlrm_config_to_json(const dlrm_config *c) {
     spine_buf b = {0};

@@ -48,8 +48,10 @@ static spine_status find_tensor(const spine_tensors *ts, const char *name, spine
         for (int i = 0; i < t->ndim && o < sizeof got - 24; i++)
             o += (size_t)snprintf(got + o, sizeof got - o, "%s%lld", i ? ", " : "",
                                   (long long)t->shape[i]);
-        if (ndim == 2) snprintf(want, sizeof want, "%lld, %lld", (long long)d0, (long long)d1);
-        else snprintf(want, sizeof want, "%lld", (long long)d0);
+        if (ndim == 2)
+            snprintf(want, sizeof want, "%lld, %lld", (long long)d0, (long long)d1);
+        else
+            snprintf(want, sizeof want, "%lld", (long long)d0);
         return spine_fail(err, SPINE_ERR_FORMAT, "tensor '%s' has shape [%s], expected [%s]", name,
                           got, want);
     }
@@ -96,7 +98,8 @@ static spine_status place_tables(spine_model *m, spine_placement placement, spin
             to_copy += m->tensors.t[i].nbytes;
     if (placement == SPINE_PLACE_AUTO) {
         int64_t avail = spine_mem_available();
-        placement = avail > 0 && to_copy <= (uint64_t)avail / 2 ? SPINE_PLACE_HUGE : SPINE_PLACE_MAP;
+        placement =
+            avail > 0 && to_copy <= (uint64_t)avail / 2 ? SPINE_PLACE_HUGE : SPINE_PLACE_MAP;
     }
     for (size_t i = 0; i < m->tensors.n; i++) {
         spine_tensor *t = &m->tensors.t[i];
@@ -130,8 +133,8 @@ spine_status dlrm_model_create(dlrm_config *cfg, spine_tensors *ts, spine_placem
     spine_status st = SPINE_OK;
     size_t expected = 2 * (size_t)(d->n_bottom + d->n_top) + (size_t)d->num_tables;
     m->max_width = 1;
-    st = bind_mlp(&m->tensors, "bot_l", d->num_dense, d->bottom, d->n_bottom, m->bot,
-                  &m->max_width, err);
+    st = bind_mlp(&m->tensors, "bot_l", d->num_dense, d->bottom, d->n_bottom, m->bot, &m->max_width,
+                  err);
     if (!st)
         st = bind_mlp(&m->tensors, "top_l", d->interaction_dim, d->top, d->n_top, m->top,
                       &m->max_width, err);
@@ -220,7 +223,9 @@ spine_status spine_model_load_opts(const char *dir, const spine_load_opts *opts,
     return st;
 }
 
-const spine_model_desc *spine_model_describe(const spine_model *m) { return &m->desc; }
+const spine_model_desc *spine_model_describe(const spine_model *m) {
+    return &m->desc;
+}
 
 spine_store *spine_model_store(const spine_model *m, int t) {
     return t >= 0 && t < m->desc.num_tables ? m->stores[t] : NULL;
@@ -230,10 +235,10 @@ spine_status spine_batch_validate(const spine_model *m, const spine_batch *b, in
                                   spine_error *err) {
     const spine_model_desc *d = &m->desc;
     if (b->batch < 0) return spine_fail(err, SPINE_ERR_INVALID, "negative batch size");
-    if (b->batch == 0) return nvalues == 0 ? SPINE_OK
-                                           : spine_fail(err, SPINE_ERR_INVALID,
-                                                        "an empty batch with %lld values",
-                                                        (long long)nvalues);
+    if (b->batch == 0)
+        return nvalues == 0 ? SPINE_OK
+                            : spine_fail(err, SPINE_ERR_INVALID, "an empty batch with %lld values",
+                                         (long long)nvalues);
     if (!b->dense || !b->lengths || (nvalues > 0 && !b->values))
         return spine_fail(err, SPINE_ERR_INVALID, "batch is missing dense, lengths or values");
     int64_t total = 0;
@@ -265,11 +270,11 @@ struct spine_ctx {
     spine_pool *pool;
     int max_batch;
     spine_schedule schedule;
-    float *act[2];     /* MLP ping-pong, max_batch x max_width */
-    float *feat;       /* dot: max_batch x F x dim */
-    float *inter;      /* max_batch x interaction_dim */
-    int64_t *offsets;  /* num_tables x (max_batch + 1) */
-    int64_t *cursor;   /* num_tables: where the chunk's values start */
+    float *act[2];    /* MLP ping-pong, max_batch x max_width */
+    float *feat;      /* dot: max_batch x F x dim */
+    float *inter;     /* max_batch x interaction_dim */
+    int64_t *offsets; /* num_tables x (max_batch + 1) */
+    int64_t *cursor;  /* num_tables: where the chunk's values start */
     /* the chunk in flight */
     const spine_batch *b;
     int32_t b0, n;
@@ -331,8 +336,7 @@ spine_status spine_ctx_create(const spine_model *m, int max_batch, spine_pool *p
     c->pending = calloc(mb / LOOKUP_CHUNK + 1, sizeof *c->pending);
     if (!ok || !c->offsets || !c->cursor || !c->pending) {
         spine_ctx_free(c);
-        return spine_fail(err, SPINE_ERR_NOMEM, "cannot allocate scratch for batch %d",
-                          max_batch);
+        return spine_fail(err, SPINE_ERR_NOMEM, "cannot allocate scratch for batch %d", max_batch);
     }
     *out = c;
     return SPINE_OK;
@@ -417,8 +421,8 @@ static void run_task(void *arg, int task, int thread) {
     const spine_model *m = c->m;
     const spine_model_desc *d = &m->desc;
     const bool dot = d->interaction == SPINE_INTERACT_DOT;
-    const size_t fstride = dot ? (size_t)(d->num_tables + 1) * (size_t)d->emb_dim
-                               : (size_t)d->interaction_dim;
+    const size_t fstride =
+        dot ? (size_t)(d->num_tables + 1) * (size_t)d->emb_dim : (size_t)d->interaction_dim;
     float *dst = dot ? c->feat : c->inter;
     const size_t mw = (size_t)m->max_width;
     task_kind kind;
@@ -464,8 +468,8 @@ static void run_task(void *arg, int task, int thread) {
         }
     }
     float *y = c->out + c->b0 + r0;
-    run_mlp(m->top, d->n_top, r1 - r0, c->inter + (size_t)r0 * idim, (int)idim,
-            c->act[0] + r0 * mw, c->act[1] + r0 * mw, (int)mw, y, 1, false);
+    run_mlp(m->top, d->n_top, r1 - r0, c->inter + (size_t)r0 * idim, (int)idim, c->act[0] + r0 * mw,
+            c->act[1] + r0 * mw, (int)mw, y, 1, false);
     if (!(c->flags & SPINE_RUN_LOGITS))
         for (int32_t r = 0; r < r1 - r0; r++) y[r] = dense_sigmoid(y[r]);
 }
@@ -483,8 +487,8 @@ spine_status spine_ctx_run(spine_ctx *c, const spine_batch *b, float *out, unsig
         for (size_t i = 0; i < B; i++) {
             int32_t l = b->lengths[(size_t)t * B + i];
             if (l < 0)
-                return spine_fail(err, SPINE_ERR_INVALID, "lengths[%d][%zu] = %d is negative", t,
-                                  i, l);
+                return spine_fail(err, SPINE_ERR_INVALID, "lengths[%d][%zu] = %d is negative", t, i,
+                                  l);
             start += l;
         }
     }

@@ -32,11 +32,11 @@ void dlrm_tensor_name(char *buf, size_t n, const char *kind, int layer, const ch
 /* ---- presets and generation (presets.c) ---- */
 typedef struct dlrm_gen_opts {
     const char *preset;
-    double rows_scale;   /* multiplies every table's rows (at least 1 row each) */
+    double rows_scale; /* multiplies every table's rows (at least 1 row each) */
     int has_rowtype;
     spine_rowtype rowtype; /* overrides the preset's table dtype when has_rowtype */
     uint64_t seed;
-    spine_pool *pool;       /* parallel generation (may be NULL) */
+    spine_pool *pool;           /* parallel generation (may be NULL) */
     spine_progress_fn progress; /* may be NULL: generating the weights */
     void *progress_arg;
     spine_progress_fn write_progress; /* may be NULL: writing them (dlrm_gen_write) */
@@ -58,8 +58,6 @@ spine_status dlrm_gen_tensors(const dlrm_config *c, const dlrm_gen_opts *o, spin
 spine_status dlrm_gen_model(const dlrm_gen_opts *o, spine_model **out, spine_error *err);
 /* Generate and write a model folder (config.json + model.safetensors). */
 spine_status dlrm_gen_write(const dlrm_gen_opts *o, const char *dir, spine_error *err);
-
-
 
 /* ---- random inputs (inputs.c): for benchmarks, demos and tests ---- */
 typedef struct dlrm_inputs {

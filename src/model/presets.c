@@ -15,18 +15,18 @@ const char *const dlrm_preset_names[] = {"tiny", "rmc1", "rmc2", "rmc3", "dlrm-k
 /* Criteo Kaggle display-advertising challenge: the cardinalities of the 26 categorical
  * features, as facebookresearch/dlrm's preprocessing counts them. */
 static const int64_t kaggle_rows[26] = {
-    1460,  583,     10131227, 2202608, 305,  24, 12517,   633, 3,      93145,  5683, 8351593, 3194,
-    27,    14992,   5461306,  10,      5652, 2173, 4,     7046547, 18, 15, 286181, 105,  142572};
+    1460, 583,   10131227, 2202608, 305,  24,   12517, 633,     3,  93145, 5683,   8351593, 3194,
+    27,   14992, 5461306,  10,      5652, 2173, 4,     7046547, 18, 15,    286181, 105,     142572};
 
 /* tiny: Criteo-shaped (13 dense, 26 tables) so that TSV inference runs on it; tables from a
  * single row upwards. */
-static const int64_t tiny_rows[26] = {1,  2,  3,   5,   8,   13,  21,  34,  55,  89,  144, 233, 377,
-                                      610, 7, 11, 100, 200, 300, 400, 500, 16, 32,  64,  128, 999};
+static const int64_t tiny_rows[26] = {1,   2, 3,  5,   8,   13,  21,  34,  55, 89, 144, 233, 377,
+                                      610, 7, 11, 100, 200, 300, 400, 500, 16, 32, 64,  128, 999};
 
 typedef struct preset {
     const char *name;
     int num_dense, dim, ntables;
-    int64_t rows;                /* rows per table when rows_list is NULL */
+    int64_t rows; /* rows per table when rows_list is NULL */
     const int64_t *rows_list;
     int nbot, bot[8], ntop, top[8];
     int lookups;
@@ -113,7 +113,8 @@ static void gen_emb_task(void *arg, int task, int thread) {
         for (int d = 0; d < dim; d++) row[d] = (2.0f * spine_rng_uniform(&rng) - 1.0f) * a;
         sls_encode_row(td->rowtype, row, dim, dst + (size_t)r * rb);
     }
-    uint64_t done = atomic_fetch_add(&j->done_bytes, (uint64_t)(r1 - r0) * rb) + (uint64_t)(r1 - r0) * rb;
+    uint64_t done =
+        atomic_fetch_add(&j->done_bytes, (uint64_t)(r1 - r0) * rb) + (uint64_t)(r1 - r0) * rb;
     if (thread == 0 && j->progress) j->progress(j->progress_arg, done, j->total_bytes);
 }
 
@@ -160,7 +161,11 @@ spine_status dlrm_gen_tensors(const dlrm_config *c, const dlrm_gen_opts *o, spin
         st_free(ts);
         return st;
     }
-    gen_job j = {.c = c, .ts = ts, .first_emb = ts->n, .seed = o->seed, .progress = o->progress,
+    gen_job j = {.c = c,
+                 .ts = ts,
+                 .first_emb = ts->n,
+                 .seed = o->seed,
+                 .progress = o->progress,
                  .progress_arg = o->progress_arg};
     int64_t ntasks = 0;
     for (int t = 0; t < c->num_tables; t++) {
@@ -178,15 +183,18 @@ spine_status dlrm_gen_tensors(const dlrm_config *c, const dlrm_gen_opts *o, spin
         spine_dtype dt = td->rowtype == SPINE_ROW_F32   ? SPINE_DT_F32
                          : td->rowtype == SPINE_ROW_F16 ? SPINE_DT_F16
                                                         : SPINE_DT_U8;
-        spine_tensor *ten = !data ? NULL
+        spine_tensor *ten = !data  ? NULL
                             : huge ? st_add_owned_huge(ts, name, dt, 2, sh, data, bytes)
                                    : st_add_owned(ts, name, dt, 2, sh, data, bytes);
         if (!ten) {
-            if (huge) spine_free_huge(data, bytes);
-            else spine_free_aligned(data);
+            if (huge)
+                spine_free_huge(data, bytes);
+            else
+                spine_free_aligned(data);
             st_free(ts);
             return spine_fail(err, SPINE_ERR_NOMEM,
-                              "cannot allocate %zu bytes for table %d (try --rows-scale)", bytes, t);
+                              "cannot allocate %zu bytes for table %d (try --rows-scale)", bytes,
+                              t);
         }
         j.total_bytes += bytes;
         ntasks += (td->rows + GEN_CHUNK_ROWS - 1) / GEN_CHUNK_ROWS;
@@ -242,8 +250,10 @@ spine_status dlrm_gen_write(const dlrm_gen_opts *o, const char *dir, spine_error
     char path[4096];
     if (!st) {
         char meta[256];
-        snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"generator\":\"spine %s\",\"preset\":\"%s\",\"seed\":\"%llu\"}",
-                 spine_version(), o->preset, (unsigned long long)o->seed);
+        snprintf(
+            meta, sizeof meta,
+            "{\"format\":\"pt\",\"generator\":\"spine %s\",\"preset\":\"%s\",\"seed\":\"%llu\"}",
+            spine_version(), o->preset, (unsigned long long)o->seed);
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
         st = st_write(path, &ts, meta, o->write_progress, o->write_progress_arg, err);
         st_free(&ts);

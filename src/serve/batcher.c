@@ -16,9 +16,9 @@
 
 typedef struct part {
     request *rq;
-    int32_t s0, s1;     /* samples [s0, s1) of the request */
-    int64_t *vstart;    /* per table: first value of this part (T entries) */
-    int64_t *vcount;    /* per table: how many values */
+    int32_t s0, s1;  /* samples [s0, s1) of the request */
+    int64_t *vstart; /* per table: first value of this part (T entries) */
+    int64_t *vcount; /* per table: how many values */
     struct part *next;
 } part;
 
@@ -55,7 +55,9 @@ void served_model_release(served_model *sm) {
     }
 }
 
-double batcher_rate(const batcher *b) { return atomic_load(&b->rate) * b->o.workers; }
+double batcher_rate(const batcher *b) {
+    return atomic_load(&b->rate) * b->o.workers;
+}
 
 static void finish_part(batcher *b, part *p) {
     request *rq = p->rq;
@@ -122,8 +124,10 @@ static void run_parts(worker *w, part **ps, int np, int64_t samples) {
         hist_observe(&b->mx->queue_s, t0 - rq->t_arrival);
         spine_status st = spine_ctx_run(w->ctx, &whole, rq->out, 0, &err);
         account(b, samples, spine_now() - t0);
-        if (st) fail_part(b, ps[0], 500, FAIL_INTERNAL, err.msg);
-        else finish_part(b, ps[0]);
+        if (st)
+            fail_part(b, ps[0], 500, FAIL_INTERNAL, err.msg);
+        else
+            finish_part(b, ps[0]);
         return;
     }
     int64_t nvalues = 0;
@@ -199,7 +203,8 @@ static void *worker_main(void *arg) {
         if (!b->head && b->stopping) break;
         /* the batching window: wait for max_batch samples or max_delay past the oldest */
         double until = b->head->rq->t_arrival + b->o.max_delay_s;
-        while (!b->stopping && b->head && b->queued_samples < b->o.max_batch && spine_now() < until) {
+        while (!b->stopping && b->head && b->queued_samples < b->o.max_batch &&
+               spine_now() < until) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             double wait = until - spine_now();
@@ -219,7 +224,8 @@ static void *worker_main(void *arg) {
             b->head = p->next;
             if (!b->head) b->tail = NULL;
             samples += p->s1 - p->s0;
-            if (p->s0 == 0) b->queued_requests--; /* a request leaves the queue with its first part */
+            if (p->s0 == 0)
+                b->queued_requests--; /* a request leaves the queue with its first part */
             ps[np++] = p;
         }
         b->queued_samples -= samples;
@@ -278,8 +284,10 @@ bool batcher_submit(batcher *b, request *rq) {
             p->vcount[t] = c;
             tstart[t] += c;
         }
-        if (last) last->next = p;
-        else first = p;
+        if (last)
+            last->next = p;
+        else
+            first = p;
         last = p;
     }
     free(tstart);
@@ -289,8 +297,10 @@ bool batcher_submit(batcher *b, request *rq) {
     const char *why = NULL;
     fail_reason reason = FAIL_OVERLOAD;
     double rate = batcher_rate(b);
-    if (b->stopping) why = "the server is shutting down";
-    else if (b->queued_requests >= b->o.max_queue) why = "queue full";
+    if (b->stopping)
+        why = "the server is shutting down";
+    else if (b->queued_requests >= b->o.max_queue)
+        why = "queue full";
     else if (rate > 0 && rq->t_arrival + (double)(b->queued_samples + B) / rate > rq->deadline) {
         why = "cannot meet the deadline with the queue ahead";
         reason = FAIL_DEADLINE;
@@ -308,15 +318,19 @@ bool batcher_submit(batcher *b, request *rq) {
         rq->reason = reason;
         return false;
     }
-    if (b->tail) b->tail->next = first;
-    else b->head = first;
+    if (b->tail)
+        b->tail->next = first;
+    else
+        b->head = first;
     b->tail = last;
     b->queued_requests++;
     b->queued_samples += B;
     atomic_store(&b->mx->queue_requests, b->queued_requests);
     atomic_store(&b->mx->queue_samples, (int)b->queued_samples);
-    if (nparts > 1) pthread_cond_broadcast(&b->cv);
-    else pthread_cond_signal(&b->cv);
+    if (nparts > 1)
+        pthread_cond_broadcast(&b->cv);
+    else
+        pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
     return true;
 nomem:
@@ -335,7 +349,8 @@ nomem:
 
 spine_status batcher_start(const batcher_opts *o, metrics *mx, batcher **out, spine_error *err) {
     *out = NULL;
-    if (o->workers < 1 || o->workers > 256 || o->threads < 1 || o->max_batch < 1 || o->max_queue < 1)
+    if (o->workers < 1 || o->workers > 256 || o->threads < 1 || o->max_batch < 1 ||
+        o->max_queue < 1)
         return spine_fail(err, SPINE_ERR_INVALID, "bad batcher options");
     batcher *b = calloc(1, sizeof *b);
     if (!b) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
@@ -358,7 +373,8 @@ spine_status batcher_start(const batcher_opts *o, metrics *mx, batcher **out, sp
             spine_pool_free(w->pool);
             free(w->out);
             batcher_stop(b);
-            return err && err->code ? err->code : spine_fail(err, SPINE_ERR_NOMEM, "cannot start a worker");
+            return err && err->code ? err->code
+                                    : spine_fail(err, SPINE_ERR_NOMEM, "cannot start a worker");
         }
     }
     *out = b;

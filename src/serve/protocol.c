@@ -18,8 +18,8 @@ typedef struct in_desc {
     int ndim;
     int64_t shape[4];
     int64_t count;
-    const json_node *data;  /* JSON data, or NULL for binary */
-    const uint8_t *bin;     /* binary data, or NULL */
+    const json_node *data; /* JSON data, or NULL for binary */
+    const uint8_t *bin;    /* binary data, or NULL */
     size_t bin_size;
 } in_desc;
 
@@ -38,7 +38,9 @@ static wire_type parse_type(const char *s) {
     return W_OTHER;
 }
 
-static size_t wire_size(wire_type t) { return t == W_INT64 ? 8 : 4; }
+static size_t wire_size(wire_type t) {
+    return t == W_INT64 ? 8 : 4;
+}
 
 /* Count the leaves of (possibly nested) JSON data; -1 when something is not a number. */
 static int64_t count_leaves(const json_doc *d, const json_node *n, int depth) {
@@ -82,14 +84,16 @@ static spine_status load(const json_doc *d, const in_desc *in, const char *name,
     void *p = malloc((n ? n : 1) * (ints ? 8 : 4));
     if (!p) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
     if (in->bin) {
-        if (ints && in->type == W_INT64) memcpy(p, in->bin, n * 8);
+        if (ints && in->type == W_INT64)
+            memcpy(p, in->bin, n * 8);
         else if (ints) {
             for (size_t i = 0; i < n; i++) {
                 int32_t v;
                 memcpy(&v, in->bin + 4 * i, 4);
                 ((int64_t *)p)[i] = v;
             }
-        } else memcpy(p, in->bin, n * 4);
+        } else
+            memcpy(p, in->bin, n * 4);
     } else {
         int64_t k = 0;
         if (!flatten(d, in->data, ints, p, &k) || k != in->count) {
@@ -107,22 +111,26 @@ static spine_status parse_inputs(const json_doc *d, const json_node *inputs, in_
         return spine_fail(err, SPINE_ERR_INVALID, "\"inputs\" must be an array");
     size_t bin_off = 0;
     for (const json_node *in = json_child(d, inputs); in; in = json_next(d, in)) {
-        if (in->type != JSON_OBJECT) return spine_fail(err, SPINE_ERR_INVALID, "an input is not an object");
+        if (in->type != JSON_OBJECT)
+            return spine_fail(err, SPINE_ERR_INVALID, "an input is not an object");
         const json_node *nm = json_obj_get(d, in, "name"), *dt = json_obj_get(d, in, "datatype"),
                         *sh = json_obj_get(d, in, "shape"), *data = json_obj_get(d, in, "data"),
                         *params = json_obj_get(d, in, "parameters");
-        if (!nm || nm->type != JSON_STRING) return spine_fail(err, SPINE_ERR_INVALID, "an input has no \"name\"");
+        if (!nm || nm->type != JSON_STRING)
+            return spine_fail(err, SPINE_ERR_INVALID, "an input has no \"name\"");
         const char *name = json_str(d, nm);
         int k = -1;
         for (int i = 0; i < IN_COUNT; i++)
             if (strcmp(name, in_names[i]) == 0) k = i;
         if (k < 0)
             return spine_fail(err, SPINE_ERR_INVALID,
-                              "unknown input '%.64s' (expected dense, lengths, values, weights)", name);
+                              "unknown input '%.64s' (expected dense, lengths, values, weights)",
+                              name);
         in_desc *x = &ins[k];
         if (x->node) return bad(err, "input '%s' given twice", name);
         x->node = in;
-        if (!dt || dt->type != JSON_STRING) return bad(err, "input '%s': missing \"datatype\"", name);
+        if (!dt || dt->type != JSON_STRING)
+            return bad(err, "input '%s': missing \"datatype\"", name);
         x->type = parse_type(json_str(d, dt));
         if (!sh || sh->type != JSON_ARRAY || sh->count < 1 || sh->count > 4)
             return bad(err, "input '%s': \"shape\" must be an array of 1 to 4 sizes", name);
@@ -139,10 +147,12 @@ static spine_status parse_inputs(const json_doc *d, const json_node *inputs, in_
         const json_node *bds = params ? json_obj_get(d, params, "binary_data_size") : NULL;
         if (bds) {
             uint64_t sz;
-            if (!json_get_u64(d, bds, &sz)) return bad(err, "input '%s': bad binary_data_size", name);
+            if (!json_get_u64(d, bds, &sz))
+                return bad(err, "input '%s': bad binary_data_size", name);
             if (x->type == W_OTHER) return bad(err, "input '%s': unsupported datatype", name);
             if (sz != (uint64_t)x->count * wire_size(x->type))
-                return bad(err, "input '%s': binary_data_size disagrees with shape and datatype", name);
+                return bad(err, "input '%s': binary_data_size disagrees with shape and datatype",
+                           name);
             if (sz > bin_len - bin_off)
                 return spine_fail(err, SPINE_ERR_INVALID,
                                   "input '%s': binary data runs past the end of the body", name);
@@ -155,7 +165,9 @@ static spine_status parse_inputs(const json_doc *d, const json_node *inputs, in_
             int64_t leaves = count_leaves(d, data, 0);
             if (leaves < 0) return bad(err, "input '%s': \"data\" must hold only numbers", name);
             if (leaves != x->count)
-                return bad(err, "input '%s': \"data\" holds a different number of elements than the shape", name);
+                return bad(
+                    err, "input '%s': \"data\" holds a different number of elements than the shape",
+                    name);
             x->data = data;
         }
     }
@@ -165,8 +177,8 @@ static spine_status parse_inputs(const json_doc *d, const json_node *inputs, in_
     return SPINE_OK;
 }
 
-spine_status proto_decode_infer(const spine_model *m, const char *body, size_t len,
-                                size_t json_len, infer_request *r, spine_error *err) {
+spine_status proto_decode_infer(const spine_model *m, const char *body, size_t len, size_t json_len,
+                                infer_request *r, spine_error *err) {
     memset(r, 0, sizeof *r);
     if (json_len > len)
         return spine_fail(err, SPINE_ERR_INVALID,
@@ -204,19 +216,22 @@ spine_status proto_decode_infer(const spine_model *m, const char *body, size_t l
     st = parse_inputs(&d, json_obj_get(&d, root, "inputs"), ins, body + jl, len - jl, err);
     if (st) goto out;
     /* shapes against the model */
-    in_desc *dn = &ins[IN_DENSE], *ln = &ins[IN_LENGTHS], *vl = &ins[IN_VALUES], *wt = &ins[IN_WEIGHTS];
+    in_desc *dn = &ins[IN_DENSE], *ln = &ins[IN_LENGTHS], *vl = &ins[IN_VALUES],
+            *wt = &ins[IN_WEIGHTS];
     if (!dn->node || !ln->node || !vl->node) {
         st = spine_fail(err, SPINE_ERR_INVALID, "inputs dense, lengths and values are required");
         goto out;
     }
     if (dn->type != W_FP32 || dn->ndim != 2 || dn->shape[1] != md->num_dense || dn->shape[0] < 1 ||
         dn->shape[0] > PROTO_MAX_BATCH) {
-        st = spine_fail(err, SPINE_ERR_INVALID, "input 'dense' must be FP32 [B, %d] with 1 <= B <= %d",
-                        md->num_dense, PROTO_MAX_BATCH);
+        st = spine_fail(err, SPINE_ERR_INVALID,
+                        "input 'dense' must be FP32 [B, %d] with 1 <= B <= %d", md->num_dense,
+                        PROTO_MAX_BATCH);
         goto out;
     }
     int64_t B = dn->shape[0];
-    if (ln->type != W_INT32 || ln->ndim != 2 || ln->shape[0] != md->num_tables || ln->shape[1] != B) {
+    if (ln->type != W_INT32 || ln->ndim != 2 || ln->shape[0] != md->num_tables ||
+        ln->shape[1] != B) {
         st = spine_fail(err, SPINE_ERR_INVALID, "input 'lengths' must be INT32 [%d, %lld]",
                         md->num_tables, (long long)B);
         goto out;
@@ -296,8 +311,9 @@ spine_status proto_encode_infer(const char *model_name, const infer_request *r, 
         spine_buf_puts(b, ",\"id\":");
         json_write_string(b, r->id, strlen(r->id));
     }
-    spine_buf_printf(b, ",\"outputs\":[{\"name\":\"probabilities\",\"datatype\":\"FP32\",\"shape\":[%d,1]",
-                     r->batch);
+    spine_buf_printf(
+        b, ",\"outputs\":[{\"name\":\"probabilities\",\"datatype\":\"FP32\",\"shape\":[%d,1]",
+        r->batch);
     *json_len = 0;
     if (r->binary_output) {
         spine_buf_printf(b, ",\"parameters\":{\"binary_data_size\":%zu}}]}", (size_t)r->batch * 4);
@@ -306,8 +322,10 @@ spine_status proto_encode_infer(const char *model_name, const infer_request *r, 
     } else {
         spine_buf_puts(b, ",\"data\":[");
         for (int32_t i = 0; i < r->batch; i++) {
-            if (isfinite(out[i])) spine_buf_printf(b, "%s%.9g", i ? "," : "", out[i]);
-            else spine_buf_printf(b, "%snull", i ? "," : "");
+            if (isfinite(out[i]))
+                spine_buf_printf(b, "%s%.9g", i ? "," : "", out[i]);
+            else
+                spine_buf_printf(b, "%snull", i ? "," : "");
         }
         spine_buf_puts(b, "]}]}");
     }

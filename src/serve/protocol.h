@@ -28,8 +28,8 @@ typedef struct infer_request {
 /* body: the request body; json_len: the Inference-Header-Content-Length value, or 0 when the
  * whole body is JSON. Failures are SPINE_ERR_INVALID/FORMAT/RANGE/LIMIT with a message fit
  * for the client. */
-spine_status proto_decode_infer(const spine_model *m, const char *body, size_t len,
-                                size_t json_len, infer_request *out, spine_error *err);
+spine_status proto_decode_infer(const spine_model *m, const char *body, size_t len, size_t json_len,
+                                infer_request *out, spine_error *err);
 void infer_request_free(infer_request *r);
 
 /* The response for a decoded request and its B outputs. With binary output, *json_len is the

@@ -68,7 +68,7 @@ struct request {
     float *out;
     double t_arrival, deadline;
     atomic_int parts_left;
-    atomic_int failed;     /* 0, or an HTTP status */
+    atomic_int failed; /* 0, or an HTTP status */
     char fail_msg[256];
     fail_reason reason;
     request_done_fn done;

@@ -51,7 +51,8 @@ static spine_status load_model(const char *dir, served_model **out, spine_error 
     if (dir[0]) {
         st = spine_model_load(dir, &sm->m, err);
     } else {
-        dlrm_gen_opts g = {.preset = DLRM_DEFAULT_PRESET, .rows_scale = DLRM_DEFAULT_ROWS_SCALE,
+        dlrm_gen_opts g = {.preset = DLRM_DEFAULT_PRESET,
+                           .rows_scale = DLRM_DEFAULT_ROWS_SCALE,
                            .seed = DLRM_DEFAULT_SEED};
         spine_pool *pool = NULL;
         st = spine_pool_create(2, &pool, err);
@@ -140,15 +141,16 @@ static enum MHD_Result fail(server *s, struct MHD_Connection *c, unsigned status
 
 static void model_metadata(spine_buf *b, const served_model *sm) {
     const spine_model_desc *d = spine_model_describe(sm->m);
-    spine_buf_printf(b,
-                     "{\"name\":\"%s\",\"versions\":[\"1\"],\"platform\":\"spine_dlrm\","
-                     "\"inputs\":[{\"name\":\"dense\",\"datatype\":\"FP32\",\"shape\":[-1,%d]},"
-                     "{\"name\":\"lengths\",\"datatype\":\"INT32\",\"shape\":[%d,-1]},"
-                     "{\"name\":\"values\",\"datatype\":\"INT64\",\"shape\":[-1]},"
-                     "{\"name\":\"weights\",\"datatype\":\"FP32\",\"shape\":[-1],\"optional\":true}],"
-                     "\"outputs\":[{\"name\":\"probabilities\",\"datatype\":\"FP32\",\"shape\":[-1,1]}],"
-                     "\"parameters\":{\"lookups_per_table\":%d,\"table_rows\":[",
-                     sm->name, d->num_dense, d->num_tables, d->lookups_per_table);
+    spine_buf_printf(
+        b,
+        "{\"name\":\"%s\",\"versions\":[\"1\"],\"platform\":\"spine_dlrm\","
+        "\"inputs\":[{\"name\":\"dense\",\"datatype\":\"FP32\",\"shape\":[-1,%d]},"
+        "{\"name\":\"lengths\",\"datatype\":\"INT32\",\"shape\":[%d,-1]},"
+        "{\"name\":\"values\",\"datatype\":\"INT64\",\"shape\":[-1]},"
+        "{\"name\":\"weights\",\"datatype\":\"FP32\",\"shape\":[-1],\"optional\":true}],"
+        "\"outputs\":[{\"name\":\"probabilities\",\"datatype\":\"FP32\",\"shape\":[-1,1]}],"
+        "\"parameters\":{\"lookups_per_table\":%d,\"table_rows\":[",
+        sm->name, d->num_dense, d->num_tables, d->lookups_per_table);
     for (int t = 0; t < d->num_tables; t++)
         spine_buf_printf(b, "%s%lld", t ? "," : "", (long long)d->tables[t].rows);
     spine_buf_puts(b, "]}}");
@@ -166,9 +168,11 @@ static void model_config(spine_buf *b, const server *s, const served_model *sm) 
         "{\"name\":\"values\",\"data_type\":\"TYPE_INT64\",\"dims\":[-1]},"
         "{\"name\":\"weights\",\"data_type\":\"TYPE_FP32\",\"dims\":[-1],\"optional\":true}],"
         "\"output\":[{\"name\":\"probabilities\",\"data_type\":\"TYPE_FP32\",\"dims\":[-1,1]}],"
-        "\"dynamic_batching\":{\"preferred_batch_size\":[%d],\"max_queue_delay_microseconds\":%.0f},"
+        "\"dynamic_batching\":{\"preferred_batch_size\":[%d],\"max_queue_delay_microseconds\":%.0f}"
+        ","
         "\"instance_group\":[{\"count\":%d,\"kind\":\"KIND_CPU\"}],"
-        "\"parameters\":{\"sla_ms\":{\"string_value\":\"%g\"},\"threads_per_instance\":{\"string_value\":\"%d\"}}}",
+        "\"parameters\":{\"sla_ms\":{\"string_value\":\"%g\"},\"threads_per_instance\":{\"string_"
+        "value\":\"%d\"}}}",
         sm->name, d->num_dense, d->num_tables, s->o.max_batch, s->o.max_delay_us, s->o.workers,
         s->o.sla_ms, s->o.threads);
 }
@@ -178,7 +182,8 @@ static void write_hist(spine_buf *b, const char *name, const char *help, const h
     uint64_t cum = 0;
     for (int i = 0; i < h->n; i++) {
         cum += atomic_load(&h->count[i]);
-        spine_buf_printf(b, "%s_bucket{le=\"%.6g\"} %llu\n", name, h->le[i], (unsigned long long)cum);
+        spine_buf_printf(b, "%s_bucket{le=\"%.6g\"} %llu\n", name, h->le[i],
+                         (unsigned long long)cum);
     }
     cum += atomic_load(&h->count[h->n]);
     spine_buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name,
@@ -188,41 +193,44 @@ static void write_hist(spine_buf *b, const char *name, const char *help, const h
 
 static void write_metrics(server *s, spine_buf *b) {
     metrics *m = &s->mx;
-    spine_buf_printf(b,
-                     "# HELP spine_requests_total Infer requests received.\n# TYPE spine_requests_total counter\n"
-                     "spine_requests_total %llu\n"
-                     "# HELP spine_inferences_total Samples inferred.\n# TYPE spine_inferences_total counter\n"
-                     "spine_inferences_total %llu\n"
-                     "# HELP spine_batches_total Batches run.\n# TYPE spine_batches_total counter\n"
-                     "spine_batches_total %llu\n"
-                     "# HELP spine_request_failures_total Failed requests by reason.\n"
-                     "# TYPE spine_request_failures_total counter\n",
-                     (unsigned long long)atomic_load(&m->requests),
-                     (unsigned long long)atomic_load(&m->inferences),
-                     (unsigned long long)atomic_load(&m->batches));
+    spine_buf_printf(
+        b,
+        "# HELP spine_requests_total Infer requests received.\n# TYPE spine_requests_total "
+        "counter\n"
+        "spine_requests_total %llu\n"
+        "# HELP spine_inferences_total Samples inferred.\n# TYPE spine_inferences_total counter\n"
+        "spine_inferences_total %llu\n"
+        "# HELP spine_batches_total Batches run.\n# TYPE spine_batches_total counter\n"
+        "spine_batches_total %llu\n"
+        "# HELP spine_request_failures_total Failed requests by reason.\n"
+        "# TYPE spine_request_failures_total counter\n",
+        (unsigned long long)atomic_load(&m->requests),
+        (unsigned long long)atomic_load(&m->inferences),
+        (unsigned long long)atomic_load(&m->batches));
     for (int r = 0; r < FAIL_COUNT; r++)
         spine_buf_printf(b, "spine_request_failures_total{reason=\"%s\"} %llu\n",
                          fail_reason_name((fail_reason)r),
                          (unsigned long long)atomic_load(&m->failures[r]));
-    spine_buf_printf(b,
-                     "# HELP spine_queue_requests Requests waiting.\n# TYPE spine_queue_requests gauge\n"
-                     "spine_queue_requests %d\n"
-                     "# HELP spine_queue_samples Samples waiting.\n# TYPE spine_queue_samples gauge\n"
-                     "spine_queue_samples %d\n"
-                     "# HELP spine_inflight_requests Requests accepted and not yet answered.\n"
-                     "# TYPE spine_inflight_requests gauge\nspine_inflight_requests %d\n"
-                     "# HELP spine_service_rate_samples_per_second Measured service rate.\n"
-                     "# TYPE spine_service_rate_samples_per_second gauge\n"
-                     "spine_service_rate_samples_per_second %.1f\n"
-                     "# HELP spine_sla_seconds The server's latency target.\n# TYPE spine_sla_seconds gauge\n"
-                     "spine_sla_seconds %.6g\n"
-                     "# HELP spine_uptime_seconds Seconds since start.\n# TYPE spine_uptime_seconds gauge\n"
-                     "spine_uptime_seconds %.3f\n",
-                     atomic_load(&m->queue_requests), atomic_load(&m->queue_samples),
-                     atomic_load(&m->inflight), batcher_rate(s->b), s->o.sla_ms / 1e3,
-                     spine_now() - s->started);
+    spine_buf_printf(
+        b,
+        "# HELP spine_queue_requests Requests waiting.\n# TYPE spine_queue_requests gauge\n"
+        "spine_queue_requests %d\n"
+        "# HELP spine_queue_samples Samples waiting.\n# TYPE spine_queue_samples gauge\n"
+        "spine_queue_samples %d\n"
+        "# HELP spine_inflight_requests Requests accepted and not yet answered.\n"
+        "# TYPE spine_inflight_requests gauge\nspine_inflight_requests %d\n"
+        "# HELP spine_service_rate_samples_per_second Measured service rate.\n"
+        "# TYPE spine_service_rate_samples_per_second gauge\n"
+        "spine_service_rate_samples_per_second %.1f\n"
+        "# HELP spine_sla_seconds The server's latency target.\n# TYPE spine_sla_seconds gauge\n"
+        "spine_sla_seconds %.6g\n"
+        "# HELP spine_uptime_seconds Seconds since start.\n# TYPE spine_uptime_seconds gauge\n"
+        "spine_uptime_seconds %.3f\n",
+        atomic_load(&m->queue_requests), atomic_load(&m->queue_samples), atomic_load(&m->inflight),
+        batcher_rate(s->b), s->o.sla_ms / 1e3, spine_now() - s->started);
     write_hist(b, "spine_batch_size", "Samples per batch run.", &m->batch_size);
-    write_hist(b, "spine_queue_duration_seconds", "Time from arrival to compute start.", &m->queue_s);
+    write_hist(b, "spine_queue_duration_seconds", "Time from arrival to compute start.",
+               &m->queue_s);
     write_hist(b, "spine_compute_duration_seconds", "Time of one batch run.", &m->compute_s);
     write_hist(b, "spine_request_duration_seconds", "Time from arrival to answer.", &m->total_s);
     spine_buf_puts(b, "# HELP spine_store_lookups_total Bags pooled, per model.\n"
@@ -269,7 +277,7 @@ static void write_stats(server *s, spine_buf *b) {
         if (now - m->window_t[i] <= 10.0) lat[n++] = m->window[i];
     pthread_mutex_unlock(&m->window_mu);
     spine_sort_doubles(lat, n);
-#define P(q) (spine_percentile(lat, n, (q) * 100) * 1e3)
+#define P(q) (spine_percentile(lat, n, (q)*100) * 1e3)
     uint64_t bs = 0, bc = 0;
     for (int i = 0; i <= m->batch_size.n; i++) bc += atomic_load(&m->batch_size.count[i]);
     bs = (uint64_t)atomic_load(&m->batch_size.sum);
@@ -287,8 +295,8 @@ static void write_stats(server *s, spine_buf *b) {
                                           atomic_load(&m->failures[FAIL_INTERNAL]) +
                                           atomic_load(&m->failures[FAIL_NOT_FOUND]) +
                                           atomic_load(&m->failures[FAIL_TOO_LARGE])),
-                     atomic_load(&m->queue_requests), atomic_load(&m->inflight), n, P(0.5),
-                     P(0.95), P(0.99), bc ? (double)bs / (double)bc : 0.0, s->o.sla_ms);
+                     atomic_load(&m->queue_requests), atomic_load(&m->inflight), n, P(0.5), P(0.95),
+                     P(0.99), bc ? (double)bs / (double)bc : 0.0, s->o.sla_ms);
 #undef P
 }
 
@@ -326,7 +334,8 @@ static enum MHD_Result start_infer(server *s, struct MHD_Connection *c, conn *cs
         double v = strtod(hdr, &end);
         if (end == hdr || *end || !(v > 0 && v < 3.6e6)) {
             free_request(rq);
-            return fail(s, c, 400, FAIL_BAD_REQUEST, "X-Spine-Deadline-Ms must be a positive number");
+            return fail(s, c, 400, FAIL_BAD_REQUEST,
+                        "X-Spine-Deadline-Ms must be a positive number");
         }
         budget_ms = v;
     }
@@ -418,8 +427,10 @@ static enum MHD_Result route(server *s, struct MHD_Connection *c, conn *cs, cons
         return respond_json(c, 200, &b);
     }
     if (strcmp(url, "/v2") == 0 && get) {
-        spine_buf_printf(&b, "{\"name\":\"spine\",\"version\":\"%s\",\"extensions\":"
-                             "[\"binary_tensor_data\",\"model_repository\"]}", spine_version());
+        spine_buf_printf(&b,
+                         "{\"name\":\"spine\",\"version\":\"%s\",\"extensions\":"
+                         "[\"binary_tensor_data\",\"model_repository\"]}",
+                         spine_version());
         return respond_json(c, 200, &b);
     }
     if (strcmp(url, "/v2/health/live") == 0 && get) return respond_json(c, 200, &b);
@@ -463,7 +474,8 @@ static enum MHD_Result route(server *s, struct MHD_Connection *c, conn *cs, cons
         served_model *sm = acquire(s, name, nlen);
         if (!sm) return fail(s, c, 404, FAIL_NOT_FOUND, "unknown model");
         enum MHD_Result ret;
-        if (!get) ret = fail(s, c, 405, FAIL_BAD_REQUEST, "use GET");
+        if (!get)
+            ret = fail(s, c, 405, FAIL_BAD_REQUEST, "use GET");
         else if (strcmp(rest, "") == 0) {
             model_metadata(&b, sm);
             ret = respond_json(c, 200, &b);
@@ -615,7 +627,8 @@ int server_run(const server_opts *o) {
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)o->max_header, MHD_OPTION_NOTIFY_COMPLETED,
         completed, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!s->d) {
-        fprintf(stderr, "spine serve: cannot listen on %s:%d: %s\n", o->host, o->port, strerror(errno));
+        fprintf(stderr, "spine serve: cannot listen on %s:%d: %s\n", o->host, o->port,
+                strerror(errno));
         goto out;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
@@ -640,8 +653,7 @@ int server_run(const server_opts *o) {
     MHD_socket lfd = MHD_quiesce_daemon(s->d); /* stop accepting */
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
     double t0 = spine_now();
-    while (atomic_load(&s->mx.inflight) > 0 && spine_now() - t0 < o->drain_timeout_s)
-        usleep(2000);
+    while (atomic_load(&s->mx.inflight) > 0 && spine_now() - t0 < o->drain_timeout_s) usleep(2000);
     int left = atomic_load(&s->mx.inflight);
     MHD_stop_daemon(s->d);
     s->d = NULL;

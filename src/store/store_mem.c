@@ -29,7 +29,9 @@ static void mem_stats(const spine_store *s, spine_store_stats *out) {
     out->rows_read = atomic_load_explicit(&m->rows_read, memory_order_relaxed);
 }
 
-static void mem_destroy(spine_store *s) { free(s); }
+static void mem_destroy(spine_store *s) {
+    free(s);
+}
 
 static const spine_store_ops mem_ops = {"memory", mem_lookup, mem_stats, mem_destroy};
 

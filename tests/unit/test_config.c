@@ -7,7 +7,8 @@ static const char *valid =
     "{\"model_type\":\"dlrm\",\"name\":\"m\",\"num_dense_features\":3,\"embedding_dim\":4,"
     "\"embedding_dtype\":\"int8\",\"pooling\":\"mean\",\"bottom_mlp\":[8,4],\"top_mlp\":[5,1],"
     "\"interaction\":\"dot\",\"lookups_per_table\":7,\"metadata\":{\"any\":[1]},"
-    "\"tables\":[{\"rows\":10},{\"rows\":20,\"dtype\":\"f16\",\"pooling\":\"sum\",\"name\":\"ads\"}]}";
+    "\"tables\":[{\"rows\":10},{\"rows\":20,\"dtype\":\"f16\",\"pooling\":\"sum\",\"name\":\"ads\"}"
+    "]}";
 
 static spine_status parse(const char *s, dlrm_config *c, spine_error *err) {
     return dlrm_config_parse(s, strlen(s), c, err);
@@ -70,7 +71,8 @@ static void refuses_bad_configs(void **state) {
         char buf[2048];
         const char *at = strstr(valid, edits[i].from);
         assert_non_null(at);
-        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - valid), valid, edits[i].to, at + strlen(edits[i].from));
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - valid), valid, edits[i].to,
+                 at + strlen(edits[i].from));
         dlrm_config c;
         spine_error e = {0};
         spine_status st = parse(buf, &c, &e);

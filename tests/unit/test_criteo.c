@@ -5,15 +5,18 @@
 
 #include <math.h>
 
-static const int64_t rows[26] = {1000, 1000, 7, 1, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000,
-                                 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000};
+static const int64_t rows[26] = {1000, 1000, 7,    1,    1000, 1000, 1000, 1000, 1000,
+                                 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000,
+                                 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000};
 
 static void line(char *buf, size_t n, bool label, const char *dense_override) {
     size_t o = 0;
     if (label) o += (size_t)snprintf(buf + o, n - o, "1\t");
     for (int i = 0; i < 13; i++)
-        o += (size_t)snprintf(buf + o, n - o, "%s\t", i == 1 && dense_override ? dense_override : (i == 3 ? "" : "7"));
-    for (int t = 0; t < 26; t++) o += (size_t)snprintf(buf + o, n - o, t == 25 ? "%s" : "%s\t", t == 4 ? "" : "0000000a");
+        o += (size_t)snprintf(buf + o, n - o, "%s\t",
+                              i == 1 && dense_override ? dense_override : (i == 3 ? "" : "7"));
+    for (int t = 0; t < 26; t++)
+        o += (size_t)snprintf(buf + o, n - o, t == 25 ? "%s" : "%s\t", t == 4 ? "" : "0000000a");
 }
 
 static void parses_lines_with_and_without_label(void **state) {

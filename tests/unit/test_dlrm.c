@@ -20,8 +20,9 @@ static void add_f32(spine_tensors *ts, const char *name, int ndim, int64_t d0, i
 
 /* dense 1 -> bottom [2] -> dot with one table (3 x 2) -> top [1] */
 static spine_model *micro_model(void) {
-    static const char *cfg = "{\"model_type\":\"dlrm\",\"num_dense_features\":1,\"embedding_dim\":2,"
-                             "\"bottom_mlp\":[2],\"top_mlp\":[1],\"tables\":[{\"rows\":3}]}";
+    static const char *cfg =
+        "{\"model_type\":\"dlrm\",\"num_dense_features\":1,\"embedding_dim\":2,"
+        "\"bottom_mlp\":[2],\"top_mlp\":[1],\"tables\":[{\"rows\":3}]}";
     dlrm_config c;
     assert_int_equal(dlrm_config_parse(cfg, strlen(cfg), &c, NULL), SPINE_OK);
     assert_int_equal(c.interaction_dim, 3);
@@ -93,11 +94,12 @@ static void chunked_and_threaded_runs_agree(void **state) {
         spine_rng r;
         spine_rng_seed(&r, 11);
         dlrm_inputs in;
-        assert_int_equal(dlrm_inputs_random(spine_model_describe(m), 150, 20, rt == 0, &r, &in, NULL), SPINE_OK);
+        assert_int_equal(
+            dlrm_inputs_random(spine_model_describe(m), 150, 20, rt == 0, &r, &in, NULL), SPINE_OK);
         float a[150], b[150], c[150], e[150];
         run_model(m, 256, 1, SPINE_SCHED_TABLE, &in, a);
-        run_model(m, 7, 1, SPINE_SCHED_TABLE, &in, b);   /* runs of 7 */
-        run_model(m, 100, 3, SPINE_SCHED_TABLE, &in, c); /* three threads, runs of 100 */
+        run_model(m, 7, 1, SPINE_SCHED_TABLE, &in, b);    /* runs of 7 */
+        run_model(m, 100, 3, SPINE_SCHED_TABLE, &in, c);  /* three threads, runs of 100 */
         run_model(m, 150, 2, SPINE_SCHED_SAMPLE, &in, e); /* the other order */
         for (int i = 0; i < 150; i++) {
             assert_true(isfinite(a[i]));
@@ -132,7 +134,8 @@ static void one_model_serves_many_threads(void **state) {
     spine_rng r;
     spine_rng_seed(&r, 12);
     dlrm_inputs in;
-    assert_int_equal(dlrm_inputs_random(spine_model_describe(m), 100, 3, false, &r, &in, NULL), SPINE_OK);
+    assert_int_equal(dlrm_inputs_random(spine_model_describe(m), 100, 3, false, &r, &in, NULL),
+                     SPINE_OK);
     float ref[100], outs[4][100];
     spine_ctx *ctx;
     assert_int_equal(spine_ctx_create(m, 32, NULL, &ctx, NULL), SPINE_OK);
@@ -176,8 +179,9 @@ static void batches_are_validated(void **state) {
     spine_ctx_free(ctx);
     spine_model_free(m);
     /* weights need sum pooling */
-    static const char *cfg = "{\"model_type\":\"dlrm\",\"num_dense_features\":1,\"embedding_dim\":2,"
-                             "\"pooling\":\"mean\",\"bottom_mlp\":[2],\"top_mlp\":[1],\"tables\":[{\"rows\":3}]}";
+    static const char *cfg =
+        "{\"model_type\":\"dlrm\",\"num_dense_features\":1,\"embedding_dim\":2,"
+        "\"pooling\":\"mean\",\"bottom_mlp\":[2],\"top_mlp\":[1],\"tables\":[{\"rows\":3}]}";
     dlrm_config c;
     assert_int_equal(dlrm_config_parse(cfg, strlen(cfg), &c, NULL), SPINE_OK);
     dlrm_gen_opts o = {.seed = 1};
@@ -225,8 +229,9 @@ static void model_files_are_checked(void **state) {
             if (hit && cases[k].action == 0) continue;
             void *copy = spine_alloc_aligned(t->nbytes ? t->nbytes : 1);
             memcpy(copy, t->data, t->nbytes);
-            spine_tensor *n = st_add_owned(&bad, hit && cases[k].action == 1 ? "top_l.9.bias" : t->name,
-                                           t->dtype, t->ndim, t->shape, copy, t->nbytes);
+            spine_tensor *n =
+                st_add_owned(&bad, hit && cases[k].action == 1 ? "top_l.9.bias" : t->name, t->dtype,
+                             t->ndim, t->shape, copy, t->nbytes);
             if (hit && cases[k].action == 2) {
                 n->shape[0] = t->shape[1];
                 n->shape[1] = t->shape[0];

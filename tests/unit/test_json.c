@@ -10,7 +10,8 @@ static spine_status parse(json_doc *d, const char *s, spine_error *err) {
 static void parses_nested_document(void **state) {
     (void)state;
     json_doc d;
-    const char *s = " {\"a\": [1, -2.5e3, true, false, null], \"b\": {\"c\": \"x\\ny\"}, \"e\": []} ";
+    const char *s =
+        " {\"a\": [1, -2.5e3, true, false, null], \"b\": {\"c\": \"x\\ny\"}, \"e\": []} ";
     assert_int_equal(parse(&d, s, NULL), SPINE_OK);
     const json_node *a = json_obj_get(&d, json_root(&d), "a");
     assert_non_null(a);
@@ -32,8 +33,9 @@ static void parses_nested_document(void **state) {
 static void reads_64_bit_integers_exactly(void **state) {
     (void)state;
     json_doc d;
-    assert_int_equal(parse(&d, "[18446744073709551615, -9223372036854775808, 9007199254740993]", NULL),
-                     SPINE_OK);
+    assert_int_equal(
+        parse(&d, "[18446744073709551615, -9223372036854775808, 9007199254740993]", NULL),
+        SPINE_OK);
     const json_node *n = json_child(&d, json_root(&d));
     uint64_t u;
     int64_t i;
@@ -49,7 +51,8 @@ static void reads_64_bit_integers_exactly(void **state) {
     assert_true(i == 9007199254740993LL); /* not representable as a double */
     json_free(&d);
     assert_int_equal(parse(&d, "[1.0, 1e3, 18446744073709551616]", NULL), SPINE_OK);
-    for (n = json_child(&d, json_root(&d)); n; n = json_next(&d, n)) assert_false(json_get_u64(&d, n, &u));
+    for (n = json_child(&d, json_root(&d)); n; n = json_next(&d, n))
+        assert_false(json_get_u64(&d, n, &u));
     json_free(&d);
 }
 
@@ -64,11 +67,40 @@ static void decodes_unicode_escapes(void **state) {
 static void rejects_malformed_documents(void **state) {
     (void)state;
     const char *bad[] = {
-        "", "   ", "{", "[1,]", "{\"a\":1,}", "[1 2]", "{\"a\" 1}", "{1:2}", "tru", "nul", "01",
-        "1.", "-", "1e", ".5", "+1", "\"abc", "\"\\x\"", "\"\\u12\"", "\"\\ud800\"",
-        "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"a\x01\"", "\"\xff\"", "\"\xc0\x80\"",
-        "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"", "\"\\u0000\"", "[1] [2]", "{} x", "[\"a\"}",
-        "NaN", "Infinity", "[1e5000x]",
+        "",
+        "   ",
+        "{",
+        "[1,]",
+        "{\"a\":1,}",
+        "[1 2]",
+        "{\"a\" 1}",
+        "{1:2}",
+        "tru",
+        "nul",
+        "01",
+        "1.",
+        "-",
+        "1e",
+        ".5",
+        "+1",
+        "\"abc",
+        "\"\\x\"",
+        "\"\\u12\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"\\ud800\\u0041\"",
+        "\"a\x01\"",
+        "\"\xff\"",
+        "\"\xc0\x80\"",
+        "\"\xed\xa0\x80\"",
+        "\"\xf4\x90\x80\x80\"",
+        "\"\\u0000\"",
+        "[1] [2]",
+        "{} x",
+        "[\"a\"}",
+        "NaN",
+        "Infinity",
+        "[1e5000x]",
     };
     for (size_t i = 0; i < SPINE_ARRAY_LEN(bad); i++) {
         json_doc d;
@@ -85,7 +117,8 @@ static void caps_nesting_depth(void **state) {
     memset(deep + 200, ']', 200);
     json_doc d;
     assert_fails_with(json_parse(&d, deep, sizeof deep, err), SPINE_ERR_FORMAT, "too deep");
-    assert_int_equal(json_parse(&d, deep + 200 - JSON_MAX_DEPTH, 2 * JSON_MAX_DEPTH, NULL), SPINE_OK);
+    assert_int_equal(json_parse(&d, deep + 200 - JSON_MAX_DEPTH, 2 * JSON_MAX_DEPTH, NULL),
+                     SPINE_OK);
     json_free(&d);
 }
 
@@ -112,9 +145,9 @@ static void writes_escaped_strings(void **state) {
 
 int test_group_json(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(parses_nested_document),       cmocka_unit_test(reads_64_bit_integers_exactly),
-        cmocka_unit_test(decodes_unicode_escapes),      cmocka_unit_test(rejects_malformed_documents),
-        cmocka_unit_test(caps_nesting_depth),           cmocka_unit_test(parses_without_nul_terminator),
+        cmocka_unit_test(parses_nested_document),  cmocka_unit_test(reads_64_bit_integers_exactly),
+        cmocka_unit_test(decodes_unicode_escapes), cmocka_unit_test(rejects_malformed_documents),
+        cmocka_unit_test(caps_nesting_depth),      cmocka_unit_test(parses_without_nul_terminator),
         cmocka_unit_test(writes_escaped_strings),
     };
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);

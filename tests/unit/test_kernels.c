@@ -16,8 +16,8 @@ typedef struct sls_case {
     float *weights, *out, *ref;
 } sls_case;
 
-static void make_case(sls_case *c, spine_rng *r, spine_rowtype rt, int dim, int64_t rows,
-                      int nbags, bool weighted, spine_pooling pool) {
+static void make_case(sls_case *c, spine_rng *r, spine_rowtype rt, int dim, int64_t rows, int nbags,
+                      bool weighted, spine_pooling pool) {
     memset(c, 0, sizeof *c);
     size_t rb = spine_row_bytes(rt, dim);
     c->data = malloc((size_t)rows * rb);
@@ -38,7 +38,8 @@ static void make_case(sls_case *c, spine_rng *r, spine_rowtype rt, int dim, int6
     c->indices = malloc((size_t)(n + 1) * sizeof *c->indices);
     c->weights = weighted ? malloc((size_t)(n + 1) * sizeof *c->weights) : NULL;
     for (int64_t i = 0; i < n; i++) {
-        c->indices[i] = spine_rng_below(r, 8) == 0 ? rows - 1 : (int64_t)spine_rng_below(r, (uint64_t)rows);
+        c->indices[i] =
+            spine_rng_below(r, 8) == 0 ? rows - 1 : (int64_t)spine_rng_below(r, (uint64_t)rows);
         if (weighted) c->weights[i] = spine_rng_uniform(r) * 2 - 0.5f;
     }
     size_t stride = (size_t)dim + 3; /* outputs in a wider matrix, as the model writes them */
@@ -74,7 +75,8 @@ static void free_case(sls_case *c) {
 static void check_against_reference(spine_rowtype rt, sls_isa isa) {
     sls_fn k = sls_kernel(rt, isa);
     if (!k) {
-        print_message("  (skipping %s on %s: not available)\n", spine_rowtype_name(rt), sls_isa_name(isa));
+        print_message("  (skipping %s on %s: not available)\n", spine_rowtype_name(rt),
+                      sls_isa_name(isa));
         return;
     }
     spine_rng r;
@@ -92,7 +94,8 @@ static void check_against_reference(spine_rowtype rt, sls_isa isa) {
             for (int i = 0; i < c.b.nbags; i++) {
                 int64_t len = c.offsets[i + 1] - c.offsets[i];
                 for (int d = 0; d < dim; d++) {
-                    float got = c.out[(size_t)i * c.b.out_stride + d], want = c.ref[(size_t)i * dim + d];
+                    float got = c.out[(size_t)i * c.b.out_stride + d],
+                          want = c.ref[(size_t)i * dim + d];
                     float tol = 1e-5f * (float)(len + 1) * (1.0f + fabsf(want));
                     if (!(fabsf(got - want) <= tol))
                         fail_msg("%s/%s dim %d rows %lld bag %d (len %lld) d %d: got %g want %g",
@@ -164,12 +167,16 @@ static void quantization_error_is_bounded(void **s) {
             sls_table t = {enc, 1, spine_row_bytes((spine_rowtype)rt, dim), dim, (spine_rowtype)rt};
             sls_decode_row(&t, 0, out);
             /* half a step of the quantizer (plus fp16 rounding of scale and bias for int4) */
-            float step = rt == SPINE_ROW_INT8 ? (hi - lo) / 255 : rt == SPINE_ROW_INT4 ? (hi - lo) / 15 : 0;
+            float step = rt == SPINE_ROW_INT8   ? (hi - lo) / 255
+                         : rt == SPINE_ROW_INT4 ? (hi - lo) / 15
+                                                : 0;
             for (int d = 0; d < dim; d++) {
-                float tol = rt == SPINE_ROW_F16 ? fabsf(in[d]) * 0x1p-11f + 1e-7f
-                                                : step * 0.5f + 4e-3f * (fabsf(lo) + step * 15) + 1e-6f;
+                float tol = rt == SPINE_ROW_F16
+                                ? fabsf(in[d]) * 0x1p-11f + 1e-7f
+                                : step * 0.5f + 4e-3f * (fabsf(lo) + step * 15) + 1e-6f;
                 if (!(fabsf(out[d] - in[d]) <= tol))
-                    fail_msg("%s dim %d d %d: %g -> %g (tol %g)", spine_rowtype_name((spine_rowtype)rt), dim, d, in[d], out[d], tol);
+                    fail_msg("%s dim %d d %d: %g -> %g (tol %g)",
+                             spine_rowtype_name((spine_rowtype)rt), dim, d, in[d], out[d], tol);
             }
         }
     }
@@ -189,7 +196,8 @@ static void dot_interaction_matches_naive(void **s) {
                 for (int i = 0; i < nf; i++)
                     for (int j = 0; j < (self ? i + 1 : i); j++) {
                         double ref = 0;
-                        for (int k = 0; k < d; k++) ref += (double)feat[i * d + k] * feat[j * d + k];
+                        for (int k = 0; k < d; k++)
+                            ref += (double)feat[i * d + k] * feat[j * d + k];
                         assert_true(fabs(out[o++] - ref) <= 1e-4 * (1 + fabs(ref)));
                     }
             }
@@ -204,17 +212,21 @@ static void lines_per_row_counts_straddles(void **s) {
     assert_true(membw_lines_per_row(72) == 2.0); /* int8 dim 64: always two lines */
     assert_true(membw_lines_per_row(36) == 1.5); /* int4 dim 64: half of them straddle */
     assert_true(membw_lines_per_row(1) == 1.0);
-    assert_true(membw_lines_per_row(65) == 2.0); /* 65 bytes never reach a third line */
+    assert_true(membw_lines_per_row(65) == 2.0);  /* 65 bytes never reach a third line */
     assert_true(membw_lines_per_row(100) == 2.5); /* starts 4k apart: 3 lines from offset 29 */
     assert_true(membw_lines_per_row(128) == 2.0);
 }
 
 int test_group_kernels(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(f32_kernels_match_reference),  cmocka_unit_test(f16_kernels_match_reference),
-        cmocka_unit_test(int8_kernels_match_reference), cmocka_unit_test(int4_kernels_match_reference),
-        cmocka_unit_test(empty_bags_write_zeros),       cmocka_unit_test(quantization_error_is_bounded),
-        cmocka_unit_test(dot_interaction_matches_naive), cmocka_unit_test(lines_per_row_counts_straddles),
+        cmocka_unit_test(f32_kernels_match_reference),
+        cmocka_unit_test(f16_kernels_match_reference),
+        cmocka_unit_test(int8_kernels_match_reference),
+        cmocka_unit_test(int4_kernels_match_reference),
+        cmocka_unit_test(empty_bags_write_zeros),
+        cmocka_unit_test(quantization_error_is_bounded),
+        cmocka_unit_test(dot_interaction_matches_naive),
+        cmocka_unit_test(lines_per_row_counts_straddles),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

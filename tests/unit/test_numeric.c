@@ -18,12 +18,12 @@ static void f16_round_trips_every_half(void **state) {
 static void f16_rounds_to_nearest_even(void **state) {
     (void)state;
     assert_int_equal(spine_f32_to_f16(1.0f), 0x3c00);
-    assert_int_equal(spine_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);              /* tie -> even */
-    assert_int_equal(spine_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);          /* tie -> even */
-    assert_int_equal(spine_f32_to_f16(1.0f + 0x1p-11f + 0x1p-20f), 0x3c01);   /* above tie */
-    assert_int_equal(spine_f32_to_f16(65520.0f), 0x7c00);                     /* overflow */
-    assert_int_equal(spine_f32_to_f16(0x1p-25f), 0x0000);                     /* tie to zero */
-    assert_int_equal(spine_f32_to_f16(0x1p-25f + 0x1p-35f), 0x0001);          /* min subnormal */
+    assert_int_equal(spine_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);            /* tie -> even */
+    assert_int_equal(spine_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);        /* tie -> even */
+    assert_int_equal(spine_f32_to_f16(1.0f + 0x1p-11f + 0x1p-20f), 0x3c01); /* above tie */
+    assert_int_equal(spine_f32_to_f16(65520.0f), 0x7c00);                   /* overflow */
+    assert_int_equal(spine_f32_to_f16(0x1p-25f), 0x0000);                   /* tie to zero */
+    assert_int_equal(spine_f32_to_f16(0x1p-25f + 0x1p-35f), 0x0001);        /* min subnormal */
     assert_int_equal(spine_f32_to_f16(-0.0f), 0x8000);
 }
 

@@ -5,7 +5,8 @@
 static spine_store *make_store(float *rows, int64_t n, int dim) {
     for (int64_t i = 0; i < n * dim; i++) rows[i] = (float)i;
     spine_store *s;
-    assert_int_equal(spine_store_mem_create("clicks", rows, n, dim, SPINE_ROW_F32, &s, NULL), SPINE_OK);
+    assert_int_equal(spine_store_mem_create("clicks", rows, n, dim, SPINE_ROW_F32, &s, NULL),
+                     SPINE_OK);
     return s;
 }
 
@@ -70,8 +71,10 @@ static void create_refuses_empty_tables(void **state) {
     (void)state;
     spine_store *s;
     float r[4] = {0};
-    assert_fails_with(spine_store_mem_create("t", r, 0, 4, SPINE_ROW_F32, &s, err), SPINE_ERR_INVALID, "0 rows");
-    assert_fails_with(spine_store_mem_create("t", r, 1, 0, SPINE_ROW_F32, &s, err), SPINE_ERR_INVALID, "dim 0");
+    assert_fails_with(spine_store_mem_create("t", r, 0, 4, SPINE_ROW_F32, &s, err),
+                      SPINE_ERR_INVALID, "0 rows");
+    assert_fails_with(spine_store_mem_create("t", r, 1, 0, SPINE_ROW_F32, &s, err),
+                      SPINE_ERR_INVALID, "dim 0");
 }
 
 int test_group_store(void) {
