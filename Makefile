@@ -20,7 +20,7 @@ deps-test:
 	@scripts/deps.sh $(TEST_PKGS)
 
 $(BUILD)/release/Makefile:
-	cmake -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS_RELEASE="-O2 -g -DNDEBUG" >/dev/null
+	cmake -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS_RELEASE="-O3 -g -DNDEBUG" >/dev/null
 
 build: $(BUILD)/release/Makefile
 	cmake --build $(BUILD)/release -j$(JOBS)

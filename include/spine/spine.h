@@ -113,6 +113,17 @@ void spine_store_free(spine_store *s);
 spine_status spine_store_mem_create(const char *name, const void *data, int64_t rows, int dim,
                                     spine_rowtype rowtype, spine_store **out, spine_error *err);
 
+/* A memory store with a hot tier (RecNMP's hot-entry caching, in software): of `hot` (row
+ * indices, hottest first, as `spine profile` writes them), as many as fit in budget_bytes are
+ * copied into a compact table read instead of `data`; a bitmap and a rank array (1.5 bits per
+ * row, cache-resident) find them. Results are bitwise those of the plain memory store; the
+ * store's statistics count the rows served hot in `hits`. `data` is borrowed as above. */
+spine_status spine_store_hot_create(const char *name, const void *data, int64_t rows, int dim,
+                                    spine_rowtype rowtype, const int64_t *hot, size_t nhot,
+                                    size_t budget_bytes, spine_store **out, spine_error *err);
+/* Bytes the hot tier of a store holds (0 for stores without one). */
+size_t spine_store_hot_bytes(const spine_store *s);
+
 /* ---- DLRM models ------------------------------------------------------------------------- */
 typedef enum spine_interaction { SPINE_INTERACT_DOT = 0, SPINE_INTERACT_CAT = 1 } spine_interaction;
 

@@ -83,6 +83,15 @@ float spine_rng_uniform(spine_rng *r);              /* [0, 1) */
 float spine_rng_normal(spine_rng *r);               /* standard normal */
 uint64_t spine_hash64(uint64_t x);                  /* splitmix64 finaliser */
 
+/* Zipf-distributed ranks in [0, n): P(k) proportional to (k+1)^-alpha, alpha > 0, by
+ * rejection-inversion (Hormann and Derflinger), O(1) per draw and no tables. */
+typedef struct spine_zipf {
+    uint64_t n;
+    double alpha, hx1, hn, s;
+} spine_zipf;
+void spine_zipf_init(spine_zipf *z, uint64_t n, double alpha);
+uint64_t spine_zipf_draw(const spine_zipf *z, spine_rng *r);
+
 /* Read a whole (small) file; *out is NUL-terminated, free() it. Refuses files over max_bytes. */
 spine_status spine_read_file(const char *path, size_t max_bytes, char **out, size_t *len,
                              spine_error *err);

@@ -126,3 +126,42 @@ float spine_rng_normal(spine_rng *r) {
     double u2 = (double)(spine_rng_next(r) >> 11) * 0x1p-53;
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
+
+/* log(1+x)/x and (exp(x)-1)/x, continuous at 0 */
+static double helper1(double x) {
+    return fabs(x) > 1e-8 ? log1p(x) / x : 1 - x / 2 + x * x / 3;
+}
+static double helper2(double x) {
+    return fabs(x) > 1e-8 ? expm1(x) / x : 1 + x / 2 + x * x / 6;
+}
+static double zh(const spine_zipf *z, double x) {
+    return exp(-z->alpha * log(x));
+}
+static double zH(const spine_zipf *z, double x) {
+    double lx = log(x);
+    return helper2((1 - z->alpha) * lx) * lx;
+}
+static double zHinv(const spine_zipf *z, double y) {
+    double t = y * (1 - z->alpha);
+    if (t < -1) t = -1; /* numerical guard */
+    return exp(helper1(t) * y);
+}
+
+void spine_zipf_init(spine_zipf *z, uint64_t n, double alpha) {
+    z->n = n ? n : 1;
+    z->alpha = alpha;
+    z->hx1 = zH(z, 1.5) - 1.0;
+    z->hn = zH(z, (double)z->n + 0.5);
+    z->s = 2 - zHinv(z, zH(z, 2.5) - zh(z, 2));
+}
+
+uint64_t spine_zipf_draw(const spine_zipf *z, spine_rng *r) {
+    for (;;) {
+        double u = z->hn + (double)spine_rng_uniform(r) * (z->hx1 - z->hn);
+        double x = zHinv(z, u);
+        double k = floor(x + 0.5);
+        if (k < 1) k = 1;
+        if (k > (double)z->n) k = (double)z->n;
+        if (k - x <= z->s || u >= zH(z, k + 0.5) - zh(z, k)) return (uint64_t)k - 1;
+    }
+}

@@ -12,6 +12,19 @@
 
 #define RING_BYTES ((double)(128u << 20)) /* distinct rows touched per ring: 4x a 32 MB LLC */
 
+/* Rows served from hot tiers over rows read, across tables, since the model was built. */
+static double hit_rate(const spine_model *m) {
+    const spine_model_desc *d = spine_model_describe(m);
+    uint64_t hits = 0, rows = 0;
+    for (int t = 0; t < d->num_tables; t++) {
+        spine_store_stats st;
+        spine_store_stats_get(spine_model_store(m, t), &st);
+        hits += st.hits;
+        rows += st.rows_read;
+    }
+    return rows ? (double)hits / (double)rows : 0.0;
+}
+
 /* Load or generate the model named by --model or --preset/--rows-scale/--dtype/--seed. */
 static int bench_model(const char *cmd, cli_opt *o, int n, spine_model **m) {
     const char *dir = cli_get(o, n, "model");
@@ -135,6 +148,45 @@ static int bench_membw(int argc, char **argv) {
     return rc;
 }
 
+/* Profile the workload on inputs drawn independently of the measured ones (another seed of the
+ * same distribution: 20,000 samples), then give the tables hot tiers of hot_mb in total. */
+static int profile_hot(spine_model *m, const dlrm_index_dist *dist, int lookups, double hot_mb,
+                       bool json) {
+    const spine_model_desc *d = spine_model_describe(m);
+    uint32_t **counts = calloc((size_t)d->num_tables, sizeof *counts);
+    spine_error err = {0};
+    int rc = counts ? 0 : 1;
+    for (int t = 0; t < d->num_tables && !rc; t++)
+        if (!(counts[t] = calloc((size_t)d->tables[t].rows, sizeof **counts))) rc = 1;
+    spine_rng rng;
+    spine_rng_seed(&rng, 0x9f0f11eu);
+    for (int chunk = 0; chunk < 20 && !rc; chunk++) {
+        dlrm_inputs in;
+        if (dlrm_inputs_random(d, 1000, lookups, false, dist, &rng, &in, &err)) {
+            rc = 1;
+            break;
+        }
+        int64_t k = 0;
+        for (int t = 0; t < d->num_tables; t++)
+            for (int i = 0; i < 1000 * lookups; i++, k++) counts[t][in.values[k]]++;
+        dlrm_inputs_free(&in);
+    }
+    if (!rc && dlrm_model_set_hot(m, counts, (size_t)(hot_mb * (1 << 20)), &err)) rc = 1;
+    if (rc)
+        cli_print_error("bench", &err);
+    else if (!json) {
+        size_t hot = 0;
+        for (int t = 0; t < d->num_tables; t++)
+            hot += spine_store_hot_bytes(spine_model_store(m, t));
+        printf(
+            "hot tiers: %.1f MB of the hottest rows (profile: 20,000 samples, independent seed)\n",
+            (double)hot / (1 << 20));
+    }
+    for (int t = 0; counts && t < d->num_tables; t++) free(counts[t]);
+    free(counts);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "membw") == 0) return bench_membw(argc - 1, argv + 1);
     cli_opt o[] = {
@@ -150,6 +202,8 @@ int cmd_bench(int argc, char **argv) {
         {"json", false, "one JSON object per batch size", NULL},
         {"placement", true, "tables of --model: auto (default) | map | huge", NULL},
         {"schedule", true, "lookup order: table (default) | sample", NULL},
+        {"zipf", true, "draw indices Zipf(A) (hot rows scattered), not uniformly", NULL},
+        {"hot-mb", true, "with --zipf: cache the hottest rows of a separate profile in N MB", NULL},
         {"help", false, "this text", NULL},
     };
     int n = (int)SPINE_ARRAY_LEN(o), npos;
@@ -200,6 +254,18 @@ int cmd_bench(int argc, char **argv) {
         return 1;
     }
     spine_ctx_set_schedule(ctx, sched);
+    dlrm_index_dist dist = {0, (uint64_t)seed};
+    double hot_mb = 0;
+    if ((v = cli_get(o, n, "zipf")) && !cli_double("--zipf", v, 0, 5, &dist.alpha)) rc = 2;
+    if (!rc && (v = cli_get(o, n, "hot-mb")) && !cli_double("--hot-mb", v, 0, 1 << 20, &hot_mb))
+        rc = 2;
+    if (!rc && hot_mb > 0 && profile_hot(m, &dist, (int)lookups, hot_mb, json) != 0) rc = 1;
+    if (rc) {
+        spine_ctx_free(ctx);
+        spine_pool_free(pool);
+        spine_model_free(m);
+        return rc;
+    }
     double row_bytes = 0; /* bytes of rows one sample reads */
     for (int t = 0; t < d->num_tables; t++)
         row_bytes += (double)lookups * (double)spine_row_bytes(d->tables[t].rowtype, d->emb_dim);
@@ -226,7 +292,7 @@ int cmd_bench(int argc, char **argv) {
             rc = 1;
         }
         for (int r = 0; r < ring && !rc; r++)
-            if (dlrm_inputs_random(d, B, (int)lookups, false, &rng, &in[r], &err)) rc = 1;
+            if (dlrm_inputs_random(d, B, (int)lookups, false, &dist, &rng, &in[r], &err)) rc = 1;
         /* warm up: touch every batch once (page faults, caches of the MLP weights) */
         for (int r = 0; r < ring && !rc; r++)
             if (spine_ctx_run(ctx, &in[r].batch, out, 0, &err)) rc = 1;
@@ -256,18 +322,21 @@ int cmd_bench(int argc, char **argv) {
                    p95 = spine_percentile(lat, nlat, 95) * 1e3,
                    p99 = spine_percentile(lat, nlat, 99) * 1e3;
             if (json)
-                printf(
-                    "{\"bench\":\"dlrm\",\"model\":\"%s\",\"dtype\":\"%s\",\"threads\":%lld,"
-                    "\"lookups\":%lld,\"batch\":%d,\"samples_per_s\":%.1f,\"p50_ms\":%.4f,"
-                    "\"p95_ms\":%.4f,\"p99_ms\":%.4f,\"mean_ms\":%.4f,\"iters\":%zu,"
-                    "\"rows_per_s\":%.0f,\"isa\":\"%s\",\"huge_bytes\":%llu,\"schedule\":\"%s\"}\n",
-                    d->name, spine_rowtype_name(d->tables[0].rowtype), threads, lookups, B, sps,
-                    p50, p95, p99, total / (double)nlat * 1e3, nlat,
-                    sps * (double)lookups * d->num_tables, sls_isa_name(sls_best_isa()),
-                    (unsigned long long)d->emb_bytes_huge,
-                    sched == SPINE_SCHED_TABLE ? "table" : "sample");
+                printf("{\"bench\":\"dlrm\",\"model\":\"%s\",\"dtype\":\"%s\",\"threads\":%lld,"
+                       "\"lookups\":%lld,\"batch\":%d,\"samples_per_s\":%.1f,\"p50_ms\":%.4f,"
+                       "\"p95_ms\":%.4f,\"p99_ms\":%.4f,\"mean_ms\":%.4f,\"iters\":%zu,"
+                       "\"rows_per_s\":%.0f,\"isa\":\"%s\",\"huge_bytes\":%llu,\"schedule\":\"%s\","
+                       "\"zipf\":%g,\"hot_mb\":%g,\"hit_rate\":%.4f}\n",
+                       d->name, spine_rowtype_name(d->tables[0].rowtype), threads, lookups, B, sps,
+                       p50, p95, p99, total / (double)nlat * 1e3, nlat,
+                       sps * (double)lookups * d->num_tables, sls_isa_name(sls_best_isa()),
+                       (unsigned long long)d->emb_bytes_huge,
+                       sched == SPINE_SCHED_TABLE ? "table" : "sample", dist.alpha, hot_mb,
+                       hit_rate(m));
             else
                 printf("%8d %14.1f %10.4f %10.4f %10.4f %8zu\n", B, sps, p50, p95, p99, nlat);
+            if (!json && hot_mb > 0)
+                printf("         hot-tier hit rate so far: %.1f%%\n", 100 * hit_rate(m));
             fflush(stdout);
         }
         for (int k = 0; in && k < ring; k++) dlrm_inputs_free(&in[k]);
@@ -309,7 +378,7 @@ int cmd_demo(int argc, char **argv) {
     spine_rng_seed(&rng, 42);
     dlrm_inputs in;
     float out[8];
-    if (dlrm_inputs_random(d, 8, d->lookups_per_table, false, &rng, &in, &err) ||
+    if (dlrm_inputs_random(d, 8, d->lookups_per_table, false, NULL, &rng, &in, &err) ||
         spine_ctx_run(ctx, &in.batch, out, 0, &err)) {
         cli_print_error("demo", &err);
     } else {

@@ -7,14 +7,32 @@
 
 #include "../base/base.h"
 
-/* A table as kernels see it: rows of row_bytes bytes, each decoding to dim floats. */
+/* A table as kernels see it: rows of row_bytes bytes, each decoding to dim floats. An optional
+ * hot tier holds copies of some rows in a compact table: row i is hot when bit i of hot_bits is
+ * set, and then lives at hot_data + (hot_rank[i / 64] + hot rows before it in its word) *
+ * row_bytes. The bitmap and rank array take 1.5 bits per row and stay cache-resident. */
 typedef struct sls_table {
     const uint8_t *data;
     int64_t rows;
     size_t row_bytes;
     int dim;
     spine_rowtype rowtype;
+    const uint64_t *hot_bits; /* NULL: no hot tier */
+    const uint32_t *hot_rank;
+    const uint8_t *hot_data;
 } sls_table;
+
+/* Where row idx is read from (the hot copy when there is one). */
+static inline const uint8_t *sls_row(const sls_table *t, int64_t idx) {
+    if (t->hot_bits) {
+        uint64_t w = t->hot_bits[idx >> 6], m = 1ull << (idx & 63);
+        if (w & m)
+            return t->hot_data +
+                   (size_t)(t->hot_rank[idx >> 6] + (uint32_t)__builtin_popcountll(w & (m - 1))) *
+                       t->row_bytes;
+    }
+    return t->data + (size_t)idx * t->row_bytes;
+}
 
 /* Pool bags (see spine_bags). The caller has checked every index and offset
  * (spine_store_lookup does, for every store), so kernels neither branch on them nor fail. */
@@ -24,9 +42,10 @@ typedef enum sls_isa { SLS_ISA_SCALAR = 0, SLS_ISA_AVX2 = 1 } sls_isa;
 
 sls_isa sls_best_isa(void);
 const char *sls_isa_name(sls_isa isa);
-/* The kernel for a row type on an ISA (NULL when that ISA is not compiled in or the CPU lacks it).
- */
-sls_fn sls_kernel(spine_rowtype rt, sls_isa isa);
+/* The kernel for a row type on an ISA (NULL when that ISA is not compiled in or the CPU lacks
+ * it); `hot`: the variant that reads hot-tier rows (plain tables use the one without the
+ * per-row check, which cost them 5-10% when it was shared). */
+sls_fn sls_kernel(spine_rowtype rt, sls_isa isa, bool hot);
 
 /* Row decoding (scalar), the reference every kernel is tested against. */
 void sls_decode_row(const sls_table *t, int64_t row, float *out);
@@ -39,6 +58,10 @@ void sls_f32_avx2(const sls_table *t, const spine_bags *b);
 void sls_f16_avx2(const sls_table *t, const spine_bags *b);
 void sls_int8_avx2(const sls_table *t, const spine_bags *b);
 void sls_int4_avx2(const sls_table *t, const spine_bags *b);
+void sls_f32_hot_avx2(const sls_table *t, const spine_bags *b);
+void sls_f16_hot_avx2(const sls_table *t, const spine_bags *b);
+void sls_int8_hot_avx2(const sls_table *t, const spine_bags *b);
+void sls_int4_hot_avx2(const sls_table *t, const spine_bags *b);
 
 /* ---- dense ---- */
 /* y[m, n] (row stride ldy) = act(x[m, k] (stride ldx) . w[n, k]^T + bias[n]). */

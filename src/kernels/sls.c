@@ -79,7 +79,7 @@ static inline float row_q(const sls_table *t, const uint8_t *row, int d) {
 }
 
 void sls_decode_row(const sls_table *t, int64_t r, float *out) {
-    const uint8_t *row = t->data + (size_t)r * t->row_bytes;
+    const uint8_t *row = sls_row(t, r);
     switch (t->rowtype) {
     case SPINE_ROW_F32:
         for (int d = 0; d < t->dim; d++) out[d] = rd_f32(row + 4 * (size_t)d);
@@ -155,7 +155,7 @@ static void sls_scalar(const sls_table *t, const spine_bags *b) {
         for (int64_t p = s; p < e; p++) {
             int64_t idx = b->indices[p];
             float w = b->weights ? b->weights[p] : 1.0f;
-            const uint8_t *row = t->data + (size_t)idx * t->row_bytes;
+            const uint8_t *row = sls_row(t, idx);
             switch (t->rowtype) {
             case SPINE_ROW_F32:
                 for (int d = 0; d < dim; d++) out[d] = fmaf(rd_f32(row + 4 * (size_t)d), w, out[d]);
@@ -197,7 +197,7 @@ const char *sls_isa_name(sls_isa isa) {
     return isa == SLS_ISA_AVX2 ? "avx2" : "scalar";
 }
 
-sls_fn sls_kernel(spine_rowtype rt, sls_isa isa) {
+sls_fn sls_kernel(spine_rowtype rt, sls_isa isa, bool hot) {
     if (isa == SLS_ISA_SCALAR) return sls_scalar;
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
     if (isa == SLS_ISA_AVX2 && sls_best_isa() == SLS_ISA_AVX2) {
@@ -214,6 +214,7 @@ sls_fn sls_kernel(spine_rowtype rt, sls_isa isa) {
     }
 #else
     (void)rt;
+    (void)hot;
 #endif
     return NULL;
 }

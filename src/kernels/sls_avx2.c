@@ -76,11 +76,10 @@ INLINE void scale_bias(const int rt, const uint8_t *row, int dim, float *s, floa
 }
 
 /* Accumulate elements [c0, c0 + 8*NV + tail) of one bag. c0 is a multiple of 64 (8 vectors). */
-INLINE void bag_block(const int rt, const int NV, const sls_table *t, const spine_bags *b,
-                      int64_t s, int64_t e, int c0, int tail, bool prefetch, int64_t pend,
-                      float *out) {
+INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_table *t,
+                      const spine_bags *b, int64_t s, int64_t e, int c0, int tail, bool prefetch,
+                      int64_t pend, float *out) {
     const bool quant = rt == SPINE_ROW_INT8 || rt == SPINE_ROW_INT4;
-    const uint8_t *base = t->data;
     const size_t rb = t->row_bytes;
     const int k0 = c0 / 8;
     __m256 acc[8];
@@ -89,9 +88,8 @@ INLINE void bag_block(const int rt, const int NV, const sls_table *t, const spin
     float tacc[8] = {0};
     float bsum = 0.0f;
     for (int64_t p = s; p < e; p++) {
-        if (prefetch && p + SLS_PF < pend)
-            prefetch_row(base + (size_t)b->indices[p + SLS_PF] * rb, rb);
-        const uint8_t *row = base + (size_t)b->indices[p] * rb;
+        if (prefetch && p + SLS_PF < pend) prefetch_row(sls_row(t, b->indices[p + SLS_PF]), rb);
+        const uint8_t *row = HOT ? sls_row(t, b->indices[p]) : t->data + (size_t)b->indices[p] * rb;
         float w = b->weights ? b->weights[p] : 1.0f;
         if (quant) {
             float sc, bi;
@@ -121,7 +119,7 @@ INLINE void bag_block(const int rt, const int NV, const sls_table *t, const spin
     }
 }
 
-INLINE void sls_generic(const int rt, const sls_table *t, const spine_bags *b) {
+INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const spine_bags *b) {
     const int dim = t->dim;
     const int64_t pend = b->offsets[b->nbags];
     for (int32_t bag = 0; bag < b->nbags; bag++) {
@@ -135,7 +133,7 @@ INLINE void sls_generic(const int rt, const sls_table *t, const spine_bags *b) {
             switch (nv) {
 #define CASE(N)                                                                                    \
     case N:                                                                                        \
-        bag_block(rt, N, t, b, s, e, c0, tail, pf, pend, out);                                     \
+        bag_block(rt, N, HOT, t, b, s, e, c0, tail, pf, pend, out);                                \
         break;
                 CASE(0) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
@@ -145,14 +143,26 @@ INLINE void sls_generic(const int rt, const sls_table *t, const spine_bags *b) {
 }
 
 void sls_f32_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_F32, t, b);
+    sls_generic(SPINE_ROW_F32, false, t, b);
+}
+void sls_f32_hot_avx2(const sls_table *t, const spine_bags *b) {
+    sls_generic(SPINE_ROW_F32, true, t, b);
 }
 void sls_f16_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_F16, t, b);
+    sls_generic(SPINE_ROW_F16, false, t, b);
+}
+void sls_f16_hot_avx2(const sls_table *t, const spine_bags *b) {
+    sls_generic(SPINE_ROW_F16, true, t, b);
 }
 void sls_int8_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_INT8, t, b);
+    sls_generic(SPINE_ROW_INT8, false, t, b);
+}
+void sls_int8_hot_avx2(const sls_table *t, const spine_bags *b) {
+    sls_generic(SPINE_ROW_INT8, true, t, b);
 }
 void sls_int4_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_INT4, t, b);
+    sls_generic(SPINE_ROW_INT4, false, t, b);
+}
+void sls_int4_hot_avx2(const sls_table *t, const spine_bags *b) {
+    sls_generic(SPINE_ROW_INT4, true, t, b);
 }

@@ -223,6 +223,73 @@ spine_status spine_model_load_opts(const char *dir, const spine_load_opts *opts,
     return st;
 }
 
+typedef struct hot_cand {
+    uint32_t count;
+    int32_t table;
+    int64_t row;
+} hot_cand;
+
+static int cmp_cand(const void *a, const void *b) {
+    const hot_cand *x = a, *y = b;
+    if (x->count != y->count) return x->count > y->count ? -1 : 1;
+    if (x->table != y->table) return x->table < y->table ? -1 : 1;
+    return x->row < y->row ? -1 : x->row > y->row;
+}
+
+spine_status dlrm_model_set_hot(spine_model *m, uint32_t *const *counts, size_t budget_bytes,
+                                spine_error *err) {
+    const spine_model_desc *d = &m->desc;
+    size_t n = 0;
+    for (int t = 0; t < d->num_tables; t++)
+        for (int64_t r = 0; r < d->tables[t].rows; r++) n += counts[t][r] >= 2;
+    hot_cand *c = malloc((n ? n : 1) * sizeof *c);
+    size_t *per = calloc((size_t)d->num_tables, sizeof *per);
+    int64_t **lists = calloc((size_t)d->num_tables, sizeof *lists);
+    spine_status st = SPINE_OK;
+    if (!c || !per || !lists) {
+        st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    size_t k = 0;
+    for (int t = 0; t < d->num_tables; t++)
+        for (int64_t r = 0; r < d->tables[t].rows; r++)
+            if (counts[t][r] >= 2) c[k++] = (hot_cand){counts[t][r], t, r};
+    qsort(c, n, sizeof *c, cmp_cand);
+    size_t used = 0, take = 0;
+    for (; take < n; take++) {
+        size_t rb = spine_row_bytes(d->tables[c[take].table].rowtype, d->emb_dim);
+        if (used + rb > budget_bytes) break;
+        used += rb;
+        per[c[take].table]++;
+    }
+    for (int t = 0; t < d->num_tables; t++)
+        if (per[t] && !(lists[t] = malloc(per[t] * sizeof **lists))) {
+            st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+    memset(per, 0, (size_t)d->num_tables * sizeof *per);
+    for (size_t i = 0; i < take; i++) lists[c[i].table][per[c[i].table]++] = c[i].row;
+    for (int t = 0; t < d->num_tables && !st; t++) {
+        spine_store *old = m->stores[t], *hs;
+        char name[64];
+        dlrm_tensor_name(name, sizeof name, "emb_l", t, "weight");
+        const spine_tensor *w = st_find(&m->tensors, name);
+        st = spine_store_hot_create(old->name, w->data, old->rows, old->dim, old->rowtype, lists[t],
+                                    per[t], (size_t)-1, &hs, err);
+        if (!st) {
+            m->stores[t] = hs;
+            spine_store_free(old);
+        }
+    }
+out:
+    if (lists)
+        for (int t = 0; t < d->num_tables; t++) free(lists[t]);
+    free(lists);
+    free(per);
+    free(c);
+    return st;
+}
+
 const spine_model_desc *spine_model_describe(const spine_model *m) {
     return &m->desc;
 }

@@ -25,6 +25,13 @@ char *dlrm_config_to_json(const dlrm_config *c);
 spine_status dlrm_model_create(dlrm_config *cfg, spine_tensors *ts, spine_placement placement,
                                spine_model **out, spine_error *err);
 
+/* Hot tiers (RecNMP's hot-entry profiling + memory-side cache, in software). counts[t][row] is
+ * how often a profile saw each row; rows seen at least twice compete, hottest first across all
+ * tables, for budget_bytes in total; each table's store is replaced by a hot store. Call before
+ * the model serves. */
+spine_status dlrm_model_set_hot(spine_model *m, uint32_t *const *counts, size_t budget_bytes,
+                                spine_error *err);
+
 /* Tensor names, following the facebookresearch/dlrm state_dict (Linear layers at even
  * positions of nn.Sequential, activations between them). */
 void dlrm_tensor_name(char *buf, size_t n, const char *kind, int layer, const char *what);
@@ -69,8 +76,24 @@ typedef struct dlrm_inputs {
     int64_t nvalues;
 } dlrm_inputs;
 
-/* B samples, `lookups` indices per bag drawn uniformly from each table, dense in [0, 1). */
+/* How indices are drawn: uniformly (alpha 0), or Zipf(alpha) over ranks that an affine
+ * permutation per table scatters across its rows (hot rows are not the first rows). */
+typedef struct dlrm_index_dist {
+    double alpha;
+    uint64_t seed; /* of the permutation: the same for a trace and the inputs it profiles */
+} dlrm_index_dist;
+/* The permutation of table t's rows under dist: row(rank k) = (a k + b) mod n, gcd(a, n) = 1. */
+typedef struct dlrm_perm {
+    uint64_t a, b, n;
+} dlrm_perm;
+void dlrm_perm_init(const dlrm_index_dist *dist, int t, int64_t rows, dlrm_perm *p);
+static inline int64_t dlrm_perm_row(const dlrm_perm *p, uint64_t k) {
+    return (int64_t)(((unsigned __int128)p->a * k + p->b) % p->n);
+}
+
+/* B samples, `lookups` indices per bag from dist (NULL: uniform), dense in [0, 1). */
 spine_status dlrm_inputs_random(const spine_model_desc *d, int32_t batch, int lookups,
-                                bool weighted, spine_rng *rng, dlrm_inputs *out, spine_error *err);
+                                bool weighted, const dlrm_index_dist *dist, spine_rng *rng,
+                                dlrm_inputs *out, spine_error *err);
 void dlrm_inputs_free(dlrm_inputs *in);
 #endif

@@ -11,8 +11,26 @@ void dlrm_inputs_free(dlrm_inputs *in) {
     memset(in, 0, sizeof *in);
 }
 
+static uint64_t gcd64(uint64_t a, uint64_t b) {
+    while (b) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+void dlrm_perm_init(const dlrm_index_dist *dist, int t, int64_t rows, dlrm_perm *p) {
+    uint64_t n = rows > 0 ? (uint64_t)rows : 1,
+             h = spine_hash64(dist->seed * 1000003u + (uint64_t)t);
+    uint64_t a = (h | 1) % n, b = spine_hash64(h) % n;
+    while (n > 1 && gcd64(a, n) != 1) a = (a + 1) % n; /* an affine map mod n: a bijection */
+    *p = (dlrm_perm){n > 1 ? a : 0, n > 1 ? b : 0, n};
+}
+
 spine_status dlrm_inputs_random(const spine_model_desc *d, int32_t batch, int lookups,
-                                bool weighted, spine_rng *rng, dlrm_inputs *in, spine_error *err) {
+                                bool weighted, const dlrm_index_dist *dist, spine_rng *rng,
+                                dlrm_inputs *in, spine_error *err) {
     memset(in, 0, sizeof *in);
     if (batch < 0 || lookups < 0) return spine_fail(err, SPINE_ERR_INVALID, "bad batch or lookups");
     size_t B = (size_t)batch, T = (size_t)d->num_tables, L = (size_t)lookups;
@@ -28,10 +46,19 @@ spine_status dlrm_inputs_random(const spine_model_desc *d, int32_t batch, int lo
     for (size_t i = 0; i < B * (size_t)d->num_dense; i++) in->dense[i] = spine_rng_uniform(rng);
     size_t k = 0;
     for (size_t t = 0; t < T; t++) {
+        uint64_t rows = (uint64_t)d->tables[t].rows;
+        spine_zipf z;
+        dlrm_perm perm;
+        bool skew = dist && dist->alpha > 0;
+        if (skew) {
+            spine_zipf_init(&z, rows, dist->alpha);
+            dlrm_perm_init(dist, (int)t, (int64_t)rows, &perm);
+        }
         for (size_t i = 0; i < B; i++) {
             in->lengths[t * B + i] = (int32_t)L;
             for (size_t j = 0; j < L; j++) {
-                in->values[k] = (int64_t)spine_rng_below(rng, (uint64_t)d->tables[t].rows);
+                in->values[k] = skew ? dlrm_perm_row(&perm, spine_zipf_draw(&z, rng))
+                                     : (int64_t)spine_rng_below(rng, rows);
                 if (weighted) in->weights[k] = spine_rng_uniform(rng);
                 k++;
             }

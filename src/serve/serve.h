@@ -69,7 +69,7 @@ struct request {
     double t_arrival, deadline;
     atomic_int parts_left;
     atomic_int failed; /* 0, or an HTTP status */
-    char fail_msg[256];
+    char fail_msg[sizeof(((spine_error *)0)->msg)];
     fail_reason reason;
     request_done_fn done;
     void *done_arg;

@@ -1,5 +1,6 @@
 /* store_mem.c: the memory store: rows held in memory (or a mapped file) in one of the row
- * layouts, read by the fastest SLS kernel this CPU runs. It borrows its rows. */
+ * layouts, read by the fastest SLS kernel this CPU runs; it borrows its rows. And its variant
+ * with a hot tier: a compact copy of the hottest rows, found through a bitmap + rank array. */
 #include "../kernels/kernels.h"
 
 #include <stdatomic.h>
@@ -10,7 +11,12 @@ typedef struct store_mem {
     spine_store base;
     sls_table table;
     sls_fn kernel;
-    atomic_uint_fast64_t lookups, rows_read;
+    atomic_uint_fast64_t lookups, rows_read, hits;
+    /* hot tier (owned), or NULLs */
+    uint64_t *bits;
+    uint32_t *rank;
+    uint8_t *hot;
+    size_t hot_bytes;
 } store_mem;
 
 static spine_status mem_lookup(spine_store *s, const spine_bags *b, spine_error *err) {
@@ -20,6 +26,12 @@ static spine_status mem_lookup(spine_store *s, const spine_bags *b, spine_error 
     atomic_fetch_add_explicit(&m->lookups, (uint64_t)b->nbags, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->rows_read, (uint64_t)(b->offsets[b->nbags] - b->offsets[0]),
                               memory_order_relaxed);
+    if (m->bits) { /* count hot rows: the bitmap is cache-resident, this pass is cheap */
+        uint64_t h = 0;
+        for (int64_t p = b->offsets[0]; p < b->offsets[b->nbags]; p++)
+            h += (m->bits[b->indices[p] >> 6] >> (b->indices[p] & 63)) & 1;
+        atomic_fetch_add_explicit(&m->hits, h, memory_order_relaxed);
+    }
     return SPINE_OK;
 }
 
@@ -27,9 +39,17 @@ static void mem_stats(const spine_store *s, spine_store_stats *out) {
     store_mem *m = (store_mem *)s;
     out->lookups = atomic_load_explicit(&m->lookups, memory_order_relaxed);
     out->rows_read = atomic_load_explicit(&m->rows_read, memory_order_relaxed);
+    out->hits = atomic_load_explicit(&m->hits, memory_order_relaxed);
 }
 
 static void mem_destroy(spine_store *s) {
+    store_mem *m = (store_mem *)s;
+    free(m->bits);
+    free(m->rank);
+    if (m->hot_bytes >= ((size_t)2 << 20))
+        spine_free_huge(m->hot, m->hot_bytes);
+    else
+        spine_free_aligned(m->hot);
     free(s);
 }
 
@@ -41,8 +61,8 @@ spine_status spine_store_mem_create(const char *name, const void *data, int64_t 
     if (rows <= 0 || dim <= 0 || (rows > 0 && !data))
         return spine_fail(err, SPINE_ERR_INVALID, "table '%s': %lld rows of dim %d", name,
                           (long long)rows, dim);
-    sls_fn k = sls_kernel(rowtype, sls_best_isa());
-    if (!k) k = sls_kernel(rowtype, SLS_ISA_SCALAR);
+    sls_fn k = sls_kernel(rowtype, sls_best_isa(), false);
+    if (!k) k = sls_kernel(rowtype, SLS_ISA_SCALAR, false);
     store_mem *m = calloc(1, sizeof *m);
     if (!m) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
     m->base.ops = &mem_ops;
@@ -50,8 +70,68 @@ spine_status spine_store_mem_create(const char *name, const void *data, int64_t 
     m->base.rows = rows;
     m->base.dim = dim;
     m->base.rowtype = rowtype;
-    m->table = (sls_table){data, rows, spine_row_bytes(rowtype, dim), dim, rowtype};
+    m->table = (sls_table){.data = data,
+                           .rows = rows,
+                           .row_bytes = spine_row_bytes(rowtype, dim),
+                           .dim = dim,
+                           .rowtype = rowtype};
     m->kernel = k;
     *out = &m->base;
     return SPINE_OK;
+}
+
+size_t spine_store_hot_bytes(const spine_store *s) {
+    return s->ops == &mem_ops ? ((const store_mem *)s)->hot_bytes : 0;
+}
+
+spine_status spine_store_hot_create(const char *name, const void *data, int64_t rows, int dim,
+                                    spine_rowtype rowtype, const int64_t *hot, size_t nhot,
+                                    size_t budget_bytes, spine_store **out, spine_error *err) {
+    spine_status st = spine_store_mem_create(name, data, rows, dim, rowtype, out, err);
+    if (st) return st;
+    store_mem *m = (store_mem *)*out;
+    size_t rb = m->table.row_bytes, words = (size_t)(rows + 63) / 64;
+    size_t want = SPINE_MIN(nhot, budget_bytes / rb);
+    m->bits = calloc(words, sizeof *m->bits);
+    m->rank = calloc(words, sizeof *m->rank);
+    if (!m->bits || !m->rank) goto nomem;
+    size_t n = 0;
+    for (size_t i = 0; i < nhot && n < want; i++) {
+        int64_t r = hot[i];
+        if (r < 0 || r >= rows) {
+            spine_store_free(*out);
+            *out = NULL;
+            return spine_fail(err, SPINE_ERR_RANGE, "table '%s': hot row %lld outside [0, %lld)",
+                              name, (long long)r, (long long)rows);
+        }
+        uint64_t bit = 1ull << (r & 63);
+        if (!(m->bits[r >> 6] & bit)) { /* a profile may repeat a row: count it once */
+            m->bits[r >> 6] |= bit;
+            n++;
+        }
+    }
+    m->hot_bytes = n * rb;
+    m->hot = n == 0                              ? NULL
+             : m->hot_bytes >= ((size_t)2 << 20) ? spine_alloc_huge(m->hot_bytes)
+                                                 : spine_alloc_aligned(m->hot_bytes);
+    if (n && !m->hot) goto nomem;
+    uint32_t acc = 0; /* hot rows are stored in index order; rank = hot rows before each word */
+    for (size_t w = 0; w < words; w++) {
+        m->rank[w] = acc;
+        for (uint64_t bits = m->bits[w]; bits; bits &= bits - 1) {
+            size_t r = w * 64 + (size_t)__builtin_ctzll(bits);
+            memcpy(m->hot + (size_t)acc * rb, (const uint8_t *)data + r * rb, rb);
+            acc++;
+        }
+    }
+    m->table.hot_bits = m->bits;
+    m->table.hot_rank = m->rank;
+    m->table.hot_data = m->hot;
+    sls_fn hk = sls_kernel(rowtype, sls_best_isa(), true);
+    m->kernel = hk ? hk : sls_kernel(rowtype, SLS_ISA_SCALAR, true);
+    return SPINE_OK;
+nomem:
+    spine_store_free(*out);
+    *out = NULL;
+    return spine_fail(err, SPINE_ERR_NOMEM, "table '%s': cannot allocate the hot tier", name);
 }

@@ -95,7 +95,8 @@ static void chunked_and_threaded_runs_agree(void **state) {
         spine_rng_seed(&r, 11);
         dlrm_inputs in;
         assert_int_equal(
-            dlrm_inputs_random(spine_model_describe(m), 150, 20, rt == 0, &r, &in, NULL), SPINE_OK);
+            dlrm_inputs_random(spine_model_describe(m), 150, 20, rt == 0, NULL, &r, &in, NULL),
+            SPINE_OK);
         float a[150], b[150], c[150], e[150];
         run_model(m, 256, 1, SPINE_SCHED_TABLE, &in, a);
         run_model(m, 7, 1, SPINE_SCHED_TABLE, &in, b);    /* runs of 7 */
@@ -134,8 +135,8 @@ static void one_model_serves_many_threads(void **state) {
     spine_rng r;
     spine_rng_seed(&r, 12);
     dlrm_inputs in;
-    assert_int_equal(dlrm_inputs_random(spine_model_describe(m), 100, 3, false, &r, &in, NULL),
-                     SPINE_OK);
+    assert_int_equal(
+        dlrm_inputs_random(spine_model_describe(m), 100, 3, false, NULL, &r, &in, NULL), SPINE_OK);
     float ref[100], outs[4][100];
     spine_ctx *ctx;
     assert_int_equal(spine_ctx_create(m, 32, NULL, &ctx, NULL), SPINE_OK);

@@ -27,7 +27,7 @@ static void make_case(sls_case *c, spine_rng *r, spine_rowtype rt, int dim, int6
         sls_encode_row(rt, row, dim, c->data + (size_t)i * rb);
     }
     free(row);
-    c->t = (sls_table){c->data, rows, rb, dim, rt};
+    c->t = (sls_table){.data = c->data, .rows = rows, .row_bytes = rb, .dim = dim, .rowtype = rt};
     c->offsets = malloc(((size_t)nbags + 1) * sizeof *c->offsets);
     c->offsets[0] = 0;
     for (int i = 0; i < nbags; i++) {
@@ -73,7 +73,7 @@ static void free_case(sls_case *c) {
 }
 
 static void check_against_reference(spine_rowtype rt, sls_isa isa) {
-    sls_fn k = sls_kernel(rt, isa);
+    sls_fn k = sls_kernel(rt, isa, false);
     if (!k) {
         print_message("  (skipping %s on %s: not available)\n", spine_rowtype_name(rt),
                       sls_isa_name(isa));
@@ -133,10 +133,14 @@ static void empty_bags_write_zeros(void **s) {
     (void)s;
     for (int rt = 0; rt < 4; rt++) {
         for (int isa = 0; isa < 2; isa++) {
-            sls_fn k = sls_kernel((spine_rowtype)rt, (sls_isa)isa);
+            sls_fn k = sls_kernel((spine_rowtype)rt, (sls_isa)isa, false);
             if (!k) continue;
             uint8_t row[64] = {0};
-            sls_table t = {row, 1, spine_row_bytes((spine_rowtype)rt, 9), 9, (spine_rowtype)rt};
+            sls_table t = {.data = row,
+                           .rows = 1,
+                           .row_bytes = spine_row_bytes((spine_rowtype)rt, 9),
+                           .dim = 9,
+                           .rowtype = (spine_rowtype)rt};
             int64_t off[3] = {0, 0, 0};
             float out[18];
             for (int i = 0; i < 18; i++) out[i] = 42.0f;
@@ -164,7 +168,11 @@ static void quantization_error_is_bounded(void **s) {
                 hi = fmaxf(hi, in[d]);
             }
             sls_encode_row((spine_rowtype)rt, in, dim, enc);
-            sls_table t = {enc, 1, spine_row_bytes((spine_rowtype)rt, dim), dim, (spine_rowtype)rt};
+            sls_table t = {.data = enc,
+                           .rows = 1,
+                           .row_bytes = spine_row_bytes((spine_rowtype)rt, dim),
+                           .dim = dim,
+                           .rowtype = (spine_rowtype)rt};
             sls_decode_row(&t, 0, out);
             /* half a step of the quantizer (plus fp16 rounding of scale and bias for int4) */
             float step = rt == SPINE_ROW_INT8   ? (hi - lo) / 255

@@ -2,6 +2,8 @@
  * batches are refused, statistics count. */
 #include "test_util.h"
 
+#include "../../src/kernels/kernels.h"
+
 static spine_store *make_store(float *rows, int64_t n, int dim) {
     for (int64_t i = 0; i < n * dim; i++) rows[i] = (float)i;
     spine_store *s;
@@ -77,12 +79,94 @@ static void create_refuses_empty_tables(void **state) {
                       SPINE_ERR_INVALID, "dim 0");
 }
 
+static void hot_store_returns_exactly_what_the_plain_store_returns(void **state) {
+    (void)state;
+    spine_rng r;
+    spine_rng_seed(&r, 31);
+    for (int rt = 0; rt < 4; rt++) {
+        const int dim = 37; /* not a multiple of the vector width */
+        const int64_t rows = 5000;
+        size_t rb = spine_row_bytes((spine_rowtype)rt, dim);
+        uint8_t *data = malloc((size_t)rows * rb);
+        for (size_t i = 0; i < (size_t)rows * rb; i++) data[i] = (uint8_t)spine_rng_next(&r);
+        if (rt == SPINE_ROW_F32 || rt == SPINE_ROW_F16) { /* avoid NaN bit patterns */
+            float f[64];
+            for (int64_t i = 0; i < rows; i++) {
+                for (int d = 0; d < dim; d++) f[d] = spine_rng_normal(&r);
+                if (rt == SPINE_ROW_F32)
+                    memcpy(data + (size_t)i * rb, f, rb);
+                else
+                    for (int d = 0; d < dim; d++) {
+                        uint16_t h = spine_f32_to_f16(f[d]);
+                        memcpy(data + (size_t)i * rb + 2 * (size_t)d, &h, 2);
+                    }
+            }
+        } else { /* finite scale and bias */
+            for (int64_t i = 0; i < rows; i++) {
+                float f[64];
+                for (int d = 0; d < dim; d++) f[d] = spine_rng_normal(&r);
+                sls_encode_row((spine_rowtype)rt, f, dim, data + (size_t)i * rb);
+            }
+        }
+        int64_t hot[800]; /* the hot list repeats some rows and includes the last */
+        for (int i = 0; i < 800; i++)
+            hot[i] = i == 0 ? rows - 1 : (int64_t)spine_rng_below(&r, 1000);
+        int64_t off[65], idx[64 * 30];
+        off[0] = 0;
+        for (int bag = 0; bag < 64; bag++)
+            off[bag + 1] = off[bag] + (int64_t)spine_rng_below(&r, 30);
+        for (int64_t p = 0; p < off[64]; p++)
+            idx[p] = spine_rng_below(&r, 2) ? (int64_t)spine_rng_below(&r, 1000)
+                                            : (int64_t)spine_rng_below(&r, (uint64_t)rows);
+        float a[64 * 37], b[64 * 37];
+        spine_store *plain, *h;
+        assert_int_equal(
+            spine_store_mem_create("t", data, rows, dim, (spine_rowtype)rt, &plain, NULL),
+            SPINE_OK);
+        for (size_t budget = 0; budget <= 1002 * rb; budget += 334 * rb) { /* 0 .. all 1000 */
+            assert_int_equal(spine_store_hot_create("t", data, rows, dim, (spine_rowtype)rt, hot,
+                                                    800, budget, &h, NULL),
+                             SPINE_OK);
+            assert_true(spine_store_hot_bytes(h) <= budget);
+            for (int pool = 0; pool < 2; pool++) {
+                spine_bags ba = {64, off, idx, NULL, (spine_pooling)pool, a, 37};
+                spine_bags bb = {64, off, idx, NULL, (spine_pooling)pool, b, 37};
+                assert_int_equal(spine_store_lookup(plain, &ba, NULL), SPINE_OK);
+                assert_int_equal(spine_store_lookup(h, &bb, NULL), SPINE_OK);
+                assert_memory_equal(a, b, sizeof a);
+            }
+            spine_store_stats st;
+            spine_store_stats_get(h, &st);
+            assert_true(st.hits <= st.rows_read);
+            if (budget >= 1000 * rb) { /* every listed row is hot: hits are exactly countable */
+                uint64_t want = 0;
+                for (int64_t p = 0; p < off[64]; p++) {
+                    bool listed = false;
+                    for (int i = 0; i < 800 && !listed; i++) listed = hot[i] == idx[p];
+                    want += listed;
+                }
+                assert_int_equal(st.hits, 2 * want); /* two lookups: sum and mean */
+            }
+            if (budget > 0) assert_true(st.hits > 0);
+            if (budget == 0) assert_int_equal(st.hits, 0);
+            spine_store_free(h);
+        }
+        int64_t bad = rows;
+        assert_fails_with(spine_store_hot_create("t", data, rows, dim, (spine_rowtype)rt, &bad, 1,
+                                                 1 << 20, &h, err),
+                          SPINE_ERR_RANGE, "hot row");
+        spine_store_free(plain);
+        free(data);
+    }
+}
+
 int test_group_store(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(out_of_range_index_names_table_and_position),
         cmocka_unit_test(malformed_batches_are_refused),
         cmocka_unit_test(lookups_pool_rows_and_count),
         cmocka_unit_test(create_refuses_empty_tables),
+        cmocka_unit_test(hot_store_returns_exactly_what_the_plain_store_returns),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
