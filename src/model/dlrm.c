@@ -270,6 +270,7 @@ spine_status dlrm_model_set_hot(spine_model *m, uint32_t *const *counts, size_t 
     memset(per, 0, (size_t)d->num_tables * sizeof *per);
     for (size_t i = 0; i < take; i++) lists[c[i].table][per[c[i].table]++] = c[i].row;
     for (int t = 0; t < d->num_tables && !st; t++) {
+        if (!per[t]) continue; /* nothing hot here: the plain store, without the per-row check */
         spine_store *old = m->stores[t], *hs;
         char name[64];
         dlrm_tensor_name(name, sizeof name, "emb_l", t, "weight");
