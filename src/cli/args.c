@@ -151,7 +151,7 @@ void cli_print_placement(FILE *f, const spine_model_desc *d) {
             (double)d->emb_bytes_huge / 1e9);
     if (backed >= 0)
         fprintf(f, " (%.3f GB of this process on huge pages now)", (double)backed / 1e9);
-    if (d->emb_bytes_huge == 0) fprintf(f, "; the rest read from the mapped file on 4 KiB pages");
+    if (d->emb_bytes_huge < d->emb_bytes) fprintf(f, "; the rest on 4 KiB pages");
     fprintf(f, "\n");
 }
 

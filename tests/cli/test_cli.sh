@@ -72,6 +72,7 @@ check "bench --json parses" python3 -c "import json,sys; [json.loads(l) for l in
 check "bench table" bash -c "'$SPINE' bench --preset tiny --batch 2 --seconds 0.02 --threads 2 | grep -q 'samples/s'"
 check "demo" bash -c "'$SPINE' demo | grep -q 'p(click)'"
 check "bench membw runs" bash -c "'$SPINE' bench membw --mib 64 --threads 1 --seconds 0.05 --repeat 1 --json | grep -q lines_per_s"
+check "bench --zipf --hot-mb serves rows from hot tiers" bash -c "'$SPINE' bench --preset rmc2 --rows-scale 0.01 --zipf 1.2 --hot-mb 1 --batch 16 --seconds 0.1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"hit_rate\"] > 0.3 else 1)'"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
