@@ -110,11 +110,17 @@ spine_status spine_store_hot_create(const char *name, const void *data, int64_t 
             n++;
         }
     }
+    if (n == 0) { /* nothing hot: a plain store, without the per-row check */
+        free(m->bits);
+        free(m->rank);
+        m->bits = NULL;
+        m->rank = NULL;
+        return SPINE_OK;
+    }
     m->hot_bytes = n * rb;
-    m->hot = n == 0                              ? NULL
-             : m->hot_bytes >= ((size_t)2 << 20) ? spine_alloc_huge(m->hot_bytes)
-                                                 : spine_alloc_aligned(m->hot_bytes);
-    if (n && !m->hot) goto nomem;
+    m->hot = m->hot_bytes >= ((size_t)2 << 20) ? spine_alloc_huge(m->hot_bytes)
+                                               : spine_alloc_aligned(m->hot_bytes);
+    if (!m->hot) goto nomem;
     uint32_t acc = 0; /* hot rows are stored in index order; rank = hot rows before each word */
     for (size_t w = 0; w < words; w++) {
         m->rank[w] = acc;
