@@ -442,11 +442,6 @@ bool json_get_i64(const json_doc *d, const json_node *n, int64_t *out) {
     return true;
 }
 
-const char *json_type_name(json_type t) {
-    static const char *names[] = {"null", "false", "true", "number", "string", "array", "object"};
-    return (unsigned)t < SPINE_ARRAY_LEN(names) ? names[t] : "?";
-}
-
 void json_write_string(spine_buf *b, const char *s, size_t len) {
     spine_buf_append(b, "\"", 1);
     for (size_t i = 0; i < len; i++) {

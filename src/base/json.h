@@ -62,7 +62,6 @@ const json_node *json_next(const json_doc *d, const json_node *n);
 /* Exact integers from a number's text: fail on fractions, exponents or overflow. */
 bool json_get_i64(const json_doc *d, const json_node *n, int64_t *out);
 bool json_get_u64(const json_doc *d, const json_node *n, uint64_t *out);
-const char *json_type_name(json_type t);
 
 /* Writer helpers on spine_buf. */
 void json_write_string(spine_buf *b, const char *s, size_t len);
