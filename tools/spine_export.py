@@ -22,15 +22,18 @@ _DT_REV = {np.dtype(v): k for k, v in _DT.items()}
 
 
 def st_write(path, tensors, metadata=None):
-    """Write {name: np.ndarray} as safetensors (offsets in insertion order)."""
+    """Write {name: np.ndarray} as safetensors (offsets in insertion order). A value may also
+    be ("BF16", uint16 array) for bfloat16 bits."""
     header, off, blobs = {}, 0, []
     if metadata:
         header["__metadata__"] = metadata
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        if arr.dtype == np.dtype("uint16") and name.endswith("#bf16"):
-            raise ValueError("use st_write_raw for bf16")
-        dt = _DT_REV[arr.dtype]
+        if isinstance(arr, tuple):
+            dt, arr = arr
+            arr = np.ascontiguousarray(arr)
+        else:
+            arr = np.ascontiguousarray(arr)
+            dt = _DT_REV[arr.dtype]
         b = arr.tobytes()
         header[name] = {"dtype": dt, "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
         off += len(b)

@@ -51,5 +51,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_load(int argc, char **argv);
+int cmd_moe(int argc, char **argv);
 
 #endif

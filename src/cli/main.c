@@ -14,6 +14,10 @@ static void usage(void) {
            "  model info    describe a model folder\n"
            "  infer         run a model on a Criteo TSV or safetensors batch file\n"
            "  bench         measure samples/s and latency percentiles per batch size\n"
+           "  moe gen       generate a Mixture-of-Experts model folder (moe-tiny, mixtral-mini, "
+           "moe-lm)\n"
+           "  moe info      describe a MoE model folder\n"
+           "  moe run       prefill + greedy decode with static or dynamic gating\n"
            "  demo          generate the built-in default model and run a sample batch\n"
            "  version       print the version\n\n"
            "'spine <command> --help' describes a command's options.\n",
@@ -31,6 +35,7 @@ int main(int argc, char **argv) {
     if (strcmp(c, "bench") == 0) return cmd_bench(argc - 2, argv + 2);
     if (strcmp(c, "demo") == 0) return cmd_demo(argc - 2, argv + 2);
     if (strcmp(c, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+    if (strcmp(c, "moe") == 0) return cmd_moe(argc - 2, argv + 2);
     if (strcmp(c, "load") == 0) return cmd_load(argc - 2, argv + 2);
     if (strcmp(c, "version") == 0 || strcmp(c, "--version") == 0) {
         printf("spine %s\n", spine_version());

@@ -1,0 +1,471 @@
+/* cmd_moe.c: `spine moe gen | info | run`: MoE transformer models from presets, their
+ * description, and prefill + greedy decode (or an encoder pass) with static or dynamic gating,
+ * reporting tokens/s per phase, the gating report and bandwidth / FLOP figures. */
+#include "cli.h"
+
+#include "../moe/moe.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static bool parse_dtype(const char *v, spine_dtype *dt) {
+    if (!v || strcmp(v, "f32") == 0)
+        *dt = SPINE_DT_F32;
+    else if (strcmp(v, "bf16") == 0)
+        *dt = SPINE_DT_BF16;
+    else {
+        fprintf(stderr, "spine moe: --dtype must be f32 or bf16, not '%s'\n", v);
+        return false;
+    }
+    return true;
+}
+
+/* --preset, --dtype, --moe-every, --layers, --experts into a config */
+static bool preset_config(const cli_opt *o, int n, moe_config *c, spine_dtype *dt) {
+    spine_error err = {0};
+    if (moe_preset_config(cli_get(o, n, "preset"), c, &err)) {
+        fprintf(stderr, "spine moe: %s\n", err.msg);
+        return false;
+    }
+    if (!parse_dtype(cli_get(o, n, "dtype"), dt)) return false;
+    c->dtype = *dt;
+    const char *v;
+    long long x;
+    if ((v = cli_get(o, n, "moe-every"))) {
+        if (!cli_int("--moe-every", v, 1, MOE_MAX_LAYERS, &x)) return false;
+        c->moe_every = (int)x;
+    }
+    if ((v = cli_get(o, n, "layers"))) {
+        if (!cli_int("--layers", v, 1, MOE_MAX_LAYERS, &x)) return false;
+        c->layers = (int)x;
+    }
+    if ((v = cli_get(o, n, "experts"))) {
+        if (!cli_int("--experts", v, c->top_k, MOE_MAX_EXPERTS, &x)) return false;
+        c->experts = (int)x;
+    }
+    if ((v = cli_get(o, n, "top-k"))) {
+        if (!cli_int("--top-k", v, 1, SPINE_MIN(8, c->experts), &x)) return false;
+        c->top_k = (int)x;
+    }
+    return true;
+}
+
+static spine_pool *make_pool(const char *cmd, const char *v) {
+    long long threads = 2;
+    if (v && !cli_int("--threads", v, 1, 256, &threads)) return NULL;
+    spine_error err = {0};
+    spine_pool *pool = NULL;
+    if (spine_pool_create((int)threads, &pool, &err)) {
+        cli_print_error(cmd, &err);
+        return NULL;
+    }
+    return pool;
+}
+
+static int moe_gen(int argc, char **argv) {
+    cli_opt o[] = {
+        {"preset", true, "moe-tiny | mixtral-mini | moe-lm", NULL},
+        {"dtype", true, "weights: f32 (default) | bf16", NULL},
+        {"moe-every", true, "an MoE block every N layers, dense SwiGLU elsewhere (default 1)",
+         NULL},
+        {"layers", true, "override the preset's layer count", NULL},
+        {"experts", true, "override the preset's expert count", NULL},
+        {"top-k", true, "override the preset's experts per token", NULL},
+        {"seed", true, "random seed (default 1)", NULL},
+        {"threads", true, "generation threads (default 2)", NULL},
+        {"o", true, "output folder", NULL},
+        {"help", false, "this text", NULL},
+    };
+    int n = (int)SPINE_ARRAY_LEN(o), npos;
+    if (cli_parse("moe gen", argc, argv, o, n, NULL, 0, &npos)) return 2;
+    if (cli_get(o, n, "help")) {
+        cli_usage("usage: spine moe gen --preset NAME [--dtype f32|bf16] [--moe-every N] -o DIR", o,
+                  n);
+        return 0;
+    }
+    const char *out = cli_get(o, n, "o"), *v;
+    if (!cli_get(o, n, "preset") || !out) {
+        fprintf(stderr, "spine moe gen: --preset and -o are required\n");
+        return 2;
+    }
+    moe_config c;
+    spine_dtype dt;
+    if (!preset_config(o, n, &c, &dt)) return 2;
+    long long seed = 1;
+    if ((v = cli_get(o, n, "seed")) && !cli_int("--seed", v, 0, INT64_MAX, &seed)) return 2;
+    spine_pool *pool = make_pool("moe gen", cli_get(o, n, "threads"));
+    if (!pool) return 2;
+    spine_error err = {0};
+    spine_tensors ts;
+    cli_progress gp = {.label = "generating weights"}, wp = {.label = "writing model.safetensors"};
+    int rc = 1;
+    char *cfg = NULL;
+    if (spine_mkdir_p(out, &err) ||
+        moe_gen_tensors(&c, dt, (uint64_t)seed, pool, cli_progress_cb, &gp, &ts, &err))
+        goto done;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    char meta[128];
+    snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"generator\":\"spine moe gen\"}");
+    spine_status st = st_write(path, &ts, meta, cli_progress_cb, &wp, &err);
+    st_free(&ts);
+    if (st) goto done;
+    cfg = moe_config_to_json(&c);
+    snprintf(path, sizeof path, "%s/config.json", out);
+    if (!cfg) {
+        spine_fail(&err, SPINE_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if (spine_write_file(path, cfg, strlen(cfg), &err)) goto done;
+    printf("wrote %s (%s, %s)\n", out, cli_get(o, n, "preset"),
+           dt == SPINE_DT_BF16 ? "bf16" : "f32");
+    rc = 0;
+done:
+    if (rc) cli_print_error("moe gen", &err);
+    free(cfg);
+    spine_pool_free(pool);
+    return rc;
+}
+
+static void print_info(const moe_model *m) {
+    const moe_config *c = &m->c;
+    int nmoe = 0;
+    for (int i = 0; i < c->layers; i++) nmoe += m->layers[i].is_moe;
+    printf("model type:     %s (%s weights)\n", c->model_type, spine_dtype_name(m->embed.dt));
+    printf("layers:         %d (%d MoE, %d dense), hidden %d, FFN %d\n", c->layers, nmoe,
+           c->layers - nmoe, c->hidden, c->inter);
+    printf("attention:      %d heads, %d KV heads, head dim %d, RoPE theta %g, max %d positions\n",
+           c->heads, c->kv_heads, c->head_dim, c->rope_theta, c->max_pos);
+    printf("experts:        %d per MoE layer, top-%d%s\n", c->experts, c->top_k,
+           c->norm_topk ? " (gate weights renormalised)" : "");
+    printf("vocabulary:     %d%s\n", c->vocab, c->tie_embeddings ? " (tied embeddings)" : "");
+    printf("parameters:     %.3f M (%.3f GB), experts %.3f GB\n", (double)m->params / 1e6,
+           (double)m->weight_bytes / 1e9, (double)m->expert_bytes / 1e9);
+    printf("decode touches: %.3f GB of weights per token (batch 1)\n",
+           (double)moe_decode_bytes_per_token(m) / 1e9);
+    printf("files:          %d safetensors file%s\n", m->nfiles, m->nfiles == 1 ? "" : "s");
+    if (c->ignored[0]) printf("ignored keys:   %s\n", c->ignored);
+}
+
+static int moe_info(int argc, char **argv) {
+    cli_opt o[] = {
+        {"model", true, "model folder", NULL},
+        {"help", false, "this text", NULL},
+    };
+    int n = (int)SPINE_ARRAY_LEN(o), npos;
+    char *pos[1];
+    if (cli_parse("moe info", argc, argv, o, n, pos, 1, &npos)) return 2;
+    if (cli_get(o, n, "help")) {
+        cli_usage("usage: spine moe info --model DIR", o, n);
+        return 0;
+    }
+    const char *dir = cli_get(o, n, "model");
+    if (!dir && npos) dir = pos[0];
+    if (!dir) {
+        fprintf(stderr, "spine moe info: --model is required\n");
+        return 2;
+    }
+    spine_error err = {0};
+    moe_model *m = NULL;
+    if (moe_model_load(dir, SPINE_PLACE_MAP, &m, &err)) {
+        cli_print_error("moe info", &err);
+        return 1;
+    }
+    print_info(m);
+    moe_model_free(m);
+    return 0;
+}
+
+static bool add_copy(spine_tensors *ts, const char *name, spine_dtype dt, int nd,
+                     const int64_t *shape, const void *src, size_t bytes) {
+    void *p = spine_alloc_aligned(bytes ? bytes : 1);
+    if (!p) return false;
+    memcpy(p, src, bytes);
+    if (st_add_owned(ts, name, dt, nd, shape, p, bytes)) return true;
+    spine_free_aligned(p);
+    return false;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int moe_run(int argc, char **argv) {
+    cli_opt o[] = {
+        {"model", true, "model folder", NULL},
+        {"preset", true, "or: generate this preset in memory (moe-tiny | mixtral-mini | moe-lm)",
+         NULL},
+        {"dtype", true, "with --preset: f32 (default) | bf16", NULL},
+        {"moe-every", true, "with --preset: an MoE block every N layers", NULL},
+        {"layers", true, "with --preset: override the layer count", NULL},
+        {"experts", true, "with --preset: override the expert count", NULL},
+        {"top-k", true, "with --preset: override experts per token", NULL},
+        {"seed", true, "with --preset / --random: random seed (default 1)", NULL},
+        {"tokens", true, "token file: one sequence per line, ids separated by spaces", NULL},
+        {"random", true, "or: random prompts of N tokens", NULL},
+        {"batch", true, "sequences per batch (default: the file's, or 1)", NULL},
+        {"gen", true, "greedy decode steps after the prompt (default 16; 0 with --encoder)", NULL},
+        {"gating", true, "dynamic (default) | static", NULL},
+        {"capacity-factor", true, "static gating: capacity = ceil(CF * k * S / E) (default 1)",
+         NULL},
+        {"encoder", false, "bidirectional attention over the whole sequence, no decode", NULL},
+        {"threads", true, "threads (default 2)", NULL},
+        {"repeat", true, "run N times, report medians (default 1)", NULL},
+        {"placement", true, "weights: auto | map | huge (default auto)", NULL},
+        {"logits-out", true, "write logits, generated ids and drops to a safetensors file", NULL},
+        {"json", false, "print the report as one JSON object", NULL},
+        {"help", false, "this text", NULL},
+    };
+    int n = (int)SPINE_ARRAY_LEN(o), npos;
+    if (cli_parse("moe run", argc, argv, o, n, NULL, 0, &npos)) return 2;
+    if (cli_get(o, n, "help")) {
+        cli_usage(
+            "usage: spine moe run (--model DIR | --preset NAME) (--tokens FILE | --random N)\n"
+            "                     [--batch B] [--gen G] [--gating static|dynamic] "
+            "[--capacity-factor CF]",
+            o, n);
+        return 0;
+    }
+    const char *dir = cli_get(o, n, "model"), *preset = cli_get(o, n, "preset");
+    const char *tokfile = cli_get(o, n, "tokens"), *v;
+    if (!!dir == !!preset || !!tokfile == !!cli_get(o, n, "random")) {
+        fprintf(stderr, "spine moe run: give --model or --preset, and --tokens or --random\n");
+        return 2;
+    }
+    moe_run_opts ro = {.gating = MOE_GATING_DYNAMIC, .capacity_factor = 1.0};
+    ro.encoder = cli_get(o, n, "encoder") != NULL;
+    if ((v = cli_get(o, n, "gating"))) {
+        if (strcmp(v, "static") == 0)
+            ro.gating = MOE_GATING_STATIC;
+        else if (strcmp(v, "dynamic") != 0) {
+            fprintf(stderr, "spine moe run: --gating must be static or dynamic\n");
+            return 2;
+        }
+    }
+    if ((v = cli_get(o, n, "capacity-factor")) &&
+        !cli_double("--capacity-factor", v, 1e-6, 1e5, &ro.capacity_factor))
+        return 2;
+    long long batch = 0, gen = ro.encoder ? 0 : 16, randn = 0, seed = 1, repeat = 1;
+    if ((v = cli_get(o, n, "batch")) && !cli_int("--batch", v, 1, 65536, &batch)) return 2;
+    if ((v = cli_get(o, n, "gen")) && !cli_int("--gen", v, 0, 1 << 20, &gen)) return 2;
+    if ((v = cli_get(o, n, "random")) && !cli_int("--random", v, 1, 1 << 20, &randn)) return 2;
+    if ((v = cli_get(o, n, "seed")) && !cli_int("--seed", v, 0, INT64_MAX, &seed)) return 2;
+    if ((v = cli_get(o, n, "repeat")) && !cli_int("--repeat", v, 1, 1000, &repeat)) return 2;
+    if (ro.encoder && gen > 0) {
+        fprintf(stderr, "spine moe run: --encoder runs no decode steps (drop --gen)\n");
+        return 2;
+    }
+    spine_placement placement;
+    if (!cli_placement(cli_get(o, n, "placement"), &placement)) return 2;
+    bool json = cli_get(o, n, "json") != NULL;
+    const char *logits_out = cli_get(o, n, "logits-out");
+    ro.logits_all = logits_out != NULL;
+
+    /* prompts */
+    spine_error err = {0};
+    moe_tokens toks = {0};
+    if (tokfile) {
+        char *text = NULL;
+        size_t len = 0;
+        if (spine_read_file(tokfile, MOE_MAX_TOKEN_FILE, &text, &len, &err) ||
+            moe_tokens_parse(text, len, (int)batch, &toks, &err)) {
+            free(text);
+            spine_error_prefix(&err, "%s: ", tokfile);
+            cli_print_error("moe run", &err);
+            return 1;
+        }
+        free(text);
+        if (batch && toks.n_seq < batch) {
+            fprintf(stderr, "spine moe run: %s holds %d sequences, --batch asks for %lld\n",
+                    tokfile, toks.n_seq, batch);
+            moe_tokens_free(&toks);
+            return 1;
+        }
+    }
+    spine_pool *pool = make_pool("moe run", cli_get(o, n, "threads"));
+    if (!pool) {
+        moe_tokens_free(&toks);
+        return 2;
+    }
+    moe_model *m = NULL;
+    int rc = 1;
+    moe_ctx *ctx = NULL;
+    float *logits = NULL, *dec_logits = NULL;
+    int64_t *gen_ids = NULL, *step = NULL;
+    double *tp = NULL, *td = NULL;
+    uint64_t *pdrops = NULL;
+    if (dir) {
+        if (moe_model_load(dir, placement, &m, &err)) goto fail;
+    } else {
+        moe_config c;
+        spine_dtype dt;
+        if (!preset_config(o, n, &c, &dt)) {
+            rc = 2;
+            goto out;
+        }
+        spine_tensors ts;
+        cli_progress gp = {.label = "generating weights"};
+        if (moe_gen_tensors(&c, dt, (uint64_t)seed, pool, cli_progress_cb, &gp, &ts, &err) ||
+            moe_model_create(&c, &ts, &m, &err))
+            goto fail;
+    }
+    const moe_config *cf = &m->c;
+    if (!tokfile) {
+        int B = batch ? (int)batch : 1;
+        toks.ids = malloc((size_t)B * (size_t)randn * sizeof *toks.ids);
+        if (!toks.ids) {
+            spine_fail(&err, SPINE_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        toks.n_seq = B;
+        toks.len = (int)randn;
+        spine_rng r;
+        spine_rng_seed(&r, (uint64_t)seed * 7919 + 17);
+        for (size_t i = 0; i < (size_t)B * randn; i++)
+            toks.ids[i] = (int64_t)spine_rng_below(&r, (uint64_t)cf->vocab);
+    }
+    int B = toks.n_seq, T = toks.len, G = (int)gen;
+    ro.max_batch = B;
+    ro.max_seq = T + G;
+    if (moe_ctx_create(m, &ro, pool, &ctx, &err)) goto fail;
+    size_t V = (size_t)cf->vocab;
+    logits = malloc((size_t)B * (ro.logits_all ? (size_t)T : 1) * V * sizeof *logits);
+    dec_logits = malloc(((size_t)G + 1) * B * V * sizeof *dec_logits);
+    gen_ids = malloc(((size_t)G + 1) * B * sizeof *gen_ids);
+    step = malloc((size_t)B * sizeof *step);
+    pdrops = calloc((size_t)cf->layers, sizeof *pdrops);
+    tp = calloc((size_t)repeat, sizeof *tp);
+    td = calloc((size_t)repeat, sizeof *td);
+    if (!logits || !dec_logits || !gen_ids || !step || !tp || !td || !pdrops) {
+        spine_fail(&err, SPINE_ERR_NOMEM, "out of memory (logits)");
+        goto fail;
+    }
+    uint64_t prefill_flops = 0;
+    for (int r = 0; r < repeat; r++) {
+        moe_ctx_reset(ctx);
+        uint64_t f0 = moe_ctx_mm(ctx)->flops;
+        double t0 = spine_now();
+        if (moe_forward(ctx, toks.ids, B, T, logits, &err)) goto fail;
+        tp[r] = spine_now() - t0;
+        prefill_flops = moe_ctx_mm(ctx)->flops - f0;
+        memcpy(pdrops, moe_ctx_last_drops(ctx), (size_t)cf->layers * sizeof *pdrops);
+        /* greedy decode: the next id is the argmax of the last position's logits */
+        const float *last = logits;
+        size_t lstride = ro.logits_all ? (size_t)T * V : V;
+        size_t loff = ro.logits_all ? (size_t)(T - 1) * V : 0;
+        t0 = spine_now();
+        for (int g = 0; g < G; g++) {
+            for (int b = 0; b < B; b++) {
+                const float *l = last + (size_t)b * lstride + loff;
+                size_t best = 0;
+                for (size_t i = 1; i < V; i++)
+                    if (l[i] > l[best]) best = i;
+                step[b] = (int64_t)best;
+                gen_ids[(size_t)b * G + g] = (int64_t)best;
+            }
+            float *dl = dec_logits + (size_t)g * B * V;
+            if (moe_forward(ctx, step, B, 1, dl, &err)) goto fail;
+            last = dl;
+            lstride = V;
+            loff = 0;
+        }
+        td[r] = spine_now() - t0;
+    }
+    double tpm = median(tp, (int)repeat), tdm = G ? median(td, (int)repeat) : 0.0;
+    const moe_report *rep = moe_ctx_report(ctx);
+    uint64_t bpt = moe_decode_bytes_per_token(m);
+    double per_run = 1.0 / (double)repeat;
+    double waste = rep->assignments ? (double)rep->slots_computed / (double)rep->assignments : 0;
+    double prefill_tps = B * (double)T / tpm, decode_tps = G ? B * (double)G / tdm : 0.0;
+    double gflops = (double)prefill_flops / tpm / 1e9;
+    /* decode at batch 1 reads bpt bytes per step */
+    double dec_gbs = G ? (double)bpt * (G / tdm) / 1e9 : 0.0;
+    if (json) {
+        printf("{\"batch\": %d, \"prompt\": %d, \"gen\": %d, \"gating\": \"%s\", "
+               "\"capacity_factor\": %g, \"threads\": %d, \"repeat\": %lld, "
+               "\"prefill_s\": %.6f, \"prefill_tok_s\": %.3f, \"prefill_gflops\": %.3f, "
+               "\"decode_s\": %.6f, \"decode_tok_s\": %.3f, \"decode_weight_gb_s\": %.3f, "
+               "\"bytes_per_token\": %llu, \"assignments\": %.0f, \"dropped\": %.0f, "
+               "\"tokens_dropped\": %.0f, \"waste_factor\": %.4f, \"act_bytes_peak\": %llu}\n",
+               B, T, G, ro.gating == MOE_GATING_STATIC ? "static" : "dynamic",
+               ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0, spine_pool_size(pool),
+               repeat, tpm, prefill_tps, gflops, tdm, decode_tps, dec_gbs, (unsigned long long)bpt,
+               rep->assignments * per_run, rep->dropped * per_run, rep->tokens_dropped * per_run,
+               waste, (unsigned long long)rep->act_bytes_peak);
+    } else {
+        printf("model: %s, %d layers, %d experts top-%d, %s weights, %d threads\n",
+               dir ? dir : preset, cf->layers, cf->experts, cf->top_k,
+               spine_dtype_name(m->embed.dt), spine_pool_size(pool));
+        printf("%s: %d x %d tokens in %.3f s: %.1f tok/s, %.1f GFLOP/s in weight products\n",
+               ro.encoder ? "encode" : "prefill", B, T, tpm, prefill_tps, gflops);
+        if (G)
+            printf("decode:  %d x %d tokens in %.3f s: %.2f tok/s (%.2f GB/s of weights at %.3f "
+                   "GB per step)\n",
+                   B, G, tdm, decode_tps, dec_gbs, (double)bpt / 1e9);
+        printf("gating:  %s%s, %.0f assignments, %.0f dropped (%.0f tokens lost every "
+               "assignment), waste factor %.2f, MoE activation memory peak %.1f MB\n",
+               ro.gating == MOE_GATING_STATIC ? "static" : "dynamic",
+               ro.gating == MOE_GATING_STATIC ? "" : "", rep->assignments * per_run,
+               rep->dropped * per_run, rep->tokens_dropped * per_run, waste,
+               (double)rep->act_bytes_peak / 1e6);
+        if (ro.gating == MOE_GATING_STATIC)
+            printf("         capacity factor %g\n", ro.capacity_factor);
+        if (repeat > 1) printf("(medians of %lld runs)\n", repeat);
+    }
+    if (logits_out) {
+        /* the last run's logits: prefill [B, T, V], decode [G, B, V], ids [B, G], and the
+         * assignments each layer dropped in the prefill */
+        spine_tensors out = {0};
+        int64_t s1[3] = {B, T, (int64_t)V}, s2[3] = {G, B, (int64_t)V}, s3[2] = {B, G},
+                s4[1] = {cf->layers};
+        bool ok = add_copy(&out, "prefill_logits", SPINE_DT_F32, 3, s1, logits,
+                           (size_t)B * T * V * sizeof(float)) &&
+                  add_copy(&out, "prefill_drops", SPINE_DT_I64, 1, s4, pdrops,
+                           (size_t)cf->layers * sizeof(int64_t));
+        if (ok && G)
+            ok = add_copy(&out, "decode_logits", SPINE_DT_F32, 3, s2, dec_logits,
+                          (size_t)G * B * V * sizeof(float)) &&
+                 add_copy(&out, "generated", SPINE_DT_I64, 2, s3, gen_ids,
+                          (size_t)G * B * sizeof(int64_t));
+        if (!ok) {
+            st_free(&out);
+            spine_fail(&err, SPINE_ERR_NOMEM, "out of memory (logits output)");
+            goto fail;
+        }
+        spine_status st = st_write(logits_out, &out, NULL, NULL, NULL, &err);
+        st_free(&out);
+        if (st) goto fail;
+    }
+    rc = 0;
+    goto out;
+fail:
+    cli_print_error("moe run", &err);
+out:
+    free(logits);
+    free(dec_logits);
+    free(gen_ids);
+    free(step);
+    free(tp);
+    free(td);
+    free(pdrops);
+    moe_ctx_free(ctx);
+    moe_model_free(m);
+    moe_tokens_free(&toks);
+    spine_pool_free(pool);
+    return rc;
+}
+
+int cmd_moe(int argc, char **argv) {
+    const char *sub = argc > 0 ? argv[0] : "";
+    if (strcmp(sub, "gen") == 0) return moe_gen(argc - 1, argv + 1);
+    if (strcmp(sub, "info") == 0) return moe_info(argc - 1, argv + 1);
+    if (strcmp(sub, "run") == 0) return moe_run(argc - 1, argv + 1);
+    fprintf(stderr, "usage: spine moe gen | info | run [options]  ('spine moe run --help')\n");
+    return 2;
+}

@@ -1,0 +1,198 @@
+/* matmul.c: the weight-product driver (jobs split into row blocks over the pool), the scalar
+ * small-m kernel, BF16 widening and the BLAS path. See matmul.h. */
+#include "matmul.h"
+
+#include "kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+
+size_t mm_scratch_floats(int max_k) {
+    return (size_t)MM_BF16_BLOCK * (size_t)(max_k > 0 ? max_k : 1);
+}
+
+float mm_silu(float v) {
+    return v / (1.0f + expf(-v));
+}
+
+static inline float w_at(const mm_weight *w, size_t i) {
+    if (w->dt == SPINE_DT_BF16) return spine_bf16_to_f32(((const uint16_t *)w->data)[i]);
+    return ((const float *)w->data)[i];
+}
+
+void mm_small_scalar(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
+                     int ldy) {
+    for (int r = r0; r < r0 + nr; r++) {
+        size_t base = (size_t)r * (size_t)w->k;
+        for (int i = 0; i < m; i++) {
+            const float *xi = x + (size_t)i * ldx;
+            float s = 0.0f;
+            for (int k = 0; k < w->k; k++) s = fmaf(xi[k], w_at(w, base + k), s);
+            y[(size_t)i * ldy + r] = s;
+        }
+    }
+}
+
+static int have_avx2(void) {
+#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+    static int have = -1; /* a CPU property; racing writers store the same value */
+    if (have < 0) have = sls_best_isa() == SLS_ISA_AVX2;
+    return have;
+#else
+    return 0;
+#endif
+}
+
+static void small_rows(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
+                       int ldy) {
+    for (int i0 = 0; i0 < m; i0 += MM_SMALL_M) {
+        int mi = SPINE_MIN(MM_SMALL_M, m - i0);
+        const float *xi = x + (size_t)i0 * ldx;
+        float *yi = y + (size_t)i0 * ldy;
+#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+        if (have_avx2()) {
+            mm_small_avx2(xi, mi, ldx, w, r0, nr, yi, ldy);
+            continue;
+        }
+#endif
+        mm_small_scalar(xi, mi, ldx, w, r0, nr, yi, ldy);
+    }
+}
+
+/* y[:, r0:r0+nr] = x . W[r0:r0+nr]^T */
+static void product(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
+                    int ldy, float *scratch) {
+    if (m <= 2 * MM_SMALL_M) {
+        small_rows(x, m, ldx, w, r0, nr, y, ldy);
+        return;
+    }
+    int k = w->k;
+    if (w->dt == SPINE_DT_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nr, k, 1.0f, x, ldx,
+                    (const float *)w->data + (size_t)r0 * k, k, 0.0f, y + r0, ldy);
+        return;
+    }
+    const uint16_t *src = w->data;
+    for (int b = r0; b < r0 + nr; b += MM_BF16_BLOCK) {
+        int nb = SPINE_MIN(MM_BF16_BLOCK, r0 + nr - b);
+        const uint16_t *s = src + (size_t)b * k;
+        size_t cnt = (size_t)nb * k;
+        uint32_t *d = (uint32_t *)scratch;
+        for (size_t i = 0; i < cnt; i++) d[i] = (uint32_t)s[i] << 16; /* exact widening */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nb, k, 1.0f, x, ldx, scratch, k,
+                    0.0f, y + b, ldy);
+    }
+}
+
+void mm_job_rows(const mm_job *j, int r0, int nr, float *scratch) {
+    product(j->x, j->m, j->ldx, &j->w, r0, nr, j->y, j->ldy, scratch);
+    if (!j->w3.data) return;
+    product(j->x, j->m, j->ldx, &j->w3, r0, nr, j->y3, j->ldy, scratch);
+    for (int i = 0; i < j->m; i++) {
+        float *y = j->y + (size_t)i * j->ldy + r0;
+        const float *y3 = j->y3 + (size_t)i * j->ldy + r0;
+#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+        if (have_avx2()) {
+            mm_swiglu_avx2(y, y3, nr);
+            continue;
+        }
+#endif
+        for (int r = 0; r < nr; r++) y[r] = mm_silu(y[r]) * y3[r];
+    }
+}
+
+spine_status mm_ctx_init(mm_ctx *c, spine_pool *pool, int max_k, spine_error *err) {
+    memset(c, 0, sizeof *c);
+    c->pool = pool;
+    c->nthreads = pool ? spine_pool_size(pool) : 1;
+    c->scratch = calloc((size_t)c->nthreads, sizeof *c->scratch);
+    if (!c->scratch) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    for (int t = 0; t < c->nthreads; t++) {
+        c->scratch[t] = spine_alloc_aligned(mm_scratch_floats(max_k) * sizeof(float));
+        if (!c->scratch[t]) {
+            mm_ctx_free(c);
+            return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (matmul scratch)");
+        }
+    }
+    return SPINE_OK;
+}
+
+void mm_ctx_free(mm_ctx *c) {
+    if (c->scratch)
+        for (int t = 0; t < c->nthreads; t++) spine_free_aligned(c->scratch[t]);
+    free(c->scratch);
+    free(c->task_job);
+    free(c->task_row0);
+    free(c->task_rows);
+    memset(c, 0, sizeof *c);
+}
+
+typedef struct run_arg {
+    mm_ctx *c;
+    const mm_job *jobs;
+} run_arg;
+
+static void run_task(void *arg, int task, int thread) {
+    run_arg *a = arg;
+    const mm_job *j = &a->jobs[a->c->task_job[task]];
+    mm_job_rows(j, a->c->task_row0[task], a->c->task_rows[task], a->c->scratch[thread]);
+}
+
+static spine_status grow_tasks(mm_ctx *c, int need, spine_error *err) {
+    if (need <= c->task_cap) return SPINE_OK;
+    int cap = SPINE_MAX(need, 2 * c->task_cap);
+    int *a = realloc(c->task_job, (size_t)cap * sizeof *a);
+    if (a) c->task_job = a;
+    int *b = realloc(c->task_row0, (size_t)cap * sizeof *b);
+    if (b) c->task_row0 = b;
+    int *d = realloc(c->task_rows, (size_t)cap * sizeof *d);
+    if (d) c->task_rows = d;
+    if (!a || !b || !d) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (matmul tasks)");
+    c->task_cap = cap;
+    return SPINE_OK;
+}
+
+spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err) {
+    /* Split the total weight rows into blocks: about 4 per thread for load balance when m is
+     * large (compute bound), 1 per thread per job when m is small (bandwidth bound: long
+     * sequential streams), never under 16 rows. */
+    uint64_t total = 0;
+    for (int i = 0; i < njobs; i++)
+        if (jobs[i].m > 0) total += (uint64_t)jobs[i].w.n * (jobs[i].w3.data ? 2 : 1);
+    if (total == 0) return SPINE_OK;
+    int ntasks = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int t = 0;
+        for (int i = 0; i < njobs; i++) {
+            const mm_job *j = &jobs[i];
+            if (j->m <= 0) continue;
+            int per = c->nthreads * (j->m <= 2 * MM_SMALL_M ? 1 : 4);
+            int rows = (j->w.n + per - 1) / per;
+            rows = SPINE_MAX(rows, 16);
+            if (j->m > 2 * MM_SMALL_M && j->w.dt == SPINE_DT_BF16)
+                rows = (rows + MM_BF16_BLOCK - 1) / MM_BF16_BLOCK * MM_BF16_BLOCK;
+            for (int r = 0; r < j->w.n; r += rows, t++) {
+                if (pass == 1) {
+                    c->task_job[t] = i;
+                    c->task_row0[t] = r;
+                    c->task_rows[t] = SPINE_MIN(rows, j->w.n - r);
+                }
+            }
+            if (pass == 1) {
+                uint64_t prods = j->w3.data ? 2 : 1;
+                c->flops += prods * 2ull * (uint64_t)j->m * (uint64_t)j->w.n * (uint64_t)j->w.k;
+                c->weight_bytes +=
+                    prods * (uint64_t)j->w.n * (uint64_t)j->w.k * spine_dtype_size(j->w.dt);
+            }
+        }
+        if (pass == 0) {
+            spine_status st = grow_tasks(c, t, err);
+            if (st) return st;
+        }
+        ntasks = t;
+    }
+    run_arg a = {c, jobs};
+    spine_pool_run(c->pool, ntasks, run_task, &a);
+    return SPINE_OK;
+}

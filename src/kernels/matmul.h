@@ -1,0 +1,64 @@
+/* matmul.h: weight products for transformer layers: y = x . W^T with W stored row-major [n, k]
+ * in F32 or BF16 (as checkpoints store nn.Linear weights), run as a list of jobs spread over
+ * spine's pool in one parallel region. Small m (decode) streams W once through a register-
+ * blocked dot kernel (AVX2 where present); larger m goes through BLAS sgemm on row blocks of W
+ * (BF16 blocks widened to F32 in per-thread scratch first). A job may carry a second weight
+ * for SwiGLU: y = silu(x . W1^T) * (x . W3^T), fused so the product never leaves the task. */
+#ifndef SPINE_MATMUL_H
+#define SPINE_MATMUL_H
+
+#include "../base/safetensors.h"
+#include "../base/pool.h"
+
+typedef struct mm_weight {
+    const void *data; /* [n, k] row-major */
+    spine_dtype dt;   /* SPINE_DT_F32 or SPINE_DT_BF16 */
+    int n, k;
+} mm_weight;
+
+typedef struct mm_job {
+    const float *x; /* [m, k], row stride ldx */
+    int m, ldx;
+    mm_weight w;
+    float *y; /* [m, n], row stride ldy */
+    int ldy;
+    /* SwiGLU: when w3.data is set, y = silu(x.W^T) * (x.W3^T); y3 [m, n] (stride ldy) is
+     * scratch for the second product */
+    mm_weight w3;
+    float *y3;
+} mm_job;
+
+/* rows of W handled by one BF16 widening block, and the scratch a thread needs for it */
+#define MM_BF16_BLOCK 64
+size_t mm_scratch_floats(int max_k);
+
+typedef struct mm_ctx {
+    spine_pool *pool; /* may be NULL */
+    int nthreads;
+    float **scratch; /* per thread, mm_scratch_floats(max_k) each */
+    /* task table, grown as needed */
+    int *task_job, *task_row0, *task_rows;
+    int task_cap;
+    /* statistics */
+    uint64_t flops;        /* 2 m n k per product */
+    uint64_t weight_bytes; /* bytes of W read */
+} mm_ctx;
+
+spine_status mm_ctx_init(mm_ctx *c, spine_pool *pool, int max_k, spine_error *err);
+void mm_ctx_free(mm_ctx *c);
+/* Run jobs (m = 0 jobs are skipped) in one parallel region. */
+spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err);
+
+/* One task's worth of work, exposed for tests: rows [r0, r0 + nr) of job j. */
+void mm_job_rows(const mm_job *j, int r0, int nr, float *scratch);
+
+/* Small-m kernels (m <= MM_SMALL_M): y[i, r] = x_i . W_r for rows r in [r0, r0 + nr). */
+#define MM_SMALL_M 4
+void mm_small_scalar(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
+                     int ldy);
+void mm_small_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
+                   int ldy);
+float mm_silu(float v);
+void mm_swiglu_avx2(float *y, const float *y3, int n);
+
+#endif

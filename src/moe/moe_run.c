@@ -1,0 +1,297 @@
+/* moe_run.c: the MoE transformer forward pass: embedding, RMSNorm, rotary positions, grouped-
+ * query attention over a KV cache (causal decoder, or bidirectional encoder), the feed-forward
+ * block (moe_gating.c), final norm and logits. One orchestrating thread; every heavy step is a
+ * parallel region on spine's pool. */
+#include "moe_ctx.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+bool moe_fbuf_need(moe_fbuf *b, size_t n) {
+    if (n <= b->cap) return true;
+    size_t cap = SPINE_MAX(n, b->cap + b->cap / 2);
+    float *p = spine_alloc_aligned(cap * sizeof(float));
+    if (!p) return false;
+    spine_free_aligned(b->p);
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static void fbuf_free(moe_fbuf *b) {
+    spine_free_aligned(b->p);
+    b->p = NULL;
+    b->cap = 0;
+}
+
+spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_pool *pool,
+                            moe_ctx **out, spine_error *err) {
+    const moe_config *cf = &m->c;
+    if (o->max_batch < 1 || o->max_batch > 65536 || o->max_seq < 1 || o->max_seq > (1 << 24))
+        return spine_fail(err, SPINE_ERR_INVALID, "max_batch and max_seq must be positive");
+    int limit = cf->max_pos;
+    if (cf->sliding_window > 0) limit = SPINE_MIN(limit, cf->sliding_window);
+    if (o->max_seq > limit)
+        return spine_fail(err, SPINE_ERR_LIMIT,
+                          "sequence length %d exceeds the model's maximum of %d positions%s",
+                          o->max_seq, limit, cf->sliding_window ? " (sliding window)" : "");
+    if (o->gating == MOE_GATING_STATIC && !(o->capacity_factor > 0.0 && o->capacity_factor < 1e6))
+        return spine_fail(err, SPINE_ERR_INVALID, "capacity factor must be positive");
+    moe_ctx *c = calloc(1, sizeof *c);
+    if (!c) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    c->m = m;
+    c->o = *o;
+    c->pool = pool;
+    c->nthreads = pool ? spine_pool_size(pool) : 1;
+    c->max_pos = o->max_seq;
+    int maxk = SPINE_MAX(SPINE_MAX(cf->hidden, cf->inter), cf->heads * cf->head_dim);
+    spine_status st = mm_ctx_init(&c->mm, pool, maxk, err);
+    if (st) {
+        free(c);
+        return st;
+    }
+    size_t kvd = (size_t)cf->kv_heads * cf->head_dim, cache;
+    bool ok = spine_mul_size((size_t)cf->layers * o->max_batch, (size_t)o->max_seq, &cache) &&
+              spine_mul_size(cache, kvd * sizeof(float), &cache);
+    if (!ok) {
+        moe_ctx_free(c);
+        return spine_fail(err, SPINE_ERR_LIMIT, "KV cache size overflows");
+    }
+    c->kcache = spine_alloc_huge(cache);
+    c->vcache = spine_alloc_huge(cache);
+    c->scores = calloc((size_t)c->nthreads, sizeof *c->scores);
+    c->counts = calloc((size_t)SPINE_MAX(cf->experts, 1) * 3, sizeof(int));
+    c->rep.expert_tokens = calloc((size_t)cf->layers * SPINE_MAX(cf->experts, 1), sizeof(uint64_t));
+    c->last_drops = calloc((size_t)cf->layers, sizeof(uint64_t));
+    c->jobs = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->jobs);
+    if (!c->kcache || !c->vcache || !c->scores || !c->counts || !c->rep.expert_tokens ||
+        !c->last_drops || !c->jobs) {
+        if (c->kcache) spine_free_huge(c->kcache, cache);
+        if (c->vcache) spine_free_huge(c->vcache, cache);
+        c->kcache = c->vcache = NULL;
+        moe_ctx_free(c);
+        return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (KV cache: %zu bytes)", 2 * cache);
+    }
+    c->offs = c->counts + SPINE_MAX(cf->experts, 1);
+    c->fill = c->offs + SPINE_MAX(cf->experts, 1);
+    for (int t = 0; t < c->nthreads; t++) {
+        c->scores[t] = spine_alloc_aligned((size_t)o->max_seq * sizeof(float));
+        if (!c->scores[t]) {
+            moe_ctx_free(c);
+            return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+        }
+    }
+    *out = c;
+    return SPINE_OK;
+}
+
+void moe_ctx_free(moe_ctx *c) {
+    if (!c) return;
+    const moe_config *cf = &c->m->c;
+    size_t cache = (size_t)cf->layers * c->o.max_batch * (size_t)c->o.max_seq *
+                   (size_t)cf->kv_heads * cf->head_dim * sizeof(float);
+    if (c->kcache) spine_free_huge(c->kcache, cache);
+    if (c->vcache) spine_free_huge(c->vcache, cache);
+    if (c->scores)
+        for (int t = 0; t < c->nthreads; t++) spine_free_aligned(c->scores[t]);
+    free(c->scores);
+    moe_fbuf *bufs[] = {&c->x,   &c->xn,   &c->q,      &c->k,     &c->v, &c->att,
+                        &c->tmp, &c->last, &c->logits, &c->gw,    &c->g, &c->h1,
+                        &c->h3,  &c->ob,   &c->dmask,  &c->cmask, &c->xd};
+    for (size_t i = 0; i < SPINE_ARRAY_LEN(bufs); i++) fbuf_free(bufs[i]);
+    free(c->ex);
+    free(c->row);
+    free(c->counts);
+    free(c->rep.expert_tokens);
+    free(c->last_drops);
+    free(c->jobs);
+    mm_ctx_free(&c->mm);
+    free(c);
+}
+
+void moe_ctx_reset(moe_ctx *c) {
+    c->pos = 0;
+    c->batch = 0;
+}
+int moe_ctx_pos(const moe_ctx *c) {
+    return c->pos;
+}
+const moe_report *moe_ctx_report(const moe_ctx *c) {
+    return &c->rep;
+}
+const mm_ctx *moe_ctx_mm(const moe_ctx *c) {
+    return &c->mm;
+}
+const uint64_t *moe_ctx_last_drops(const moe_ctx *c) {
+    return c->last_drops;
+}
+
+static void rmsnorm(const float *x, const float *w, int n, double eps, float *out) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float r = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
+}
+
+/* Hugging Face's rotate_half convention: pairs (i, i + d/2); angles computed as PyTorch does,
+ * in float32 (inv_freq * position), so positions far out round the same way. */
+static void rope(float *v, int nheads, int hd, int pos, const double *inv_freq) {
+    int h2 = hd / 2;
+    for (int i = 0; i < h2; i++) {
+        float ang = (float)inv_freq[i] * (float)pos;
+        float cs = (float)cos((double)ang), sn = (float)sin((double)ang);
+        for (int h = 0; h < nheads; h++) {
+            float *p = v + (size_t)h * hd;
+            float a = p[i], b = p[i + h2];
+            p[i] = a * cs - b * sn;
+            p[i + h2] = b * cs + a * sn;
+        }
+    }
+}
+
+typedef struct attn_arg {
+    moe_ctx *c;
+    int li, B, T, pos0;
+} attn_arg;
+
+static void attn_task(void *arg, int task, int thread) {
+    attn_arg *a = arg;
+    moe_ctx *c = a->c;
+    const moe_config *cf = &c->m->c;
+    int b = task / cf->heads, h = task % cf->heads;
+    int hd = cf->head_dim, kvd = cf->kv_heads * hd, qd = cf->heads * hd;
+    int kvh = h / (cf->heads / cf->kv_heads);
+    size_t seq = ((size_t)a->li * c->o.max_batch + b) * (size_t)c->o.max_seq;
+    const float *K = c->kcache + seq * kvd + (size_t)kvh * hd;
+    const float *V = c->vcache + seq * kvd + (size_t)kvh * hd;
+    float *sc = c->scores[thread];
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int t = 0; t < a->T; t++) {
+        size_t s = (size_t)b * a->T + t;
+        const float *q = c->q.p + s * qd + (size_t)h * hd;
+        int nk = c->o.encoder ? a->T : a->pos0 + t + 1;
+        float mx = -INFINITY;
+        for (int j = 0; j < nk; j++) {
+            const float *kj = K + (size_t)j * kvd;
+            float d = 0.0f;
+            for (int i = 0; i < hd; i++) d += q[i] * kj[i];
+            sc[j] = d * scale;
+            mx = sc[j] > mx ? sc[j] : mx;
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < nk; j++) {
+            sc[j] = expf(sc[j] - mx);
+            sum += sc[j];
+        }
+        float inv = 1.0f / sum;
+        float *o = c->att.p + s * qd + (size_t)h * hd;
+        for (int i = 0; i < hd; i++) o[i] = 0.0f;
+        for (int j = 0; j < nk; j++) {
+            const float *vj = V + (size_t)j * kvd;
+            float p = sc[j] * inv;
+            for (int i = 0; i < hd; i++) o[i] += p * vj[i];
+        }
+    }
+}
+
+static void embed_row(const mm_weight *e, int64_t tok, float *out) {
+    size_t base = (size_t)tok * e->k;
+    if (e->dt == SPINE_DT_F32)
+        memcpy(out, (const float *)e->data + base, (size_t)e->k * sizeof(float));
+    else
+        for (int i = 0; i < e->k; i++)
+            out[i] = spine_bf16_to_f32(((const uint16_t *)e->data)[base + i]);
+}
+
+spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float *logits,
+                         spine_error *err) {
+    const moe_model *m = c->m;
+    const moe_config *cf = &m->c;
+    if (B < 1 || T < 1 || B > c->o.max_batch)
+        return spine_fail(err, SPINE_ERR_INVALID, "batch %d x %d tokens: batch must be 1..%d", B, T,
+                          c->o.max_batch);
+    if (c->o.encoder) moe_ctx_reset(c);
+    if (c->pos > 0 && B != c->batch)
+        return spine_fail(err, SPINE_ERR_INVALID,
+                          "batch of %d sequences, but the cache holds %d (reset first)", B,
+                          c->batch);
+    if ((int64_t)c->pos + T > c->max_pos)
+        return spine_fail(err, SPINE_ERR_LIMIT,
+                          "sequence of %lld tokens exceeds the maximum of %d (max_seq / "
+                          "max_position_embeddings)",
+                          (long long)c->pos + T, c->max_pos);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            int64_t id = tokens[(size_t)b * T + t];
+            if (id < 0 || id >= cf->vocab)
+                return spine_fail(err, SPINE_ERR_RANGE,
+                                  "token id %lld at sequence %d, position %d is outside the "
+                                  "vocabulary [0, %d)",
+                                  (long long)id, b, c->pos + t, cf->vocab);
+        }
+    size_t S = (size_t)B * T;
+    int H = cf->hidden, hd = cf->head_dim, qd = cf->heads * hd, kvd = cf->kv_heads * hd;
+    if (!moe_fbuf_need(&c->x, S * H) || !moe_fbuf_need(&c->xn, S * H) ||
+        !moe_fbuf_need(&c->q, S * qd) || !moe_fbuf_need(&c->k, S * kvd) ||
+        !moe_fbuf_need(&c->v, S * kvd) || !moe_fbuf_need(&c->att, S * qd) ||
+        !moe_fbuf_need(&c->tmp, S * H) || !moe_fbuf_need(&c->last, (size_t)B * H))
+        return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (activations for %zu tokens)", S);
+    for (size_t s = 0; s < S; s++) embed_row(&m->embed, tokens[s], c->x.p + s * H);
+    int pos0 = c->pos;
+    memset(c->last_drops, 0, (size_t)cf->layers * sizeof(uint64_t));
+    spine_status st = SPINE_OK;
+    for (int li = 0; li < cf->layers && !st; li++) {
+        const moe_layer *L = &m->layers[li];
+        for (size_t s = 0; s < S; s++)
+            rmsnorm(c->x.p + s * H, L->ln1, H, cf->rms_eps, c->xn.p + s * H);
+        mm_job qkv[3] = {
+            {.x = c->xn.p, .m = (int)S, .ldx = H, .w = L->q, .y = c->q.p, .ldy = qd},
+            {.x = c->xn.p, .m = (int)S, .ldx = H, .w = L->k, .y = c->k.p, .ldy = kvd},
+            {.x = c->xn.p, .m = (int)S, .ldx = H, .w = L->v, .y = c->v.p, .ldy = kvd},
+        };
+        st = mm_run(&c->mm, qkv, 3, err);
+        if (st) break;
+        for (int b = 0; b < B; b++) {
+            size_t seq = ((size_t)li * c->o.max_batch + b) * (size_t)c->o.max_seq;
+            for (int t = 0; t < T; t++) {
+                size_t s = (size_t)b * T + t;
+                rope(c->q.p + s * qd, cf->heads, hd, pos0 + t, m->rope_inv_freq);
+                rope(c->k.p + s * kvd, cf->kv_heads, hd, pos0 + t, m->rope_inv_freq);
+                memcpy(c->kcache + (seq + pos0 + t) * kvd, c->k.p + s * kvd, kvd * sizeof(float));
+                memcpy(c->vcache + (seq + pos0 + t) * kvd, c->v.p + s * kvd, kvd * sizeof(float));
+            }
+        }
+        attn_arg aa = {c, li, B, T, pos0};
+        spine_pool_run(c->pool, B * cf->heads, attn_task, &aa);
+        mm_job oj = {.x = c->att.p, .m = (int)S, .ldx = qd, .w = L->o, .y = c->tmp.p, .ldy = H};
+        st = mm_run(&c->mm, &oj, 1, err);
+        if (st) break;
+        for (size_t i = 0; i < S * H; i++) c->x.p[i] += c->tmp.p[i];
+        for (size_t s = 0; s < S; s++)
+            rmsnorm(c->x.p + s * H, L->ln2, H, cf->rms_eps, c->xn.p + s * H);
+        st = moe_ffn_forward(c, li, c->xn.p, (int)S, c->tmp.p, err);
+        if (st) break;
+        for (size_t i = 0; i < S * H; i++) c->x.p[i] += c->tmp.p[i];
+    }
+    if (st) {
+        moe_ctx_reset(c); /* the cache is now partial */
+        return st;
+    }
+    mm_job lj = {.w = m->lm_head, .y = logits, .ldy = cf->vocab};
+    if (c->o.logits_all) {
+        for (size_t s = 0; s < S; s++)
+            rmsnorm(c->x.p + s * H, m->norm, H, cf->rms_eps, c->xn.p + s * H);
+        lj.x = c->xn.p, lj.m = (int)S, lj.ldx = H;
+    } else {
+        for (int b = 0; b < B; b++)
+            rmsnorm(c->x.p + ((size_t)b * T + T - 1) * H, m->norm, H, cf->rms_eps,
+                    c->last.p + (size_t)b * H);
+        lj.x = c->last.p, lj.m = B, lj.ldx = H;
+    }
+    st = mm_run(&c->mm, &lj, 1, err);
+    if (st) return st;
+    c->batch = B;
+    c->pos = c->o.encoder ? 0 : pos0 + T;
+    return SPINE_OK;
+}
