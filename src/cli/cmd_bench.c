@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include "../kernels/kernels.h"
+#include "../kernels/fmapeak.h"
 #include "../kernels/membw.h"
 #include "../model/dlrm.h"
 
@@ -60,6 +61,50 @@ static int bench_model(const char *cmd, cli_opt *o, int n, spine_model **m) {
         return 1;
     }
     return 0;
+}
+
+/* `spine bench fma`: this machine's FMA peak (FLOP/s) for 1..N threads. */
+static int bench_fma(int argc, char **argv) {
+    cli_opt o[] = {
+        {"threads", true, "measure 1..N threads (default 2)", NULL},
+        {"seconds", true, "per measurement (default 1)", NULL},
+        {"json", false, "one JSON object per thread count", NULL},
+        {"help", false, "this text", NULL},
+    };
+    int n = (int)SPINE_ARRAY_LEN(o), npos;
+    if (cli_parse("bench fma", argc, argv, o, n, NULL, 0, &npos)) return 2;
+    if (cli_get(o, n, "help")) {
+        cli_usage("usage: spine bench fma [--threads N] [--json]", o, n);
+        return 0;
+    }
+    long long threads = 2;
+    double seconds = 1;
+    const char *v;
+    if ((v = cli_get(o, n, "threads")) && !cli_int("--threads", v, 1, 256, &threads)) return 2;
+    if ((v = cli_get(o, n, "seconds")) && !cli_double("--seconds", v, 0.05, 60, &seconds)) return 2;
+    spine_error err = {0};
+    spine_pool *pool = NULL;
+    if (spine_pool_create((int)threads, &pool, &err)) {
+        cli_print_error("bench fma", &err);
+        return 1;
+    }
+    int rc = 0;
+    for (int t = 1; t <= threads && !rc; t++) {
+        double f = 0;
+        if (fmapeak_measure(pool, t, seconds, &f, &err)) {
+            cli_print_error("bench fma", &err);
+            rc = 1;
+            break;
+        }
+        if (cli_get(o, n, "json"))
+            printf("{\"bench\":\"fma\",\"threads\":%d,\"gflops\":%.2f}\n", t, f / 1e9);
+        else
+            printf("%d thread%s: %.1f GFLOP/s (fp32 FMA peak, best of %.0f s)\n", t,
+                   t == 1 ? "" : "s", f / 1e9, seconds);
+        fflush(stdout);
+    }
+    spine_pool_free(pool);
+    return rc;
 }
 
 /* `spine bench membw`: this machine's sequential bandwidth and random-read limits, per thread
@@ -188,6 +233,7 @@ static int profile_hot(spine_model *m, const dlrm_index_dist *dist, int lookups,
 }
 
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && strcmp(argv[0], "fma") == 0) return bench_fma(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "membw") == 0) return bench_membw(argc - 1, argv + 1);
     cli_opt o[] = {
         {"preset", true, "generate this preset in memory", NULL},

@@ -1,8 +1,9 @@
 /* matmul.h: weight products for transformer layers: y = x . W^T with W stored row-major [n, k]
  * in F32 or BF16 (as checkpoints store nn.Linear weights), run as a list of jobs spread over
  * spine's pool in one parallel region. Small m (decode) streams W once through a register-
- * blocked dot kernel (AVX2 where present); larger m goes through BLAS sgemm on row blocks of W
- * (BF16 blocks widened to F32 in per-thread scratch first). A job may carry a second weight
+ * blocked dot kernel, larger m through 4 x 3 register tiles (AVX2, F32 and BF16 weights read
+ * in place); without AVX2, larger m goes through BLAS sgemm on row blocks of W (BF16 blocks
+ * widened to F32 in per-thread scratch first). A job may carry a second weight
  * for SwiGLU: y = silu(x . W1^T) * (x . W3^T), fused so the product never leaves the task. */
 #ifndef SPINE_MATMUL_H
 #define SPINE_MATMUL_H
@@ -56,9 +57,18 @@ void mm_job_rows(const mm_job *j, int r0, int nr, float *scratch);
 #define MM_SMALL_M 4
 void mm_small_scalar(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                      int ldy);
+/* scratch: MM_SMALL_M * k floats (BF16 input rows are re-laid there) */
 void mm_small_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
-                   int ldy);
+                   int ldy, float *scratch);
+/* Register-tiled product for any m (4 x 3 tiles); the mid-size path. */
+void mm_tile_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
+                  int ldy);
 float mm_silu(float v);
+/* Dot product and y += a * x, AVX2 when present (attention). */
+float mm_dot(const float *a, const float *b, int n);
+void mm_axpy(float *y, float a, const float *x, int n);
+float mm_dot_avx2(const float *a, const float *b, int n);
+void mm_axpy_avx2(float *y, float a, const float *x, int n);
 void mm_swiglu_avx2(float *y, const float *y3, int n);
 
 #endif

@@ -173,10 +173,7 @@ static void attn_task(void *arg, int task, int thread) {
         int nk = c->o.encoder ? a->T : a->pos0 + t + 1;
         float mx = -INFINITY;
         for (int j = 0; j < nk; j++) {
-            const float *kj = K + (size_t)j * kvd;
-            float d = 0.0f;
-            for (int i = 0; i < hd; i++) d += q[i] * kj[i];
-            sc[j] = d * scale;
+            sc[j] = mm_dot(q, K + (size_t)j * kvd, hd) * scale;
             mx = sc[j] > mx ? sc[j] : mx;
         }
         float sum = 0.0f;
@@ -187,11 +184,7 @@ static void attn_task(void *arg, int task, int thread) {
         float inv = 1.0f / sum;
         float *o = c->att.p + s * qd + (size_t)h * hd;
         for (int i = 0; i < hd; i++) o[i] = 0.0f;
-        for (int j = 0; j < nk; j++) {
-            const float *vj = V + (size_t)j * kvd;
-            float p = sc[j] * inv;
-            for (int i = 0; i < hd; i++) o[i] += p * vj[i];
-        }
+        for (int j = 0; j < nk; j++) mm_axpy(o, sc[j] * inv, V + (size_t)j * kvd, hd);
     }
 }
 
