@@ -347,12 +347,20 @@ static int moe_run(int argc, char **argv) {
         goto fail;
     }
     uint64_t prefill_flops = 0;
+    moe_report pre = {0}; /* the prefill's share of the report, summed over repeats */
     for (int r = 0; r < repeat; r++) {
         moe_ctx_reset(ctx);
         uint64_t f0 = moe_ctx_mm(ctx)->flops;
+        moe_report r0 = *moe_ctx_report(ctx);
         double t0 = spine_now();
         if (moe_forward(ctx, toks.ids, B, T, logits, &err)) goto fail;
         tp[r] = spine_now() - t0;
+        const moe_report *r1 = moe_ctx_report(ctx);
+        pre.assignments += r1->assignments - r0.assignments;
+        pre.dropped += r1->dropped - r0.dropped;
+        pre.tokens_dropped += r1->tokens_dropped - r0.tokens_dropped;
+        pre.slots_computed += r1->slots_computed - r0.slots_computed;
+        pre.act_bytes_peak = r1->act_bytes_peak; /* the prefill's batch is the largest */
         prefill_flops = moe_ctx_mm(ctx)->flops - f0;
         memcpy(pdrops, moe_ctx_last_drops(ctx), (size_t)cf->layers * sizeof *pdrops);
         /* greedy decode: the next id is the argmax of the last position's logits */
@@ -379,43 +387,55 @@ static int moe_run(int argc, char **argv) {
     }
     double tpm = median(tp, (int)repeat), tdm = G ? median(td, (int)repeat) : 0.0;
     const moe_report *rep = moe_ctx_report(ctx);
+    moe_report dec = {.assignments = rep->assignments - pre.assignments,
+                      .dropped = rep->dropped - pre.dropped,
+                      .tokens_dropped = rep->tokens_dropped - pre.tokens_dropped,
+                      .slots_computed = rep->slots_computed - pre.slots_computed};
     uint64_t bpt = moe_decode_bytes_per_token(m);
     double per_run = 1.0 / (double)repeat;
-    double waste = rep->assignments ? (double)rep->slots_computed / (double)rep->assignments : 0;
+    double waste = pre.assignments ? (double)pre.slots_computed / (double)pre.assignments : 0;
+    double dwaste = dec.assignments ? (double)dec.slots_computed / (double)dec.assignments : 0;
     double prefill_tps = B * (double)T / tpm, decode_tps = G ? B * (double)G / tdm : 0.0;
     double gflops = (double)prefill_flops / tpm / 1e9;
-    /* decode at batch 1 reads bpt bytes per step */
+    /* a decode step reads bpt bytes of weights (exactly at batch 1; an upper bound beyond) */
     double dec_gbs = G ? (double)bpt * (G / tdm) / 1e9 : 0.0;
+    const char *gname = ro.gating == MOE_GATING_STATIC ? "static" : "dynamic";
     if (json) {
         printf("{\"batch\": %d, \"prompt\": %d, \"gen\": %d, \"gating\": \"%s\", "
-               "\"capacity_factor\": %g, \"threads\": %d, \"repeat\": %lld, "
+               "\"capacity_factor\": %g, \"threads\": %d, \"repeat\": %lld, \"dtype\": \"%s\", "
                "\"prefill_s\": %.6f, \"prefill_tok_s\": %.3f, \"prefill_gflops\": %.3f, "
                "\"decode_s\": %.6f, \"decode_tok_s\": %.3f, \"decode_weight_gb_s\": %.3f, "
                "\"bytes_per_token\": %llu, \"assignments\": %.0f, \"dropped\": %.0f, "
-               "\"tokens_dropped\": %.0f, \"waste_factor\": %.4f, \"act_bytes_peak\": %llu}\n",
-               B, T, G, ro.gating == MOE_GATING_STATIC ? "static" : "dynamic",
-               ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0, spine_pool_size(pool),
-               repeat, tpm, prefill_tps, gflops, tdm, decode_tps, dec_gbs, (unsigned long long)bpt,
-               rep->assignments * per_run, rep->dropped * per_run, rep->tokens_dropped * per_run,
-               waste, (unsigned long long)rep->act_bytes_peak);
+               "\"tokens_dropped\": %.0f, \"waste_factor\": %.4f, \"act_bytes_peak\": %llu, "
+               "\"decode_dropped\": %.0f, \"decode_waste_factor\": %.4f}\n",
+               B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
+               spine_pool_size(pool), repeat, spine_dtype_name(m->embed.dt), tpm, prefill_tps,
+               gflops, tdm, decode_tps, dec_gbs, (unsigned long long)bpt, pre.assignments * per_run,
+               pre.dropped * per_run, pre.tokens_dropped * per_run, waste,
+               (unsigned long long)pre.act_bytes_peak, dec.dropped * per_run, dwaste);
     } else {
         printf("model: %s, %d layers, %d experts top-%d, %s weights, %d threads\n",
                dir ? dir : preset, cf->layers, cf->experts, cf->top_k,
                spine_dtype_name(m->embed.dt), spine_pool_size(pool));
         printf("%s: %d x %d tokens in %.3f s: %.1f tok/s, %.1f GFLOP/s in weight products\n",
                ro.encoder ? "encode" : "prefill", B, T, tpm, prefill_tps, gflops);
-        if (G)
+        char cfs[32] = "";
+        if (ro.gating == MOE_GATING_STATIC) snprintf(cfs, sizeof cfs, " CF %g", ro.capacity_factor);
+        printf("         gating %s%s: %.0f assignments, %.0f dropped (%.0f tokens lost all of "
+               "theirs), waste factor %.2f, MoE activation peak %.2f MB\n",
+               gname, cfs, pre.assignments * per_run, pre.dropped * per_run,
+               pre.tokens_dropped * per_run, waste, (double)pre.act_bytes_peak / 1e6);
+        if (G) {
             printf("decode:  %d x %d tokens in %.3f s: %.2f tok/s (%.2f GB/s of weights at %.3f "
                    "GB per step)\n",
                    B, G, tdm, decode_tps, dec_gbs, (double)bpt / 1e9);
-        printf("gating:  %s%s, %.0f assignments, %.0f dropped (%.0f tokens lost every "
-               "assignment), waste factor %.2f, MoE activation memory peak %.1f MB\n",
-               ro.gating == MOE_GATING_STATIC ? "static" : "dynamic",
-               ro.gating == MOE_GATING_STATIC ? "" : "", rep->assignments * per_run,
-               rep->dropped * per_run, rep->tokens_dropped * per_run, waste,
-               (double)rep->act_bytes_peak / 1e6);
+            printf("         gating %s: %.0f assignments, %.0f dropped, waste factor %.2f\n", gname,
+                   dec.assignments * per_run, dec.dropped * per_run, dwaste);
+        }
         if (ro.gating == MOE_GATING_STATIC)
-            printf("         capacity factor %g\n", ro.capacity_factor);
+            printf("static capacity: ceil(%g x k x S / E) slots per expert, S = tokens in a "
+                   "step\n",
+                   ro.capacity_factor);
         if (repeat > 1) printf("(medians of %lld runs)\n", repeat);
     }
     if (logits_out) {

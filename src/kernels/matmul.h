@@ -63,6 +63,8 @@ void mm_small_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, i
 /* Register-tiled product for any m (4 x 3 tiles); the mid-size path. */
 void mm_tile_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                   int ldy);
+/* Tests: take the portable paths (scalar small-m kernel, BLAS) even where AVX2 exists. */
+void mm_set_portable(bool on);
 float mm_silu(float v);
 /* Dot product and y += a * x, AVX2 when present (attention). */
 float mm_dot(const float *a, const float *b, int n);

@@ -86,9 +86,10 @@ DEFINE_SMALL(small_f32, 0)
  * (pair & 0xffff0000) the odd one, exactly, as f32: two ALU ops widen 16 weights (against a
  * widening load + shift per 8). The input rows come de-interleaved to match (xd: per 16
  * columns, the 8 even then the 8 odd). */
-static inline __attribute__((always_inline)) void block16(const float *xd, int ldx, const void *w,
-                                                          const float *x, int k, int r, float *y,
-                                                          int ldy, const int M, const int R) {
+static inline __attribute__((always_inline)) void block16(const float *xd, const void *w,
+                                                          const float *x, int ldx, int k, int r,
+                                                          float *y, int ldy, const int M,
+                                                          const int R) {
     __m256 acc[4][4];
     for (int i = 0; i < M; i++)
         for (int j = 0; j < R; j++) acc[i][j] = _mm256_setzero_ps();
@@ -103,8 +104,8 @@ static inline __attribute__((always_inline)) void block16(const float *xd, int l
             wo[j] = _mm256_castsi256_ps(_mm256_and_si256(p, hi));
         }
         for (int i = 0; i < M; i++) {
-            __m256 xe = _mm256_loadu_ps(xd + (size_t)i * ldx + c);
-            __m256 xo = _mm256_loadu_ps(xd + (size_t)i * ldx + c + 8);
+            __m256 xe = _mm256_loadu_ps(xd + (size_t)i * k + c);
+            __m256 xo = _mm256_loadu_ps(xd + (size_t)i * k + c + 8);
             for (int j = 0; j < R; j++) {
                 acc[i][j] = _mm256_fmadd_ps(xe, we[j], acc[i][j]);
                 acc[i][j] = _mm256_fmadd_ps(xo, wo[j], acc[i][j]);
@@ -137,20 +138,20 @@ static void small_bf16(const float *x, int m, int ldx, const void *w, int k, int
     int r = r0, end = r0 + nr;
     switch (m) {
     case 1:
-        for (; r + 4 <= end; r += 4) block16(xd, k, w, x, k, r, y, ldy, 1, 4);
-        for (; r < end; r++) block16(xd, k, w, x, k, r, y, ldy, 1, 1);
+        for (; r + 4 <= end; r += 4) block16(xd, w, x, ldx, k, r, y, ldy, 1, 4);
+        for (; r < end; r++) block16(xd, w, x, ldx, k, r, y, ldy, 1, 1);
         break;
     case 2:
-        for (; r + 4 <= end; r += 4) block16(xd, k, w, x, k, r, y, ldy, 2, 4);
-        for (; r < end; r++) block16(xd, k, w, x, k, r, y, ldy, 2, 1);
+        for (; r + 4 <= end; r += 4) block16(xd, w, x, ldx, k, r, y, ldy, 2, 4);
+        for (; r < end; r++) block16(xd, w, x, ldx, k, r, y, ldy, 2, 1);
         break;
     case 3:
-        for (; r + 2 <= end; r += 2) block16(xd, k, w, x, k, r, y, ldy, 3, 2);
-        for (; r < end; r++) block16(xd, k, w, x, k, r, y, ldy, 3, 1);
+        for (; r + 2 <= end; r += 2) block16(xd, w, x, ldx, k, r, y, ldy, 3, 2);
+        for (; r < end; r++) block16(xd, w, x, ldx, k, r, y, ldy, 3, 1);
         break;
     default:
-        for (; r + 2 <= end; r += 2) block16(xd, k, w, x, k, r, y, ldy, 4, 2);
-        for (; r < end; r++) block16(xd, k, w, x, k, r, y, ldy, 4, 1);
+        for (; r + 2 <= end; r += 2) block16(xd, w, x, ldx, k, r, y, ldy, 4, 2);
+        for (; r < end; r++) block16(xd, w, x, ldx, k, r, y, ldy, 4, 1);
         break;
     }
 }

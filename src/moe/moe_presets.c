@@ -77,7 +77,8 @@ static void gen_task(void *arg, int task, int thread) {
         else
             ((float *)t->data)[i] = v;
     }
-    uint64_t d = atomic_fetch_add(&j->done, e - b) + (e - b);
+    uint64_t bytes = (e - b) * spine_dtype_size(j->dt);
+    uint64_t d = atomic_fetch_add(&j->done, bytes) + bytes;
     if (thread == 0 && j->progress) j->progress(j->parg, d, j->total);
 }
 
@@ -140,7 +141,7 @@ spine_status moe_gen_tensors(const moe_config *c, spine_dtype dt, uint64_t seed,
         }
         cs[i] = chunks;
         chunks += (t[i].numel + CHUNK - 1) / CHUNK;
-        total += t[i].numel;
+        total += bytes;
     }
     if (!st) {
         gen_job j = {.t = t,

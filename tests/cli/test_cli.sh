@@ -73,6 +73,42 @@ check "bench table" bash -c "'$SPINE' bench --preset tiny --batch 2 --seconds 0.
 check "demo" bash -c "'$SPINE' demo | grep -q 'p(click)'"
 check "bench membw runs" bash -c "'$SPINE' bench membw --mib 64 --threads 1 --seconds 0.05 --repeat 1 --json | grep -q lines_per_s"
 check "bench --zipf --hot-mb serves rows from hot tiers" bash -c "'$SPINE' bench --preset rmc2 --rows-scale 0.01 --zipf 1.2 --hot-mb 1 --batch 16 --seconds 0.1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"hit_rate\"] > 0.3 else 1)'"
+check "bench fma runs" bash -c "'$SPINE' bench fma --threads 1 --seconds 0.05 --json | grep -q gflops"
+
+# MoE: gen / info / run, and every refusal
+refuses "moe: unknown preset" 2 "unknown MoE preset" "$SPINE" moe gen --preset nope -o "$W/m"
+refuses "moe: bad dtype" 2 "f32 or bf16" "$SPINE" moe gen --preset moe-tiny --dtype f16 -o "$W/m"
+refuses "moe: no subcommand" 2 "usage" "$SPINE" moe
+"$SPINE" moe gen --preset moe-tiny --seed 3 -o "$W/moe" >/dev/null 2>&1
+"$SPINE" moe gen --preset moe-tiny --seed 3 --threads 1 -o "$W/moe2" >/dev/null 2>&1
+check "moe gen is deterministic for a seed" cmp -s "$W/moe/model.safetensors" "$W/moe2/model.safetensors"
+check "moe info" bash -c "'$SPINE' moe info --model '$W/moe' | grep -q '8 per MoE layer, top-2'"
+printf '1 2 3 4\n5 6 7 8\n' >"$W/tok.txt"
+check "moe run on a token file" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok.txt' --gen 3 | grep -q 'decode:  2 x 3 tokens'"
+check "moe run static reports drops" bash -c "'$SPINE' moe run --model '$W/moe' --random 32 --batch 2 --gen 2 --gating static --capacity-factor 0.5 --json | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"dropped\"] > 0 and r[\"waste_factor\"] > 0 else 1)'"
+check "moe run --encoder" bash -c "'$SPINE' moe run --model '$W/moe' --random 9 --encoder | grep -q 'encode: 1 x 9'"
+check "moe run --preset in memory" bash -c "'$SPINE' moe run --preset moe-tiny --dtype bf16 --random 4 --gen 2 | grep -q 'BF16 weights'"
+printf '1 2 3\n5 999999 7\n' >"$W/tok-bad.txt"
+refuses "moe: token outside the vocabulary" 1 "outside the vocabulary" "$SPINE" moe run --model "$W/moe" --tokens "$W/tok-bad.txt"
+printf '1 2 3\n5 6\n' >"$W/tok-ragged.txt"
+refuses "moe: ragged token file" 1 "line 2" "$SPINE" moe run --model "$W/moe" --tokens "$W/tok-ragged.txt"
+printf '1 2 x\n' >"$W/tok-junk.txt"
+refuses "moe: junk in a token file" 1 "column 5" "$SPINE" moe run --model "$W/moe" --tokens "$W/tok-junk.txt"
+refuses "moe: sequence longer than the model allows" 1 "exceeds the model's maximum" "$SPINE" moe run --model "$W/moe" --random 500 --gen 20
+refuses "moe: batch larger than the file" 1 "holds 2 sequences" "$SPINE" moe run --model "$W/moe" --tokens "$W/tok.txt" --batch 3
+mkdir -p "$W/moe-bad" && cp "$W/moe/model.safetensors" "$W/moe-bad/"
+sed 's/"intermediate_size": 96/"intermediate_size": 95/' "$W/moe/config.json" >"$W/moe-bad/config.json"
+refuses "moe: config disagrees with weights" 1 "does not match config.json" "$SPINE" moe info --model "$W/moe-bad"
+sed 's/"moe_every": 1/"moe_every": 2/' "$W/moe/config.json" >"$W/moe-bad/config.json"
+refuses "moe: moe_every disagrees with weights" 1 "mlp.gate_proj" "$SPINE" moe info --model "$W/moe-bad"
+head -c 300 "$W/moe/config.json" >"$W/moe-bad/config.json"
+refuses "moe: truncated config.json" 1 "config.json" "$SPINE" moe info --model "$W/moe-bad"
+cp "$W/moe/config.json" "$W/moe-bad/config.json"
+head -c 100000 "$W/moe/model.safetensors" >"$W/moe-bad/model.safetensors"
+refuses "moe: truncated weights" 1 "model.safetensors" "$SPINE" moe info --model "$W/moe-bad"
+rm "$W/moe-bad/model.safetensors"
+printf '{"weight_map": {"a": "../../etc/passwd.safetensors"}}' >"$W/moe-bad/model.safetensors.index.json"
+refuses "moe: shard path outside the folder" 1 "plain" "$SPINE" moe info --model "$W/moe-bad"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

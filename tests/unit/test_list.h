@@ -12,7 +12,8 @@
     X(store)                                                                                       \
     X(config)                                                                                      \
     X(dlrm)                                                                                        \
-    X(criteo)
+    X(criteo)                                                                                      \
+    X(moe)
 
 #define X(name) int test_group_##name(void);
 SPINE_TEST_GROUPS(X)

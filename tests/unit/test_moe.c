@@ -1,0 +1,263 @@
+/* test_moe.c: the MoE side: weight-product kernels against the scalar reference (every path,
+ * F32 and BF16, odd shapes, SwiGLU), config.json parsing and refusals, the token-file parser,
+ * gating invariants on a generated model (dynamic = static with ample capacity; capacity
+ * drops counted; bad token ids and over-long sequences refused). */
+#include "test_util.h"
+
+#include "../../src/moe/moe.h"
+
+#include <math.h>
+
+static float *rnd(size_t n, uint64_t seed) {
+    spine_rng r;
+    spine_rng_seed(&r, seed);
+    float *p = spine_alloc_aligned(n * sizeof(float) + 64);
+    for (size_t i = 0; i < n; i++) p[i] = spine_rng_uniform(&r) * 2.0f - 1.0f;
+    return p;
+}
+
+static void products_match_the_scalar_reference(void **state) {
+    (void)state;
+    const int ms[] = {1, 2, 3, 4, 5, 8, 9, 13, 33, 70};
+    const int ns[] = {1, 5, 16, 19};
+    const int ks[] = {1, 7, 16, 33, 100};
+    spine_pool *pool = NULL;
+    assert_int_equal(spine_pool_create(2, &pool, NULL), SPINE_OK);
+    mm_ctx c;
+    assert_int_equal(mm_ctx_init(&c, pool, 128, NULL), SPINE_OK);
+    for (int portable = 0; portable < 2; portable++)
+        for (int dt = 0; dt < 2; dt++)
+            for (size_t a = 0; a < SPINE_ARRAY_LEN(ms); a++)
+                for (size_t b = 0; b < SPINE_ARRAY_LEN(ns); b++)
+                    for (size_t d = 0; d < SPINE_ARRAY_LEN(ks); d++) {
+                        int m = ms[a], n = ns[b], k = ks[d], ldx = k + 3, ldy = n + 2;
+                        float *x = rnd((size_t)m * ldx, 1 + a);
+                        float *w = rnd((size_t)n * k, 100 + b * 10 + d);
+                        float *w3 = rnd((size_t)n * k, 200 + b * 10 + d);
+                        uint16_t *wb = spine_alloc_aligned((size_t)n * k * 2 + 64);
+                        uint16_t *w3b = spine_alloc_aligned((size_t)n * k * 2 + 64);
+                        for (size_t i = 0; i < (size_t)n * k; i++) {
+                            wb[i] = spine_f32_to_bf16(w[i]);
+                            w3b[i] = spine_f32_to_bf16(w3[i]);
+                        }
+                        mm_weight W = {dt ? (void *)wb : w, dt ? SPINE_DT_BF16 : SPINE_DT_F32, n,
+                                       k};
+                        mm_weight W3 = {dt ? (void *)w3b : w3, W.dt, n, k};
+                        float *y = calloc((size_t)m * ldy, 4), *y3 = calloc((size_t)m * ldy, 4);
+                        float *ref = calloc((size_t)m * ldy, 4), *ref3 = calloc((size_t)m * ldy, 4);
+                        mm_set_portable(portable);
+                        mm_small_scalar(x, m, ldx, &W, 0, n, ref, ldy);
+                        mm_small_scalar(x, m, ldx, &W3, 0, n, ref3, ldy);
+                        for (int swiglu = 0; swiglu < 2; swiglu++) {
+                            mm_job j = {.x = x, .m = m, .ldx = ldx, .w = W, .y = y, .ldy = ldy};
+                            if (swiglu) j.w3 = W3, j.y3 = y3;
+                            assert_int_equal(mm_run(&c, &j, 1, NULL), SPINE_OK);
+                            for (int i = 0; i < m; i++)
+                                for (int r = 0; r < n; r++) {
+                                    float want = ref[(size_t)i * ldy + r];
+                                    if (swiglu) want = mm_silu(want) * ref3[(size_t)i * ldy + r];
+                                    float got = y[(size_t)i * ldy + r];
+                                    if (fabsf(got - want) > 1e-5f * (1.0f + fabsf(want)))
+                                        fail_msg(
+                                            "portable %d dt %d m %d n %d k %d swiglu %d: [%d,%d] "
+                                            "%g vs %g",
+                                            portable, dt, m, n, k, swiglu, i, r, got, want);
+                                }
+                        }
+                        spine_free_aligned(x);
+                        spine_free_aligned(w);
+                        spine_free_aligned(w3);
+                        spine_free_aligned(wb);
+                        spine_free_aligned(w3b);
+                        free(y);
+                        free(y3);
+                        free(ref);
+                        free(ref3);
+                    }
+    mm_set_portable(false);
+    mm_ctx_free(&c);
+    spine_pool_free(pool);
+}
+
+static const char *cfg_ok =
+    "{\"architectures\":[\"MixtralForCausalLM\"],\"model_type\":\"mixtral\",\"hidden_size\":64,"
+    "\"intermediate_size\":96,\"num_hidden_layers\":2,\"num_attention_heads\":4,"
+    "\"num_key_value_heads\":2,\"num_local_experts\":8,\"num_experts_per_tok\":2,"
+    "\"vocab_size\":100,\"max_position_embeddings\":64,\"rope_theta\":1e6,"
+    "\"rms_norm_eps\":1e-5,\"sliding_window\":null,\"tie_word_embeddings\":false,"
+    "\"torch_dtype\":\"bfloat16\",\"router_aux_loss_coef\":0.02,\"hidden_act\":\"silu\"}";
+
+static spine_status cfg(const char *s, moe_config *c, spine_error *err) {
+    return moe_config_parse(s, strlen(s), c, err);
+}
+
+static char *with(const char *extra) {
+    static char buf[2048];
+    snprintf(buf, sizeof buf, "%.*s,%s}", (int)strlen(cfg_ok) - 1, cfg_ok, extra);
+    return buf;
+}
+
+static void config_parses_hugging_face_keys(void **state) {
+    (void)state;
+    moe_config c;
+    assert_int_equal(cfg(cfg_ok, &c, NULL), SPINE_OK);
+    assert_int_equal(c.head_dim, 16);
+    assert_int_equal(c.kv_heads, 2);
+    assert_int_equal(c.moe_every, 1);
+    assert_int_equal(c.dtype, SPINE_DT_BF16);
+    assert_true(c.norm_topk);
+    assert_non_null(strstr(c.ignored, "router_aux_loss_coef"));
+    assert_int_equal(cfg(with("\"decoder_sparse_step\":2"), &c, NULL), SPINE_OK);
+    assert_int_equal(c.moe_every, 2);
+    /* round trip */
+    char *j = moe_config_to_json(&c);
+    moe_config d;
+    assert_int_equal(cfg(j, &d, NULL), SPINE_OK);
+    free(j);
+    assert_int_equal(d.moe_every, 2);
+    assert_int_equal(d.hidden, 64);
+}
+
+static void config_refusals(void **state) {
+    (void)state;
+    moe_config c;
+    assert_fails_with(cfg(with("\"typo_key\":1"), &c, err), SPINE_ERR_FORMAT, "unknown key");
+    assert_fails_with(cfg(with("\"rope_scaling\":{\"type\":\"linear\"}"), &c, err),
+                      SPINE_ERR_UNSUPPORTED, "rope_scaling");
+    assert_fails_with(cfg(with("\"quantization_config\":{}"), &c, err), SPINE_ERR_UNSUPPORTED,
+                      "quantization_config");
+    assert_fails_with(cfg(with("\"moe_every\":2,\"decoder_sparse_step\":2"), &c, err),
+                      SPINE_ERR_FORMAT, "not both");
+    assert_fails_with(cfg(with("\"num_experts_per_tok\":3,\"num_local_experts\":2"), &c, err),
+                      SPINE_ERR_FORMAT, "appears twice");
+    assert_fails_with(cfg("{\"hidden_size\":64}", &c, err), SPINE_ERR_FORMAT, "missing");
+    assert_fails_with(cfg("[1]", &c, err), SPINE_ERR_FORMAT, "object");
+    assert_fails_with(cfg("{\"hidden_size\":", &c, err), SPINE_ERR_FORMAT, "config.json");
+    const char *bad_heads = "{\"hidden_size\":64,\"intermediate_size\":8,\"num_hidden_layers\":1,"
+                            "\"num_attention_heads\":6,\"num_key_value_heads\":4,"
+                            "\"num_local_experts\":2,\"num_experts_per_tok\":1,\"vocab_size\":9}";
+    assert_fails_with(cfg(bad_heads, &c, err), SPINE_ERR_FORMAT, "multiple");
+    const char *big = "{\"hidden_size\":99999999,\"intermediate_size\":8,\"num_hidden_layers\":1,"
+                      "\"num_attention_heads\":1,\"num_local_experts\":2,"
+                      "\"num_experts_per_tok\":1,\"vocab_size\":9}";
+    assert_fails_with(cfg(big, &c, err), SPINE_ERR_LIMIT, "hidden_size");
+    const char *topk = "{\"hidden_size\":8,\"intermediate_size\":8,\"num_hidden_layers\":1,"
+                       "\"num_attention_heads\":1,\"num_local_experts\":2,"
+                       "\"num_experts_per_tok\":3,\"vocab_size\":9}";
+    assert_fails_with(cfg(topk, &c, err), SPINE_ERR_FORMAT, "exceeds");
+    assert_fails_with(cfg(with("\"hidden_act\":\"gelu\""), &c, err), SPINE_ERR_UNSUPPORTED, "silu");
+}
+
+static spine_status toks(const char *s, int max, moe_tokens *t, spine_error *err) {
+    return moe_tokens_parse(s, strlen(s), max, t, err);
+}
+
+static void token_files(void **state) {
+    (void)state;
+    moe_tokens t;
+    assert_int_equal(toks("# prompts\n1 2 3\n\n4,5,6\r\n  7\t8 9", 0, &t, NULL), SPINE_OK);
+    assert_int_equal(t.n_seq, 3);
+    assert_int_equal(t.len, 3);
+    assert_int_equal(t.ids[8], 9);
+    moe_tokens_free(&t);
+    assert_int_equal(toks("1 2\n3 4\n5", 2, &t, NULL), SPINE_OK); /* stops after 2 */
+    assert_int_equal(t.n_seq, 2);
+    moe_tokens_free(&t);
+    assert_fails_with(toks("1 2\n3\n", 0, &t, err), SPINE_ERR_FORMAT, "line 2");
+    assert_fails_with(toks("1 x\n", 0, &t, err), SPINE_ERR_FORMAT, "column 3");
+    assert_fails_with(toks("12a\n", 0, &t, err), SPINE_ERR_FORMAT, "unexpected character");
+    assert_fails_with(toks("99999999999999999999\n", 0, &t, err), SPINE_ERR_RANGE, "too large");
+    assert_fails_with(toks("# nothing\n\n", 0, &t, err), SPINE_ERR_FORMAT, "no token");
+    assert_fails_with(toks("-\n", 0, &t, err), SPINE_ERR_FORMAT, "expected a token id");
+    assert_int_equal(toks("-5 9223372036854775807\n", 0, &t, NULL), SPINE_OK);
+    assert_int_equal(t.ids[0], -5);
+    moe_tokens_free(&t);
+}
+
+/* a generated moe-tiny: forward runs, ids and lengths are checked, gating invariants hold */
+static void gating_invariants(void **state) {
+    (void)state;
+    moe_config c;
+    assert_int_equal(moe_preset_config("moe-tiny", &c, NULL), SPINE_OK);
+    spine_tensors ts;
+    assert_int_equal(moe_gen_tensors(&c, SPINE_DT_F32, 3, NULL, NULL, NULL, &ts, NULL), SPINE_OK);
+    moe_model *m = NULL;
+    assert_int_equal(moe_model_create(&c, &ts, &m, NULL), SPINE_OK);
+    int B = 3, T = 10;
+    int64_t tok[30];
+    for (int i = 0; i < 30; i++) tok[i] = (i * 37) % c.vocab;
+    float *ld = malloc((size_t)B * T * c.vocab * 4), *ls = malloc((size_t)B * T * c.vocab * 4);
+    moe_run_opts o = {.max_batch = B, .max_seq = 12, .logits_all = true};
+    moe_ctx *x = NULL;
+    assert_int_equal(moe_ctx_create(m, &o, NULL, &x, NULL), SPINE_OK);
+    assert_int_equal(moe_forward(x, tok, B, T, ld, NULL), SPINE_OK);
+    assert_int_equal(moe_ctx_report(x)->dropped, 0);
+    assert_int_equal(moe_ctx_report(x)->assignments, (uint64_t)B * T * c.top_k * c.layers);
+    /* over-long: 10 in the cache + 3 > 12 */
+    int64_t three[3] = {1, 2, 3};
+    assert_fails_with(moe_forward(x, three, 1, 3, ld, err), SPINE_ERR_INVALID, "cache holds");
+    int64_t more[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    assert_fails_with(moe_forward(x, more, 3, 3, ld, err), SPINE_ERR_LIMIT, "exceeds");
+    moe_ctx_reset(x);
+    int64_t bad[3] = {0, c.vocab, 1};
+    assert_fails_with(moe_forward(x, bad, 1, 3, ld, err), SPINE_ERR_RANGE, "vocabulary");
+    bad[1] = -1;
+    assert_fails_with(moe_forward(x, bad, 1, 3, ld, err), SPINE_ERR_RANGE, "position 1");
+    moe_ctx_free(x);
+    /* static with ample capacity computes the same thing; tight capacity drops */
+    o.gating = MOE_GATING_STATIC;
+    o.capacity_factor = (double)c.experts; /* C = k * S: nothing can overflow */
+    assert_int_equal(moe_ctx_create(m, &o, NULL, &x, NULL), SPINE_OK);
+    assert_int_equal(moe_forward(x, tok, B, T, ls, NULL), SPINE_OK);
+    assert_int_equal(moe_ctx_report(x)->dropped, 0);
+    for (size_t i = 0; i < (size_t)B * T * c.vocab; i++)
+        if (fabsf(ld[i] - ls[i]) > 1e-5f) fail_msg("logit %zu: %g vs %g", i, ld[i], ls[i]);
+    moe_ctx_free(x);
+    o.capacity_factor = 0.25;
+    assert_int_equal(moe_ctx_create(m, &o, NULL, &x, NULL), SPINE_OK);
+    assert_int_equal(moe_forward(x, tok, B, T, ls, NULL), SPINE_OK);
+    assert_true(moe_ctx_report(x)->dropped > 0);
+    /* slots = E * C per layer, C = ceil(0.25 * 2 * 30 / 8) = 2 */
+    assert_int_equal(moe_ctx_report(x)->slots_computed, (uint64_t)c.layers * c.experts * 2);
+    moe_ctx_free(x);
+    o.capacity_factor = 0;
+    assert_fails_with(moe_ctx_create(m, &o, NULL, &x, err), SPINE_ERR_INVALID, "capacity");
+    o.capacity_factor = 1;
+    o.max_seq = c.max_pos + 1;
+    assert_fails_with(moe_ctx_create(m, &o, NULL, &x, err), SPINE_ERR_LIMIT, "maximum");
+    free(ld);
+    free(ls);
+    moe_model_free(m);
+}
+
+static void weights_must_match_the_config(void **state) {
+    (void)state;
+    moe_config c;
+    assert_int_equal(moe_preset_config("moe-tiny", &c, NULL), SPINE_OK);
+    spine_tensors ts;
+    assert_int_equal(moe_gen_tensors(&c, SPINE_DT_F32, 3, NULL, NULL, NULL, &ts, NULL), SPINE_OK);
+    moe_config wrong = c;
+    wrong.inter = 97;
+    moe_model *m = NULL;
+    assert_fails_with(moe_model_create(&wrong, &ts, &m, err), SPINE_ERR_FORMAT, "w1.weight");
+    assert_int_equal(moe_gen_tensors(&c, SPINE_DT_F32, 3, NULL, NULL, NULL, &ts, NULL), SPINE_OK);
+    wrong = c;
+    wrong.layers = 1; /* layer 1's tensors left over */
+    assert_fails_with(moe_model_create(&wrong, &ts, &m, err), SPINE_ERR_FORMAT, "do not match");
+    assert_int_equal(moe_gen_tensors(&c, SPINE_DT_F32, 3, NULL, NULL, NULL, &ts, NULL), SPINE_OK);
+    wrong = c;
+    wrong.moe_every = 2; /* layer 0 would be dense: mlp.* missing */
+    assert_fails_with(moe_model_create(&wrong, &ts, &m, err), SPINE_ERR_FORMAT, "mlp.gate_proj");
+}
+
+int test_group_moe(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(products_match_the_scalar_reference),
+        cmocka_unit_test(config_parses_hugging_face_keys),
+        cmocka_unit_test(config_refusals),
+        cmocka_unit_test(token_files),
+        cmocka_unit_test(gating_invariants),
+        cmocka_unit_test(weights_must_match_the_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
