@@ -9,7 +9,7 @@ RUN_PKGS     = build-essential cmake pkg-config libopenblas-dev libmicrohttpd-de
 TEST_PKGS    = $(RUN_PKGS) libcmocka-dev clang libclang-rt-14-dev python3-torch python3-numpy curl procps chromium clang-format
 FUZZ_SECONDS ?= 15
 
-.PHONY: all build run test deps-run deps-test test-release test-asan test-fuzz fuzz bench format format-check clean
+.PHONY: all build run test deps-run deps-test test-release test-asan test-fuzz fuzz bench bench-moe format format-check clean
 
 all: build
 
@@ -50,6 +50,9 @@ fuzz: deps-test
 
 bench: deps-test build
 	bench/run.sh $(BUILD)/release
+
+bench-moe: deps-test build
+	bench/moe.sh $(BUILD)/release
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -4,6 +4,7 @@
 
 #include "../kernels/kernels.h"
 #include "../kernels/fmapeak.h"
+#include "../kernels/matmul.h"
 #include "../kernels/membw.h"
 #include "../model/dlrm.h"
 
@@ -104,6 +105,116 @@ static int bench_fma(int argc, char **argv) {
         fflush(stdout);
     }
     spine_pool_free(pool);
+    return rc;
+}
+
+/* `spine bench matmul`: the transformer weight products (matmul.c) on weights far larger than
+ * the last-level cache: GFLOP/s and GB/s of weights streamed, per dtype and shape. --portable
+ * takes the paths a machine without AVX2 gets (scalar small-m, OpenBLAS beyond), which is the
+ * A/B the kernel choices rest on. */
+static int bench_matmul(int argc, char **argv) {
+    cli_opt o[] = {
+        {"m", true, "input rows (tokens) (default 1)", NULL},
+        {"n", true, "weight rows (default 3584)", NULL},
+        {"k", true, "weight columns (default 1024)", NULL},
+        {"dtype", true, "f32 (default) | bf16", NULL},
+        {"threads", true, "threads (default 1)", NULL},
+        {"mib", true, "total weight bytes cycled through, MiB (default 1024)", NULL},
+        {"seconds", true, "per measurement (default 2)", NULL},
+        {"portable", false, "scalar / OpenBLAS paths instead of the AVX2 kernels", NULL},
+        {"json", false, "one JSON object", NULL},
+        {"help", false, "this text", NULL},
+    };
+    int n = (int)SPINE_ARRAY_LEN(o), npos;
+    if (cli_parse("bench matmul", argc, argv, o, n, NULL, 0, &npos)) return 2;
+    if (cli_get(o, n, "help")) {
+        cli_usage("usage: spine bench matmul [--m 1] [--n 3584] [--k 1024] [--dtype f32|bf16]", o,
+                  n);
+        return 0;
+    }
+    long long m = 1, nn = 3584, k = 1024, threads = 1, mib = 1024;
+    double seconds = 2;
+    const char *v;
+    if ((v = cli_get(o, n, "m")) && !cli_int("--m", v, 1, 65536, &m)) return 2;
+    if ((v = cli_get(o, n, "n")) && !cli_int("--n", v, 1, 1 << 20, &nn)) return 2;
+    if ((v = cli_get(o, n, "k")) && !cli_int("--k", v, 1, 1 << 20, &k)) return 2;
+    if ((v = cli_get(o, n, "threads")) && !cli_int("--threads", v, 1, 256, &threads)) return 2;
+    if ((v = cli_get(o, n, "mib")) && !cli_int("--mib", v, 1, 1 << 20, &mib)) return 2;
+    if ((v = cli_get(o, n, "seconds")) && !cli_double("--seconds", v, 0.01, 600, &seconds))
+        return 2;
+    bool bf16 = false;
+    if ((v = cli_get(o, n, "dtype"))) {
+        if (strcmp(v, "bf16") == 0)
+            bf16 = true;
+        else if (strcmp(v, "f32") != 0) {
+            fprintf(stderr, "spine bench matmul: --dtype must be f32 or bf16\n");
+            return 2;
+        }
+    }
+    size_t es = bf16 ? 2 : 4, per = (size_t)nn * (size_t)k * es;
+    size_t nmat = SPINE_MAX((size_t)1, ((size_t)mib << 20) / per);
+    spine_error err = {0};
+    spine_pool *pool = NULL;
+    uint8_t *w = spine_alloc_huge(per * nmat);
+    float *x = spine_alloc_aligned((size_t)m * k * sizeof(float));
+    float *y = spine_alloc_aligned((size_t)m * nn * sizeof(float));
+    mm_ctx mc = {0};
+    int rc = 1;
+    if (!w || !x || !y || spine_pool_create((int)threads, &pool, &err) ||
+        mm_ctx_init(&mc, pool, (int)k, &err)) {
+        fprintf(stderr, "spine bench matmul: cannot allocate %zu MiB of weights\n",
+                (per * nmat) >> 20);
+        goto out;
+    }
+    spine_rng r;
+    spine_rng_seed(&r, 1);
+    for (size_t i = 0; i < per * nmat / es; i++) {
+        float f = spine_rng_uniform(&r) * 0.02f - 0.01f;
+        if (bf16)
+            ((uint16_t *)w)[i] = spine_f32_to_bf16(f);
+        else
+            ((float *)w)[i] = f;
+    }
+    for (size_t i = 0; i < (size_t)m * k; i++) x[i] = spine_rng_uniform(&r);
+    mm_set_portable(cli_get(o, n, "portable") != NULL);
+    dense_init(); /* BLAS single-threaded: the pool owns parallelism */
+    uint64_t prods = 0;
+    double t0 = spine_now(), t;
+    do {
+        for (size_t i = 0; i < nmat; i++) {
+            mm_job j = {.x = x,
+                        .m = (int)m,
+                        .ldx = (int)k,
+                        .y = y,
+                        .ldy = (int)nn,
+                        .w = {w + i * per, bf16 ? SPINE_DT_BF16 : SPINE_DT_F32, (int)nn, (int)k}};
+            if (mm_run(&mc, &j, 1, &err)) goto out;
+        }
+        prods += nmat;
+        t = spine_now() - t0;
+    } while (t < seconds);
+    double gflops = 2.0 * (double)m * (double)nn * (double)k * (double)prods / t / 1e9;
+    double gbs = (double)per * (double)prods / t / 1e9;
+    if (cli_get(o, n, "json"))
+        printf("{\"bench\":\"matmul\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"dtype\":\"%s\","
+               "\"threads\":%lld,\"portable\":%s,\"gflops\":%.2f,\"weight_gb_s\":%.2f}\n",
+               m, nn, k, bf16 ? "bf16" : "f32", threads,
+               cli_get(o, n, "portable") ? "true" : "false", gflops, gbs);
+    else
+        printf("m %lld, n %lld, k %lld, %s, %lld thread%s%s: %.1f GFLOP/s, %.2f GB/s of weights "
+               "(%zu MiB cycled)\n",
+               m, nn, k, bf16 ? "bf16" : "f32", threads, threads == 1 ? "" : "s",
+               cli_get(o, n, "portable") ? " (portable paths)" : "", gflops, gbs,
+               (per * nmat) >> 20);
+    rc = 0;
+out:
+    if (rc && err.msg[0]) cli_print_error("bench matmul", &err);
+    mm_set_portable(false);
+    mm_ctx_free(&mc);
+    spine_pool_free(pool);
+    if (w) spine_free_huge(w, per * nmat);
+    spine_free_aligned(x);
+    spine_free_aligned(y);
     return rc;
 }
 
@@ -233,6 +344,7 @@ static int profile_hot(spine_model *m, const dlrm_index_dist *dist, int lookups,
 }
 
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && strcmp(argv[0], "matmul") == 0) return bench_matmul(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "fma") == 0) return bench_fma(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "membw") == 0) return bench_membw(argc - 1, argv + 1);
     cli_opt o[] = {

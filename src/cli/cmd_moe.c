@@ -220,6 +220,8 @@ static int moe_run(int argc, char **argv) {
         {"placement", true, "weights: auto | map | huge (default auto)", NULL},
         {"logits-out", true, "write logits, generated ids and drops to a safetensors file", NULL},
         {"json", false, "print the report as one JSON object", NULL},
+        {"portable", false, "scalar / OpenBLAS weight products instead of the AVX2 kernels",
+         NULL},
         {"help", false, "this text", NULL},
     };
     int n = (int)SPINE_ARRAY_LEN(o), npos;
@@ -264,6 +266,7 @@ static int moe_run(int argc, char **argv) {
     spine_placement placement;
     if (!cli_placement(cli_get(o, n, "placement"), &placement)) return 2;
     bool json = cli_get(o, n, "json") != NULL;
+    mm_set_portable(cli_get(o, n, "portable") != NULL);
     const char *logits_out = cli_get(o, n, "logits-out");
     ro.logits_all = logits_out != NULL;
 

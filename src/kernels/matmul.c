@@ -92,10 +92,9 @@ static void product(const float *x, int m, int ldx, const mm_weight *w, int r0, 
         return;
     }
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
-    /* Register tiles for every m: faster than OpenBLAS's packing up to a few dozen rows (74 vs
-     * 61 GFLOP/s per thread at m = 32, k = 1024) and close beyond (65 vs 74 at m = 128), and
-     * OpenBLAS called from both pool threads at once contends on its buffer lock (perf: a
-     * quarter of prefill time in sched_yield). BLAS stays the path without AVX2. */
+    /* Register tiles for every m: at these shapes they beat OpenBLAS's packing (spine bench
+     * matmul --m 32 --n 448: 63-64 vs 53-58 GFLOP/s per thread), and mixtral-mini prefill runs
+     * 2.5x faster than with BLAS (docs/BENCHMARKS.md). BLAS stays the path without AVX2. */
     if (have_avx2()) {
         mm_tile_avx2(x, m, ldx, w, r0, nr, y, ldy);
         return;

@@ -15,6 +15,7 @@
 #define MOE_MAX_HEAD_DIM 1024
 #define MOE_MAX_VOCAB (1 << 24)
 #define MOE_MAX_CONFIG_BYTES ((size_t)1 << 20)
+#define MOE_MAX_STEP_TOKENS (1 << 22) /* tokens in one forward call (B x T) */
 
 typedef struct moe_config {
     int hidden, inter, layers, heads, kv_heads, head_dim;

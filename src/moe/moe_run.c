@@ -4,6 +4,8 @@
  * parallel region on spine's pool. */
 #include "moe_ctx.h"
 
+#include "../kernels/kernels.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +40,7 @@ spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_poo
                           o->max_seq, limit, cf->sliding_window ? " (sliding window)" : "");
     if (o->gating == MOE_GATING_STATIC && !(o->capacity_factor > 0.0 && o->capacity_factor < 1e6))
         return spine_fail(err, SPINE_ERR_INVALID, "capacity factor must be positive");
+    dense_init(); /* BLAS single-threaded: the pool owns parallelism (static gating's GEMMs) */
     moe_ctx *c = calloc(1, sizeof *c);
     if (!c) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
     c->m = m;
@@ -204,6 +207,9 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
     if (B < 1 || T < 1 || B > c->o.max_batch)
         return spine_fail(err, SPINE_ERR_INVALID, "batch %d x %d tokens: batch must be 1..%d", B, T,
                           c->o.max_batch);
+    if ((uint64_t)B * (uint64_t)T > MOE_MAX_STEP_TOKENS)
+        return spine_fail(err, SPINE_ERR_LIMIT, "%d x %d tokens in one step: at most %d", B, T,
+                          MOE_MAX_STEP_TOKENS);
     if (c->o.encoder) moe_ctx_reset(c);
     if (c->pos > 0 && B != c->batch)
         return spine_fail(err, SPINE_ERR_INVALID,

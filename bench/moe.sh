@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# moe.sh [BUILD_DIR]: the MoE benchmarks recorded in docs/BENCHMARKS.md, side by side in one run:
+#  - this machine's limits: `spine bench fma` (FMA peak) and `spine bench membw` (sequential GB/s);
+#  - mixtral-mini (F32 and BF16): spine's prefill (128-token prompt) and batch-1 decode against
+#    the tuned PyTorch reference (bench/moe_torch.py) on Debian's torch and, when
+#    build/venv-bench exists (bench/run.sh makes it), PyPI's; rounds alternate engines;
+#  - moe-lm: static against dynamic gating across batch sizes and capacity factors (prefill
+#    throughput and MoE activation memory).
+# Models are generated under build/bench-moe on first use (3.2 + 1.6 + 9.8 GB).
+# PARTS=limits,mini,gating (the default: all) reruns only some parts; results of the others
+# stay from the previous run.
+set -euo pipefail
+B=${1:-build/release}
+S=$B/spine
+OUT=build/bench-moe
+ROUNDS=${ROUNDS:-3}
+T=${THREADS:-2}
+mkdir -p "$OUT"
+PARTS=${PARTS:-limits,mini,gating}
+has() { case ",$PARTS," in *",$1,"*) return 0 ;; esac; return 1; }
+has limits && rm -f "$OUT/fma.jsonl" "$OUT/membw.jsonl"
+has mini && rm -f "$OUT"/spine-*.jsonl "$OUT"/torch-*.jsonl
+has gating && rm -f "$OUT/gating.jsonl"
+for m in mixtral-mini:f32 mixtral-mini:bf16 moe-lm:f32; do
+  p=${m%%:*} d=${m##*:}
+  [ -f "$OUT/$p-$d/config.json" ] || "$S" moe gen --preset "$p" --dtype "$d" -o "$OUT/$p-$d"
+done
+if has limits; then
+  echo "== limits" >&2
+  "$S" bench fma --threads "$T" --json | tail -1 >"$OUT/fma.jsonl"
+  "$S" bench membw --threads "$T" --repeat 5 --json | tail -1 >"$OUT/membw.jsonl"
+  cat "$OUT/fma.jsonl" "$OUT/membw.jsonl" >&2
+fi
+PYS="/usr/bin/python3"
+[ -x build/venv-bench/bin/python ] && PYS="$PYS build/venv-bench/bin/python"
+has mini && for r in $(seq "$ROUNDS"); do
+  echo "== round $r of $ROUNDS: mixtral-mini" >&2
+  for d in f32 bf16; do
+    "$S" moe run --model "$OUT/mixtral-mini-$d" --random 128 --gen 32 --threads "$T" \
+      --repeat 3 --json | tee -a "$OUT/spine-$d.jsonl" >&2
+  done
+  for py in $PYS; do
+    tag=$([ "$py" = /usr/bin/python3 ] && echo debian || echo pypi)
+    OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=$T "$py" bench/moe_torch.py \
+      --model "$OUT/mixtral-mini-f32" --prompt 128 --gen 16 --threads "$T" --rounds 2 |
+      tee -a "$OUT/torch-$tag.jsonl" >&2
+  done
+done
+has gating && echo "== moe-lm: static vs dynamic gating" >&2
+LM=$OUT/moe-lm-f32
+has gating && for bt in 1:128 4:128 16:128; do
+  b=${bt%%:*} t=${bt##*:}
+  for g in dynamic static:1 static:2 static:12.8; do
+    [ "$g" = static:12.8 ] && [ "$b" -gt 4 ] && continue # minutes per run, and 3.5 GB of masks
+    if [ "$g" = dynamic ]; then args=(--gating dynamic); else args=(--gating static --capacity-factor "${g#static:}"); fi
+    "$S" moe run --model "$LM" --placement map --random "$t" --batch "$b" --gen 0 \
+      --threads "$T" --repeat 3 "${args[@]}" --json | tee -a "$OUT/gating.jsonl" >&2
+  done
+done
+python3 - "$OUT" <<'PY'
+import json, statistics as st, sys, os
+out = sys.argv[1]
+def rows(name):
+    p = os.path.join(out, name)
+    return [json.loads(l) for l in open(p)] if os.path.exists(p) else []
+med = lambda rs, k: st.median(r[k] for r in rs)
+fma = rows("fma.jsonl")[0]["gflops"]
+seq = rows("membw.jsonl")[0]["seq_gbps"]
+print("machine: FMA peak %.1f GFLOP/s, sequential read %.2f GB/s (%s threads)" %
+      (fma, seq, rows("fma.jsonl")[0]["threads"]))
+print("\n| mixtral-mini | prefill tok/s (128) | decode tok/s (batch 1) |")
+print("|---|---|---|")
+sp = {}
+for d in ("f32", "bf16"):
+    rs = rows("spine-%s.jsonl" % d)
+    sp[d] = (med(rs, "prefill_tok_s"), med(rs, "decode_tok_s"))
+    print("| spine %s | %.1f (%.1f GFLOP/s = %.0f%% of FMA peak) | %.2f (%.2f GB/s = %.0f%% of sequential) |" % (
+        d.upper(), sp[d][0], med(rs, "prefill_gflops"), 100 * med(rs, "prefill_gflops") / fma,
+        sp[d][1], med(rs, "decode_weight_gb_s"), 100 * med(rs, "decode_weight_gb_s") / seq))
+for tag in ("debian", "pypi"):
+    rs = rows("torch-%s.jsonl" % tag)
+    if not rs:
+        continue
+    tp, td = med(rs, "prefill_tok_s"), med(rs, "decode_tok_s")
+    print("| PyTorch %s (%s), tuned, F32 | %.1f (spine F32 %.2fx) | %.2f (spine F32 %.2fx, BF16 %.2fx) |" % (
+        rs[0]["anchor"], tag, tp, sp["f32"][0] / tp, td, sp["f32"][1] / td, sp["bf16"][1] / td))
+print("\nspine BF16 decode / F32 decode: %.2fx" % (sp["bf16"][1] / sp["f32"][1]))
+print("\n| moe-lm, batch x 128 | gating | tok/s | waste | dropped | MoE act. MB | dynamic speedup | act. memory ratio |")
+print("|---|---|---|---|---|---|---|---|")
+g = rows("gating.jsonl")
+for b in sorted({r["batch"] for r in g}):
+    dyn = [r for r in g if r["batch"] == b and r["gating"] == "dynamic"][0]
+    for r in [x for x in g if x["batch"] == b]:
+        print("| %d x %d | %s%s | %.1f | %.2f | %d of %d | %.1f | %s | %s |" % (
+            b, r["prompt"], r["gating"], " CF %g" % r["capacity_factor"] if r["gating"] == "static" else "",
+            r["prefill_tok_s"], r["waste_factor"], r["dropped"], r["assignments"],
+            r["act_bytes_peak"] / 1e6,
+            "%.2fx" % (dyn["prefill_tok_s"] / r["prefill_tok_s"]) if r is not dyn else "",
+            "%.2fx" % (r["act_bytes_peak"] / dyn["act_bytes_peak"]) if r is not dyn else ""))
+PY
