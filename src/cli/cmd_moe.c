@@ -220,8 +220,7 @@ static int moe_run(int argc, char **argv) {
         {"placement", true, "weights: auto | map | huge (default auto)", NULL},
         {"logits-out", true, "write logits, generated ids and drops to a safetensors file", NULL},
         {"json", false, "print the report as one JSON object", NULL},
-        {"portable", false, "scalar / OpenBLAS weight products instead of the AVX2 kernels",
-         NULL},
+        {"portable", false, "scalar / OpenBLAS weight products instead of the AVX2 kernels", NULL},
         {"help", false, "this text", NULL},
     };
     int n = (int)SPINE_ARRAY_LEN(o), npos;
