@@ -212,9 +212,10 @@ spine_status moe_config_parse(const char *json, size_t len, moe_config *out, spi
 
 char *moe_config_to_json(const moe_config *c) {
     spine_buf b = {0};
+    spine_buf_puts(&b, "{\n  \"architectures\": [\"MixtralForCausalLM\"],\n  \"model_type\": ");
+    json_write_string(&b, c->model_type, strlen(c->model_type));
     spine_buf_printf(&b,
-                     "{\n  \"architectures\": [\"MixtralForCausalLM\"],\n"
-                     "  \"model_type\": \"%s\",\n  \"hidden_act\": \"silu\",\n"
+                     ",\n  \"hidden_act\": \"silu\",\n"
                      "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
                      "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
                      "  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n"
@@ -224,10 +225,9 @@ char *moe_config_to_json(const moe_config *c) {
                      "  \"rope_theta\": %.17g,\n  \"rms_norm_eps\": %.17g,\n"
                      "  \"sliding_window\": null,\n  \"tie_word_embeddings\": %s,\n"
                      "  \"torch_dtype\": \"%s\"\n}\n",
-                     c->model_type, c->hidden, c->inter, c->layers, c->heads, c->kv_heads,
-                     c->head_dim, c->experts, c->top_k, c->moe_every,
-                     c->norm_topk ? "true" : "false", c->vocab, c->max_pos, c->rope_theta,
-                     c->rms_eps, c->tie_embeddings ? "true" : "false",
+                     c->hidden, c->inter, c->layers, c->heads, c->kv_heads, c->head_dim, c->experts,
+                     c->top_k, c->moe_every, c->norm_topk ? "true" : "false", c->vocab, c->max_pos,
+                     c->rope_theta, c->rms_eps, c->tie_embeddings ? "true" : "false",
                      c->dtype == SPINE_DT_BF16 ? "bfloat16" : "float32");
     if (b.failed) {
         spine_buf_free(&b);
