@@ -187,13 +187,9 @@ static bool add_copy(spine_tensors *ts, const char *name, spine_dtype dt, int nd
     return false;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    spine_sort_doubles(v, (size_t)n);
+    return spine_percentile(v, (size_t)n, 50.0);
 }
 
 static int moe_run(int argc, char **argv) {
