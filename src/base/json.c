@@ -457,3 +457,15 @@ void json_write_string(spine_buf *b, const char *s, size_t len) {
     }
     spine_buf_append(b, "\"", 1);
 }
+
+spine_status json_get_int_in(const json_doc *d, const json_node *v, const char *key, int64_t lo,
+                             int64_t hi, int64_t *out, spine_error *err) {
+    int64_t x;
+    if (!json_get_i64(d, v, &x))
+        return spine_fail(err, SPINE_ERR_FORMAT, "\"%s\" must be an integer", key);
+    if (x < lo || x > hi)
+        return spine_fail(err, SPINE_ERR_LIMIT, "\"%s\" = %lld is outside [%lld, %lld]", key,
+                          (long long)x, (long long)lo, (long long)hi);
+    *out = x;
+    return SPINE_OK;
+}

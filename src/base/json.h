@@ -63,6 +63,11 @@ const json_node *json_next(const json_doc *d, const json_node *n);
 bool json_get_i64(const json_doc *d, const json_node *n, int64_t *out);
 bool json_get_u64(const json_doc *d, const json_node *n, uint64_t *out);
 
+/* An integer member of a config document, in [lo, hi]: SPINE_ERR_FORMAT ("\"key\" must be an
+ * integer") or SPINE_ERR_LIMIT ("\"key\" = x is outside [lo, hi]") otherwise. */
+spine_status json_get_int_in(const json_doc *d, const json_node *v, const char *key, int64_t lo,
+                             int64_t hi, int64_t *out, spine_error *err);
+
 /* Writer helpers on spine_buf. */
 void json_write_string(spine_buf *b, const char *s, size_t len);
 

@@ -13,18 +13,6 @@ void dlrm_config_free(dlrm_config *c) {
     c->tables = NULL;
 }
 
-static spine_status get_int(const json_doc *d, const json_node *v, const char *key, int64_t lo,
-                            int64_t hi, int64_t *out, spine_error *err) {
-    int64_t x;
-    if (!json_get_i64(d, v, &x))
-        return spine_fail(err, SPINE_ERR_FORMAT, "\"%s\" must be an integer", key);
-    if (x < lo || x > hi)
-        return spine_fail(err, SPINE_ERR_LIMIT, "\"%s\" = %lld is outside [%lld, %lld]", key,
-                          (long long)x, (long long)lo, (long long)hi);
-    *out = x;
-    return SPINE_OK;
-}
-
 static spine_status get_widths(const json_doc *d, const json_node *v, const char *key, int *n,
                                int *out, spine_error *err) {
     if (v->type != JSON_ARRAY || v->count == 0 || v->count > SPINE_MAX_LAYERS)
@@ -33,7 +21,7 @@ static spine_status get_widths(const json_doc *d, const json_node *v, const char
     *n = 0;
     for (const json_node *e = json_child(d, v); e; e = json_next(d, e)) {
         int64_t w = 0;
-        spine_status st = get_int(d, e, key, 1, DLRM_MAX_WIDTH, &w, err);
+        spine_status st = json_get_int_in(d, e, key, 1, DLRM_MAX_WIDTH, &w, err);
         if (st) return st;
         out[(*n)++] = (int)w;
     }
@@ -80,7 +68,7 @@ static spine_status parse_tables(const json_doc *d, const json_node *v, dlrm_con
             const json_node *val = json_next(d, k);
             spine_status st = SPINE_OK;
             if (strcmp(kn, "rows") == 0) {
-                st = get_int(d, val, "rows", 1, DLRM_MAX_ROWS, &t[i].rows, err);
+                st = json_get_int_in(d, val, "rows", 1, DLRM_MAX_ROWS, &t[i].rows, err);
                 have_rows = true;
             } else if (strcmp(kn, "name") == 0) {
                 if (val->type != JSON_STRING || val->len == 0 || val->len >= sizeof t[i].name)
@@ -143,10 +131,11 @@ spine_status dlrm_config_parse(const char *json, size_t len, dlrm_config *c, spi
             else
                 memcpy(c->name, json_str(&d, v), v->len + 1);
         } else if (strcmp(kn, "num_dense_features") == 0) {
-            if (!(st = get_int(&d, v, kn, 1, DLRM_MAX_WIDTH, &x, err))) c->num_dense = (int)x;
+            if (!(st = json_get_int_in(&d, v, kn, 1, DLRM_MAX_WIDTH, &x, err)))
+                c->num_dense = (int)x;
             have_dense = true;
         } else if (strcmp(kn, "embedding_dim") == 0) {
-            if (!(st = get_int(&d, v, kn, 1, DLRM_MAX_DIM, &x, err))) c->emb_dim = (int)x;
+            if (!(st = json_get_int_in(&d, v, kn, 1, DLRM_MAX_DIM, &x, err))) c->emb_dim = (int)x;
             have_dim = true;
         } else if (strcmp(kn, "embedding_dtype") == 0) {
             st = get_rowtype(&d, v, kn, &rt, err);
@@ -173,7 +162,8 @@ spine_status dlrm_config_parse(const char *json, size_t len, dlrm_config *c, spi
                 st = spine_fail(err, SPINE_ERR_FORMAT, "\"interaction_self\" must be a boolean");
             c->interaction_self = v->type == JSON_TRUE;
         } else if (strcmp(kn, "lookups_per_table") == 0) {
-            if (!(st = get_int(&d, v, kn, 0, 1 << 20, &x, err))) c->lookups_per_table = (int)x;
+            if (!(st = json_get_int_in(&d, v, kn, 0, 1 << 20, &x, err)))
+                c->lookups_per_table = (int)x;
         } else if (strcmp(kn, "metadata") == 0) {
             if (v->type != JSON_OBJECT)
                 st = spine_fail(err, SPINE_ERR_FORMAT, "\"metadata\" must be an object");

@@ -48,14 +48,10 @@ static bool is_ignorable(const char *k) {
 
 static spine_status get_int(const json_doc *d, const json_node *v, const char *key, int64_t lo,
                             int64_t hi, int *out, spine_error *err) {
-    int64_t x;
-    if (!json_get_i64(d, v, &x))
-        return spine_fail(err, SPINE_ERR_FORMAT, "\"%s\" must be an integer", key);
-    if (x < lo || x > hi)
-        return spine_fail(err, SPINE_ERR_LIMIT, "\"%s\" = %lld is outside [%lld, %lld]", key,
-                          (long long)x, (long long)lo, (long long)hi);
-    *out = (int)x;
-    return SPINE_OK;
+    int64_t x = 0;
+    spine_status st = json_get_int_in(d, v, key, lo, hi, &x, err);
+    if (!st) *out = (int)x; /* hi fits an int for every key */
+    return st;
 }
 
 static spine_status get_num(const json_doc *d, const json_node *v, const char *key, double lo,
