@@ -215,8 +215,6 @@ spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err) 
             if (pass == 1) {
                 uint64_t prods = j->w3.data ? 2 : 1;
                 c->flops += prods * 2ull * (uint64_t)j->m * (uint64_t)j->w.n * (uint64_t)j->w.k;
-                c->weight_bytes +=
-                    prods * (uint64_t)j->w.n * (uint64_t)j->w.k * spine_dtype_size(j->w.dt);
             }
         }
         if (pass == 0) {

@@ -41,8 +41,7 @@ typedef struct mm_ctx {
     int *task_job, *task_row0, *task_rows;
     int task_cap;
     /* statistics */
-    uint64_t flops;        /* 2 m n k per product */
-    uint64_t weight_bytes; /* bytes of W read */
+    uint64_t flops; /* 2 m n k per product */
 } mm_ctx;
 
 spine_status mm_ctx_init(mm_ctx *c, spine_pool *pool, int max_k, spine_error *err);

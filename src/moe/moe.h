@@ -90,7 +90,6 @@ typedef struct moe_report {
     uint64_t tokens_dropped; /* tokens whose every assignment in a layer was dropped */
     uint64_t slots_computed; /* expert rows computed (padding included) */
     uint64_t act_bytes_peak; /* largest MoE-layer activation footprint of any step */
-    uint64_t *expert_tokens; /* [layers * experts]: tokens routed per expert (kept or not) */
 } moe_report;
 
 typedef struct moe_run_opts {

@@ -113,7 +113,7 @@ static spine_status parse(const json_doc *d, moe_config *c, spine_error *err) {
             seen[i] = true;
             if (v->type == JSON_NULL && !ints[i].required) continue;
             st = get_int(d, v, kn, ints[i].lo, ints[i].hi, ints[i].dst, err);
-            if (!st && (i == 10 || i == 11)) have_moe_every++;
+            if (!st && ints[i].dst == &c->moe_every) have_moe_every++;
         } else if (strcmp(kn, "rope_theta") == 0) {
             st = get_num(d, v, kn, 1.0, 1e12, &c->rope_theta, err);
         } else if (strcmp(kn, "rms_norm_eps") == 0) {

@@ -266,8 +266,6 @@ spine_status moe_ffn_forward(moe_ctx *c, int li, const float *xn, int S, float *
     st = mm_run(&c->mm, &r, 1, err);
     if (st) return st;
     route(c, c->logits.p, S);
-    uint64_t *et = c->rep.expert_tokens + (size_t)li * E;
-    for (size_t a = 0; a < A; a++) et[c->ex[a]]++;
     c->rep.assignments += A;
     if (c->o.gating == MOE_GATING_STATIC) return ffn_static(c, li, L, xn, S, out, err);
     return ffn_dynamic(c, L, xn, S, out, err);

@@ -65,11 +65,9 @@ spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_poo
     c->vcache = spine_alloc_huge(cache);
     c->scores = calloc((size_t)c->nthreads, sizeof *c->scores);
     c->counts = calloc((size_t)SPINE_MAX(cf->experts, 1) * 3, sizeof(int));
-    c->rep.expert_tokens = calloc((size_t)cf->layers * SPINE_MAX(cf->experts, 1), sizeof(uint64_t));
     c->last_drops = calloc((size_t)cf->layers, sizeof(uint64_t));
     c->jobs = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->jobs);
-    if (!c->kcache || !c->vcache || !c->scores || !c->counts || !c->rep.expert_tokens ||
-        !c->last_drops || !c->jobs) {
+    if (!c->kcache || !c->vcache || !c->scores || !c->counts || !c->last_drops || !c->jobs) {
         if (c->kcache) spine_free_huge(c->kcache, cache);
         if (c->vcache) spine_free_huge(c->vcache, cache);
         c->kcache = c->vcache = NULL;
@@ -106,7 +104,6 @@ void moe_ctx_free(moe_ctx *c) {
     free(c->ex);
     free(c->row);
     free(c->counts);
-    free(c->rep.expert_tokens);
     free(c->last_drops);
     free(c->jobs);
     mm_ctx_free(&c->mm);
