@@ -45,6 +45,12 @@ bool cli_placement(const char *s, spine_placement *out);
 /* "tables: 1.02 GB, 1.02 GB of them advised onto 2 MiB pages (1.00 GB backed)" */
 void cli_print_placement(FILE *f, const spine_model_desc *d);
 
+/* An SVG line chart: nseries lines y[s][0..n) over x[0..n) (non-finite points skipped), with
+ * a legend of names. False when the file cannot be written. */
+bool cli_svg_lines(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                   int nseries, const char *const *names, int n, const double *x,
+                   const double *const *y);
+
 int cmd_model(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
@@ -52,5 +58,7 @@ int cmd_demo(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_load(int argc, char **argv);
 int cmd_moe(int argc, char **argv);
+/* moe trace gen | cache-sim | place (sub names the first word) */
+int cmd_moe_trace(const char *sub, int argc, char **argv);
 
 #endif

@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include "../moe/moe.h"
+#include "../moe/moe_trace.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -216,6 +217,7 @@ static int moe_run(int argc, char **argv) {
         {"placement", true, "weights: auto | map | huge (default auto)", NULL},
         {"logits-out", true, "write logits, generated ids and drops to a safetensors file", NULL},
         {"json", false, "print the report as one JSON object", NULL},
+        {"trace-out", true, "record routing (experts per layer per batch) to a trace file", NULL},
         {"portable", false, "scalar / OpenBLAS weight products instead of the AVX2 kernels", NULL},
         {"help", false, "this text", NULL},
     };
@@ -294,6 +296,7 @@ static int moe_run(int argc, char **argv) {
     moe_model *m = NULL;
     int rc = 1;
     moe_ctx *ctx = NULL;
+    moe_trace trace = {0};
     float *logits = NULL, *dec_logits = NULL;
     int64_t *gen_ids = NULL, *step = NULL;
     double *tp = NULL, *td = NULL;
@@ -332,6 +335,13 @@ static int moe_run(int argc, char **argv) {
     ro.max_batch = B;
     ro.max_seq = T + G;
     if (moe_ctx_create(m, &ro, pool, &ctx, &err)) goto fail;
+    const char *trace_out = cli_get(o, n, "trace-out");
+    if (trace_out) {
+        const moe_ffn *f = &m->layers[cf->layers - 1].experts[0];
+        moe_trace_init(&trace, SPINE_MAX(cf->experts, 1), cf->top_k,
+                       3ull * f->w1.n * f->w1.k * spine_dtype_size(f->w1.dt));
+        moe_ctx_set_trace(ctx, &trace); /* the first repeat is recorded */
+    }
     size_t V = (size_t)cf->vocab;
     logits = malloc((size_t)B * (ro.logits_all ? (size_t)T : 1) * V * sizeof *logits);
     dec_logits = malloc(((size_t)G + 1) * B * V * sizeof *dec_logits);
@@ -382,6 +392,15 @@ static int moe_run(int argc, char **argv) {
             loff = 0;
         }
         td[r] = spine_now() - t0;
+        moe_ctx_set_trace(ctx, NULL);
+    }
+    if (trace_out) {
+        char *text = moe_trace_to_text(&trace);
+        spine_status tst = text ? spine_write_file(trace_out, text, strlen(text), &err)
+                                : spine_fail(&err, SPINE_ERR_NOMEM, "out of memory (trace)");
+        free(text);
+        moe_trace_free(&trace);
+        if (tst) goto fail;
     }
     double tpm = median(tp, (int)repeat), tdm = G ? median(td, (int)repeat) : 0.0;
     const moe_report *rep = moe_ctx_report(ctx);
@@ -473,6 +492,7 @@ out:
     free(td);
     free(pdrops);
     moe_ctx_free(ctx);
+    moe_trace_free(&trace);
     moe_model_free(m);
     moe_tokens_free(&toks);
     spine_pool_free(pool);
@@ -484,6 +504,9 @@ int cmd_moe(int argc, char **argv) {
     if (strcmp(sub, "gen") == 0) return moe_gen(argc - 1, argv + 1);
     if (strcmp(sub, "info") == 0) return moe_info(argc - 1, argv + 1);
     if (strcmp(sub, "run") == 0) return moe_run(argc - 1, argv + 1);
-    fprintf(stderr, "usage: spine moe gen | info | run [options]  ('spine moe run --help')\n");
+    if (strcmp(sub, "trace") == 0 || strcmp(sub, "cache-sim") == 0 || strcmp(sub, "place") == 0)
+        return cmd_moe_trace(sub, argc - 1, argv + 1);
+    fprintf(stderr, "usage: spine moe gen | info | run | trace gen | cache-sim | place [options]"
+                    "  ('spine moe run --help')\n");
     return 2;
 }

@@ -114,6 +114,10 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
                          spine_error *err);
 const moe_report *moe_ctx_report(const moe_ctx *c);
 const mm_ctx *moe_ctx_mm(const moe_ctx *c);
+/* Record routing into a trace (moe_trace.h; initialised with this model's experts) from the
+ * next forward on: one record per (forward call, MoE layer). NULL stops recording. */
+struct moe_trace;
+void moe_ctx_set_trace(moe_ctx *c, struct moe_trace *t);
 /* Per-MoE-layer dropped assignments of the last forward (for cross-checks), [layers]. */
 const uint64_t *moe_ctx_last_drops(const moe_ctx *c);
 

@@ -4,6 +4,7 @@
 #define SPINE_MOE_CTX_H
 
 #include "moe.h"
+#include "moe_trace.h"
 
 /* A growable float buffer; activation footprints are measured from what a step needs. */
 typedef struct moe_fbuf {
@@ -31,6 +32,9 @@ struct moe_ctx {
     mm_job *jobs; /* [experts] */
     moe_report rep;
     uint64_t *last_drops;
+    moe_trace *trace;  /* when set: every forward's per-layer expert token counts go here */
+    int64_t step;      /* forward calls so far (the trace's batch index) */
+    uint32_t *tcounts; /* [experts] */
 };
 
 /* Make b hold at least n floats; false when out of memory. */

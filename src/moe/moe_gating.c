@@ -266,6 +266,12 @@ spine_status moe_ffn_forward(moe_ctx *c, int li, const float *xn, int S, float *
     st = mm_run(&c->mm, &r, 1, err);
     if (st) return st;
     route(c, c->logits.p, S);
+    if (c->trace) {
+        memset(c->tcounts, 0, (size_t)E * sizeof *c->tcounts);
+        for (size_t a = 0; a < A; a++) c->tcounts[c->ex[a]]++;
+        st = moe_trace_add(c->trace, c->step, li, c->tcounts, err);
+        if (st) return st;
+    }
     c->rep.assignments += A;
     if (c->o.gating == MOE_GATING_STATIC) return ffn_static(c, li, L, xn, S, out, err);
     return ffn_dynamic(c, L, xn, S, out, err);

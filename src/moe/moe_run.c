@@ -67,7 +67,9 @@ spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_poo
     c->counts = calloc((size_t)SPINE_MAX(cf->experts, 1) * 3, sizeof(int));
     c->last_drops = calloc((size_t)cf->layers, sizeof(uint64_t));
     c->jobs = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->jobs);
-    if (!c->kcache || !c->vcache || !c->scores || !c->counts || !c->last_drops || !c->jobs) {
+    c->tcounts = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->tcounts);
+    if (!c->kcache || !c->vcache || !c->scores || !c->counts || !c->last_drops || !c->jobs ||
+        !c->tcounts) {
         if (c->kcache) spine_free_huge(c->kcache, cache);
         if (c->vcache) spine_free_huge(c->vcache, cache);
         c->kcache = c->vcache = NULL;
@@ -106,6 +108,7 @@ void moe_ctx_free(moe_ctx *c) {
     free(c->counts);
     free(c->last_drops);
     free(c->jobs);
+    free(c->tcounts);
     mm_ctx_free(&c->mm);
     free(c);
 }
@@ -122,6 +125,9 @@ const moe_report *moe_ctx_report(const moe_ctx *c) {
 }
 const mm_ctx *moe_ctx_mm(const moe_ctx *c) {
     return &c->mm;
+}
+void moe_ctx_set_trace(moe_ctx *c, struct moe_trace *t) {
+    c->trace = t;
 }
 const uint64_t *moe_ctx_last_drops(const moe_ctx *c) {
     return c->last_drops;
@@ -289,5 +295,6 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
     if (st) return st;
     c->batch = B;
     c->pos = c->o.encoder ? 0 : pos0 + T;
+    c->step++;
     return SPINE_OK;
 }

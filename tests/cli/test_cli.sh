@@ -110,5 +110,18 @@ rm "$W/moe-bad/model.safetensors"
 printf '{"weight_map": {"a": "../../etc/passwd.safetensors"}}' >"$W/moe-bad/model.safetensors.index.json"
 refuses "moe: shard path outside the folder" 1 "plain" "$SPINE" moe info --model "$W/moe-bad"
 
+# MoE routing traces, expert-cache replay, placement
+check "moe run --trace-out" bash -c "'$SPINE' moe run --model '$W/moe' --random 6 --batch 2 --gen 3 --trace-out '$W/run.trace' >/dev/null && head -1 '$W/run.trace' | grep -q 'experts=8 top_k=2' && test \$(grep -vc '^#' '$W/run.trace') -eq 9"
+"$SPINE" moe trace gen --layers 2 --experts 16 --batches 40 --tokens 32 --alpha 1.2 --expert-bytes 1000 -o "$W/gen.trace" >/dev/null
+check "moe trace gen" test "$(grep -vc '^#' "$W/gen.trace")" -eq 81
+check "moe cache-sim" bash -c "'$SPINE' moe cache-sim --trace '$W/gen.trace' --slots 4 --policy lru | grep -q 'GB moved'"
+check "moe cache-sim --sweep writes a table and a plot" bash -c "'$SPINE' moe cache-sim --trace '$W/gen.trace' --sweep --out '$W/sweep' >/dev/null && test \$(wc -l <'$W/sweep.tsv') -eq 17 && grep -q '<polyline' '$W/sweep.svg' && grep -q belady '$W/sweep.svg'"
+check "moe place, every policy" bash -c "'$SPINE' moe place --trace '$W/gen.trace' --groups 4 | grep -q 'replicate'"
+check "moe place -o" bash -c "'$SPINE' moe place --trace '$W/gen.trace' --groups 4 --policy greedy -o '$W/place.txt' >/dev/null && grep -c '^layer' '$W/place.txt' | grep -q 2"
+printf 'spine-moe-trace 1 experts=4 top_k=1 expert_bytes=0\n0 0 1 2 3\n' >"$W/bad.trace"
+refuses "moe: bad trace" 1 "line 2: expected 4 token counts" "$SPINE" moe cache-sim --trace "$W/bad.trace" --slots 2
+refuses "moe: bad policy" 2 "lifo, fifo" "$SPINE" moe cache-sim --trace "$W/gen.trace" --slots 2 --policy mru
+refuses "moe: too many groups" 1 "groups must be" "$SPINE" moe place --trace "$W/gen.trace" --groups 17
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -13,7 +13,8 @@
     X(config)                                                                                      \
     X(dlrm)                                                                                        \
     X(criteo)                                                                                      \
-    X(moe)
+    X(moe)                                                                                         \
+    X(moe_trace)
 
 #define X(name) int test_group_##name(void);
 SPINE_TEST_GROUPS(X)

@@ -1,0 +1,35 @@
+/* fuzz_trace.c: arbitrary bytes as a routing trace; an accepted trace must write and re-read
+ * to the same records, and replay and placement must run on it. */
+#include "moe/moe_trace.h"
+
+#include <stdlib.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    moe_trace t;
+    if (moe_trace_parse((const char *)data, size, &t, NULL) != SPINE_OK) return 0;
+    char *text = moe_trace_to_text(&t);
+    if (text) {
+        moe_trace u;
+        if (moe_trace_parse(text, strlen(text), &u, NULL) != SPINE_OK) __builtin_trap();
+        if (u.n != t.n || u.experts != t.experts ||
+            memcmp(u.counts, t.counts, t.n * (size_t)t.experts * sizeof *t.counts) != 0)
+            __builtin_trap();
+        moe_trace_free(&u);
+        free(text);
+    }
+    if (t.experts <= 64 && t.n <= 64) {
+        moe_cache_stats s, b;
+        if (moe_cache_simulate(&t, 2, MOE_POLICY_LIFO, &s, NULL) == SPINE_OK &&
+            moe_cache_simulate(&t, 2, MOE_POLICY_BELADY, &b, NULL) == SPINE_OK &&
+            s.misses < b.misses)
+            __builtin_trap();
+        moe_placement *pl;
+        int nl;
+        moe_place_report r;
+        if (moe_place(&t, 1 + (int)(size % (size_t)t.experts), MOE_PLACE_ANTICORR, t.n / 2, &pl,
+                      &nl, &r, NULL) == SPINE_OK)
+            moe_placements_free(pl, nl);
+    }
+    moe_trace_free(&t);
+    return 0;
+}
