@@ -18,7 +18,7 @@ T=${THREADS:-2}
 mkdir -p "$OUT"
 PARTS=${PARTS:-limits,mini,gating}
 has() { case ",$PARTS," in *",$1,"*) return 0 ;; esac; return 1; }
-has limits && rm -f "$OUT/fma.jsonl" "$OUT/membw.jsonl"
+has limits || has mini && rm -f "$OUT/fma.jsonl" "$OUT/membw.jsonl"
 has mini && rm -f "$OUT"/spine-*.jsonl "$OUT"/torch-*.jsonl
 has gating && rm -f "$OUT/gating.jsonl"
 for m in mixtral-mini:f32 mixtral-mini:bf16 moe-lm:f32; do
@@ -35,6 +35,9 @@ PYS="/usr/bin/python3"
 [ -x build/venv-bench/bin/python ] && PYS="$PYS build/venv-bench/bin/python"
 has mini && for r in $(seq "$ROUNDS"); do
   echo "== round $r of $ROUNDS: mixtral-mini" >&2
+  # the limits again in every round: this machine's bandwidth drifts by 10-20% within minutes
+  "$S" bench fma --threads "$T" --json | tail -1 >>"$OUT/fma.jsonl"
+  "$S" bench membw --threads "$T" --repeat 1 --json | tail -1 >>"$OUT/membw.jsonl"
   for d in f32 bf16; do
     "$S" moe run --model "$OUT/mixtral-mini-$d" --random 128 --gen 32 --threads "$T" \
       --repeat 3 --json | tee -a "$OUT/spine-$d.jsonl" >&2
@@ -64,10 +67,11 @@ def rows(name):
     p = os.path.join(out, name)
     return [json.loads(l) for l in open(p)] if os.path.exists(p) else []
 med = lambda rs, k: st.median(r[k] for r in rs)
-fma = rows("fma.jsonl")[0]["gflops"]
-seq = rows("membw.jsonl")[0]["seq_gbps"]
-print("machine: FMA peak %.1f GFLOP/s, sequential read %.2f GB/s (%s threads)" %
-      (fma, seq, rows("fma.jsonl")[0]["threads"]))
+fma = med(rows("fma.jsonl"), "gflops")
+seq = med(rows("membw.jsonl"), "seq_gbps")
+print("machine: FMA peak %.1f GFLOP/s, sequential read %.2f GB/s (%s threads; medians of %d "
+      "measurements spread over the run)" %
+      (fma, seq, rows("fma.jsonl")[0]["threads"], len(rows("membw.jsonl"))))
 print("\n| mixtral-mini | prefill tok/s (128) | decode tok/s (batch 1) |")
 print("|---|---|---|")
 sp = {}

@@ -217,6 +217,10 @@ static int moe_run(int argc, char **argv) {
         {"placement", true, "weights: auto | map | huge (default auto)", NULL},
         {"logits-out", true, "write logits, generated ids and drops to a safetensors file", NULL},
         {"json", false, "print the report as one JSON object", NULL},
+        {"expert-slots", true, "expert buffering: K fast-tier experts per MoE layer (default: all)",
+         NULL},
+        {"expert-policy", true, "eviction: lifo (default) | fifo | lru | lfu", NULL},
+        {"slow-gbps", true, "throttle expert copies to this GB/s (e.g. 12, a PCIe link)", NULL},
         {"trace-out", true, "record routing (experts per layer per batch) to a trace file", NULL},
         {"portable", false, "scalar / OpenBLAS weight products instead of the AVX2 kernels", NULL},
         {"help", false, "this text", NULL},
@@ -260,6 +264,22 @@ static int moe_run(int argc, char **argv) {
         fprintf(stderr, "spine moe run: --encoder runs no decode steps (drop --gen)\n");
         return 2;
     }
+    if ((v = cli_get(o, n, "expert-slots"))) {
+        long long k;
+        if (!cli_int("--expert-slots", v, 1, MOE_MAX_EXPERTS, &k)) return 2;
+        ro.expert_slots = (int)k;
+    }
+    if ((v = cli_get(o, n, "expert-policy"))) {
+        moe_policy p;
+        if (moe_policy_parse(v, &p) || p == MOE_POLICY_BELADY) {
+            fprintf(stderr, "spine moe run: --expert-policy must be lifo, fifo, lru or lfu\n");
+            return 2;
+        }
+        ro.expert_policy = (int)p;
+    }
+    if ((v = cli_get(o, n, "slow-gbps")) &&
+        !cli_double("--slow-gbps", v, 0.001, 1e4, &ro.slow_gbps))
+        return 2;
     spine_placement placement;
     if (!cli_placement(cli_get(o, n, "placement"), &placement)) return 2;
     bool json = cli_get(o, n, "json") != NULL;
@@ -417,19 +437,28 @@ static int moe_run(int argc, char **argv) {
     /* a decode step reads bpt bytes of weights (exactly at batch 1; an upper bound beyond) */
     double dec_gbs = G ? (double)bpt * (G / tdm) / 1e9 : 0.0;
     const char *gname = ro.gating == MOE_GATING_STATIC ? "static" : "dynamic";
+    moe_tier_stats ts;
+    moe_ctx_tier_stats(ctx, &ts);
+    double per = 1.0 / (double)repeat;
     if (json) {
-        printf("{\"batch\": %d, \"prompt\": %d, \"gen\": %d, \"gating\": \"%s\", "
-               "\"capacity_factor\": %g, \"threads\": %d, \"repeat\": %lld, \"dtype\": \"%s\", "
-               "\"prefill_s\": %.6f, \"prefill_tok_s\": %.3f, \"prefill_gflops\": %.3f, "
-               "\"decode_s\": %.6f, \"decode_tok_s\": %.3f, \"decode_weight_gb_s\": %.3f, "
-               "\"bytes_per_token\": %llu, \"assignments\": %.0f, \"dropped\": %.0f, "
-               "\"tokens_dropped\": %.0f, \"waste_factor\": %.4f, \"act_bytes_peak\": %llu, "
-               "\"decode_dropped\": %.0f, \"decode_waste_factor\": %.4f}\n",
-               B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
-               spine_pool_size(pool), repeat, spine_dtype_name(m->embed.dt), tpm, prefill_tps,
-               gflops, tdm, decode_tps, dec_gbs, (unsigned long long)bpt, pre.assignments * per_run,
-               pre.dropped * per_run, pre.tokens_dropped * per_run, waste,
-               (unsigned long long)pre.act_bytes_peak, dec.dropped * per_run, dwaste);
+        printf(
+            "{\"batch\": %d, \"prompt\": %d, \"gen\": %d, \"gating\": \"%s\", "
+            "\"capacity_factor\": %g, \"threads\": %d, \"repeat\": %lld, \"dtype\": \"%s\", "
+            "\"prefill_s\": %.6f, \"prefill_tok_s\": %.3f, \"prefill_gflops\": %.3f, "
+            "\"decode_s\": %.6f, \"decode_tok_s\": %.3f, \"decode_weight_gb_s\": %.3f, "
+            "\"bytes_per_token\": %llu, \"assignments\": %.0f, \"dropped\": %.0f, "
+            "\"tokens_dropped\": %.0f, \"waste_factor\": %.4f, \"act_bytes_peak\": %llu, "
+            "\"decode_dropped\": %.0f, \"decode_waste_factor\": %.4f, \"expert_slots\": %d, "
+            "\"expert_hits\": %.0f, \"expert_misses\": %.0f, \"expert_bytes_moved\": %.0f, "
+            "\"expert_load_s\": %.4f, \"expert_fast_bytes\": %llu, \"expert_bytes_all\": %llu}\n",
+            B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
+            spine_pool_size(pool), repeat, spine_dtype_name(m->embed.dt), tpm, prefill_tps, gflops,
+            tdm, decode_tps, dec_gbs, (unsigned long long)bpt, pre.assignments * per_run,
+            pre.dropped * per_run, pre.tokens_dropped * per_run, waste,
+            (unsigned long long)pre.act_bytes_peak, dec.dropped * per_run, dwaste, ro.expert_slots,
+            ts.hits * per, ts.misses * per, ts.bytes_moved * per, ts.load_s * per,
+            (unsigned long long)(ro.expert_slots ? ts.fast_bytes : m->expert_bytes),
+            (unsigned long long)m->expert_bytes);
     } else {
         printf("model: %s, %d layers, %d experts top-%d, %s weights, %d threads\n",
                dir ? dir : preset, cf->layers, cf->experts, cf->top_k,
@@ -449,6 +478,16 @@ static int moe_run(int argc, char **argv) {
             printf("         gating %s: %.0f assignments, %.0f dropped, waste factor %.2f\n", gname,
                    dec.assignments * per_run, dec.dropped * per_run, dwaste);
         }
+        if (ro.expert_slots)
+            printf("experts: %d fast-tier slots per layer (%s%s): %.0f hits, %.0f misses (hit rate "
+                   "%.3f), %.3f GB moved in %.3f s; fast tier %.3f GB of %.3f GB of experts "
+                   "(%.2fx less)\n",
+                   ts.slots, moe_policy_name((moe_policy)ro.expert_policy),
+                   ro.slow_gbps > 0 ? ", throttled" : "", ts.hits * per, ts.misses * per,
+                   ts.hits + ts.misses ? (double)ts.hits / (double)(ts.hits + ts.misses) : 0.0,
+                   ts.bytes_moved * per / 1e9, ts.load_s * per, (double)ts.fast_bytes / 1e9,
+                   (double)m->expert_bytes / 1e9,
+                   ts.fast_bytes ? (double)m->expert_bytes / (double)ts.fast_bytes : 0.0);
         if (ro.gating == MOE_GATING_STATIC)
             printf("static capacity: ceil(%g x k x S / E) slots per expert, S = tokens in a "
                    "step\n",

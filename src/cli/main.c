@@ -18,6 +18,9 @@ static void usage(void) {
            "moe-lm)\n"
            "  moe info      describe a MoE model folder\n"
            "  moe run       prefill + greedy decode with static or dynamic gating\n"
+           "  moe trace gen synthetic routing traces\n"
+           "  moe cache-sim replay a routing trace through an expert cache (or --sweep)\n"
+           "  moe place     place experts on worker groups, judged on held-out batches\n"
            "  demo          generate the built-in default model and run a sample batch\n"
            "  version       print the version\n\n"
            "'spine <command> --help' describes a command's options.\n",

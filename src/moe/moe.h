@@ -98,7 +98,18 @@ typedef struct moe_run_opts {
     double capacity_factor; /* static: capacity = ceil(cf * k * S / E) */
     bool encoder;           /* bidirectional attention, no cache carried between calls */
     bool logits_all;        /* logits for every position, not just the last */
+    /* expert buffering: 0 keeps every expert resident; K > 0 runs experts from K fast-tier
+     * slots per MoE layer, filled from the weights on a miss (moe_tier.c) */
+    int expert_slots;
+    int expert_policy; /* a moe_policy (moe_trace.h) other than Belady */
+    double slow_gbps;  /* throttle slow-tier copies to this rate (0: unthrottled) */
 } moe_run_opts;
+
+typedef struct moe_tier_stats {
+    int slots;
+    uint64_t hits, misses, bytes_moved, fast_bytes, expert_bytes_all;
+    double load_s;
+} moe_tier_stats;
 
 typedef struct moe_ctx moe_ctx;
 spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_pool *pool,
@@ -114,6 +125,8 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
                          spine_error *err);
 const moe_report *moe_ctx_report(const moe_ctx *c);
 const mm_ctx *moe_ctx_mm(const moe_ctx *c);
+/* Expert-tier counters (all zero without expert_slots). */
+void moe_ctx_tier_stats(const moe_ctx *c, moe_tier_stats *out);
 /* Record routing into a trace (moe_trace.h; initialised with this model's experts) from the
  * next forward on: one record per (forward call, MoE layer). NULL stops recording. */
 struct moe_trace;

@@ -24,16 +24,12 @@ int moe_policy_parse(const char *s, moe_policy *out) {
 
 #define NEVER INT64_MAX
 
-typedef struct sim {
-    int E, slots, resident_n;
-    bool *resident;
-    int64_t *loaded_at, *last_used, *uses, *next_use_of;
-} sim;
-
-static int victim(const sim *s, moe_policy p, const uint32_t *active) {
+int moe_policy_victim(moe_policy p, int E, const bool *cand, const int64_t *loaded_at,
+                      const int64_t *last_used, const int64_t *uses, const int64_t *next_use,
+                      const uint8_t *active) {
     int best = -1;
-    for (int e = 0; e < s->E; e++) {
-        if (!s->resident[e]) continue;
+    for (int e = 0; e < E; e++) {
+        if (!cand[e]) continue;
         if (best < 0) {
             best = e;
             continue;
@@ -41,22 +37,21 @@ static int victim(const sim *s, moe_policy p, const uint32_t *active) {
         bool better = false;
         switch (p) {
         case MOE_POLICY_LIFO: {
-            bool ie = active[e] == 0, ib = active[best] == 0; /* inactive in this batch first */
-            better = ie != ib ? ie : s->loaded_at[e] > s->loaded_at[best];
+            bool ie = !active[e], ib = !active[best]; /* inactive in this batch first */
+            better = ie != ib ? ie : loaded_at[e] > loaded_at[best];
             break;
         }
         case MOE_POLICY_FIFO:
-            better = s->loaded_at[e] < s->loaded_at[best];
+            better = loaded_at[e] < loaded_at[best];
             break;
         case MOE_POLICY_LRU:
-            better = s->last_used[e] < s->last_used[best];
+            better = last_used[e] < last_used[best];
             break;
         case MOE_POLICY_LFU:
-            better = s->uses[e] != s->uses[best] ? s->uses[e] < s->uses[best]
-                                                 : s->last_used[e] < s->last_used[best];
+            better = uses[e] != uses[best] ? uses[e] < uses[best] : last_used[e] < last_used[best];
             break;
         default:
-            better = s->next_use_of[e] > s->next_use_of[best];
+            better = next_use[e] > next_use[best];
             break;
         }
         if (better) best = e;
@@ -77,16 +72,15 @@ spine_status moe_cache_simulate(const moe_trace *t, int slots, moe_policy p, moe
     int *req = malloc(maxreq * sizeof *req);
     size_t *rec = malloc(maxreq * sizeof *rec);
     int64_t *next = malloc(maxreq * sizeof *next);
-    sim s = {.E = E, .slots = slots};
-    s.resident = calloc((size_t)E, sizeof *s.resident);
+    bool *resident = calloc((size_t)E, sizeof *resident);
+    uint8_t *active = calloc((size_t)E, 1);
     int64_t *state = calloc((size_t)E * 5, sizeof *state);
-    if (!req || !rec || !next || !s.resident || !state) {
-        free(req), free(rec), free(next), free(s.resident), free(state);
+    if (!req || !rec || !next || !resident || !active || !state) {
+        free(req), free(rec), free(next), free(resident), free(active), free(state);
         return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (cache simulation)");
     }
-    s.loaded_at = state, s.last_used = state + E, s.uses = state + 2 * E;
-    s.next_use_of = state + 3 * E;
-    int64_t *last_seen = state + 4 * E;
+    int64_t *loaded_at = state, *last_used = state + E, *uses = state + 2 * E;
+    int64_t *next_use_of = state + 3 * E, *last_seen = state + 4 * E;
     for (int li = 0; li < nl; li++) {
         size_t nr = 0;
         for (size_t i = 0; i < t->n; i++) {
@@ -100,31 +94,34 @@ spine_status moe_cache_simulate(const moe_trace *t, int slots, moe_policy p, moe
             next[i] = last_seen[req[i]];
             last_seen[req[i]] = (int64_t)i;
         }
-        memset(s.resident, 0, (size_t)E * sizeof *s.resident);
+        memset(resident, 0, (size_t)E * sizeof *resident);
         memset(state, 0, (size_t)E * 4 * sizeof *state);
-        s.resident_n = 0;
+        int resident_n = 0;
         int64_t seq = 0;
         for (size_t i = 0; i < nr; i++) {
             int e = req[i];
             out->requests++;
-            if (s.resident[e]) {
+            if (resident[e]) {
                 out->hits++;
             } else {
                 out->misses++;
-                if (s.resident_n == slots) {
-                    int v = victim(&s, p, t->counts + rec[i] * (size_t)E);
-                    s.resident[v] = false;
-                    s.resident_n--;
+                if (resident_n == slots) {
+                    const uint32_t *c = t->counts + rec[i] * (size_t)E;
+                    for (int x = 0; x < E; x++) active[x] = c[x] != 0;
+                    int v = moe_policy_victim(p, E, resident, loaded_at, last_used, uses,
+                                              next_use_of, active);
+                    resident[v] = false;
+                    resident_n--;
                 }
-                s.resident[e] = true;
-                s.resident_n++;
-                s.loaded_at[e] = ++seq;
+                resident[e] = true;
+                resident_n++;
+                loaded_at[e] = ++seq;
             }
-            s.last_used[e] = (int64_t)i;
-            s.uses[e]++;
-            s.next_use_of[e] = next[i];
+            last_used[e] = (int64_t)i;
+            uses[e]++;
+            next_use_of[e] = next[i];
         }
     }
-    free(req), free(rec), free(next), free(s.resident), free(state);
+    free(req), free(rec), free(next), free(resident), free(active), free(state);
     return SPINE_OK;
 }

@@ -6,6 +6,34 @@
 #include "moe.h"
 #include "moe_trace.h"
 
+/* The tiered expert store (moe_tier.c): `slots` expert buffers per layer in front of the
+ * model's weights. */
+typedef struct moe_tier {
+    int moe_layers, experts, slots;
+    int *moe_index; /* [model layers]: the MoE layer's index in the arrays below, -1 if dense */
+    moe_policy policy;
+    double slow_gbps; /* 0: copy as fast as memory allows */
+    spine_dtype dt1, dt2, dt3;
+    size_t b1, b2, b3, expert_bytes; /* bytes of w1, w2, w3; one slot (64-byte rounded) */
+    uint8_t *buf;                    /* [moe_layers][slots][expert_bytes], 2 MiB pages */
+    size_t buf_bytes;
+    int *slot_expert; /* [moe_layers][slots]: the expert in each slot, -1 when empty */
+    int64_t *state;   /* [moe_layers][4][experts]: slot + 1, loaded_at, last_used, uses */
+    bool *cand;
+    uint8_t *active;
+    int64_t clock;
+    uint64_t hits, misses, bytes_moved;
+    double load_s;
+} moe_tier;
+spine_status moe_tier_init(moe_tier *t, const moe_model *m, int slots, moe_policy p,
+                           double slow_gbps, spine_error *err);
+void moe_tier_free(moe_tier *t);
+/* Make expert e of layer li resident (evicting none of `pinned`) and describe its weights in the
+ * fast tier. batch_counts: the current batch's tokens per expert (for lifo). */
+spine_status moe_tier_fetch(moe_tier *t, const moe_model *m, spine_pool *pool, int li, int e,
+                            const bool *pinned, const int *batch_counts, moe_ffn *out,
+                            spine_error *err);
+
 /* A growable float buffer; activation footprints are measured from what a step needs. */
 typedef struct moe_fbuf {
     float *p;
@@ -35,6 +63,10 @@ struct moe_ctx {
     moe_trace *trace;  /* when set: every forward's per-layer expert token counts go here */
     int64_t step;      /* forward calls so far (the trace's batch index) */
     uint32_t *tcounts; /* [experts] */
+    moe_tier tier;     /* used when o.expert_slots > 0 */
+    bool *pinned;      /* [experts]: the group of experts about to run */
+    moe_ffn *group;    /* [experts]: their weights in the fast tier */
+    int *glist;        /* [experts]: their ids */
 };
 
 /* Make b hold at least n floats; false when out of memory. */

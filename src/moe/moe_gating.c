@@ -75,40 +75,61 @@ static spine_status run_dense_ffn(moe_ctx *c, const moe_ffn *f, const float *xn,
     return mm_run(&c->mm, &b, 1, err);
 }
 
-/* expert e runs on rows [off, off + n) of in [., H] into outb [., H], through h1/h3 [., F] */
-static spine_status run_experts(moe_ctx *c, const moe_layer *L, const int *off, const int *cnt,
-                                const float *in, float *outb, spine_error *err) {
+/* expert e runs on rows [off, off + n) of in [., H] into outb [., H], through h1/h3 [., F].
+ * All experts run as one group (two parallel regions); with an expert tier, groups of at most
+ * `slots` experts in id order, each group fetched into the fast tier before it runs. */
+static spine_status run_experts(moe_ctx *c, int li, const moe_layer *L, const int *off,
+                                const int *cnt, const float *in, float *outb, spine_error *err) {
     const moe_config *cf = &c->m->c;
-    int H = cf->hidden, F = cf->inter, E = cf->experts, nj = 0;
+    int H = cf->hidden, F = cf->inter, E = cf->experts;
+    bool tiered = c->o.expert_slots > 0;
+    int limit = tiered ? c->tier.slots : E;
     mm_job *jobs = c->jobs;
-    for (int e = 0; e < E; e++) {
-        if (cnt[e] == 0) continue;
-        jobs[nj++] = (mm_job){.x = in + (size_t)off[e] * H,
-                              .m = cnt[e],
-                              .ldx = H,
-                              .w = L->experts[e].w1,
-                              .y = c->h1.p + (size_t)off[e] * F,
-                              .ldy = F,
-                              .w3 = L->experts[e].w3,
-                              .y3 = c->h3.p + (size_t)off[e] * F};
+    spine_status st = SPINE_OK;
+    for (int e0 = 0; e0 < E && !st;) {
+        int ng = 0, e = e0;
+        for (; e < E && ng < limit; e++)
+            if (cnt[e]) c->glist[ng++] = e, c->pinned[e] = true;
+        e0 = e;
+        for (int i = 0; i < ng && !st; i++) {
+            int x = c->glist[i];
+            if (tiered)
+                st = moe_tier_fetch(&c->tier, c->m, c->pool, li, x, c->pinned, cnt, &c->group[i],
+                                    err);
+            else
+                c->group[i] = L->experts[x];
+        }
+        for (int i = 0; i < ng; i++) c->pinned[c->glist[i]] = false;
+        if (st || ng == 0) break;
+        for (int i = 0; i < ng; i++) {
+            int x = c->glist[i];
+            jobs[i] = (mm_job){.x = in + (size_t)off[x] * H,
+                               .m = cnt[x],
+                               .ldx = H,
+                               .w = c->group[i].w1,
+                               .y = c->h1.p + (size_t)off[x] * F,
+                               .ldy = F,
+                               .w3 = c->group[i].w3,
+                               .y3 = c->h3.p + (size_t)off[x] * F};
+        }
+        st = mm_run(&c->mm, jobs, ng, err);
+        if (st) break;
+        for (int i = 0; i < ng; i++) {
+            int x = c->glist[i];
+            jobs[i] = (mm_job){.x = c->h1.p + (size_t)off[x] * F,
+                               .m = cnt[x],
+                               .ldx = F,
+                               .w = c->group[i].w2,
+                               .y = outb + (size_t)off[x] * H,
+                               .ldy = H};
+        }
+        st = mm_run(&c->mm, jobs, ng, err);
     }
-    spine_status st = mm_run(&c->mm, jobs, nj, err);
-    if (st) return st;
-    nj = 0;
-    for (int e = 0; e < E; e++) {
-        if (cnt[e] == 0) continue;
-        jobs[nj++] = (mm_job){.x = c->h1.p + (size_t)off[e] * F,
-                              .m = cnt[e],
-                              .ldx = F,
-                              .w = L->experts[e].w2,
-                              .y = outb + (size_t)off[e] * H,
-                              .ldy = H};
-    }
-    return mm_run(&c->mm, jobs, nj, err);
+    return st;
 }
 
-static spine_status ffn_dynamic(moe_ctx *c, const moe_layer *L, const float *xn, int S, float *out,
-                                spine_error *err) {
+static spine_status ffn_dynamic(moe_ctx *c, int li, const moe_layer *L, const float *xn, int S,
+                                float *out, spine_error *err) {
     const moe_config *cf = &c->m->c;
     int H = cf->hidden, F = cf->inter, E = cf->experts, K = cf->top_k;
     size_t A = (size_t)S * K;
@@ -128,7 +149,7 @@ static spine_status ffn_dynamic(moe_ctx *c, const moe_layer *L, const float *xn,
         c->row[a] = off[e] + fill[e]++;
         memcpy(c->g.p + (size_t)c->row[a] * H, xn + (a / K) * H, (size_t)H * sizeof(float));
     }
-    spine_status st = run_experts(c, L, off, cnt, c->g.p, c->ob.p, err);
+    spine_status st = run_experts(c, li, L, off, cnt, c->g.p, c->ob.p, err);
     if (st) return st;
     for (int s = 0; s < S; s++) {
         float *o = out + (size_t)s * H;
@@ -229,7 +250,7 @@ static spine_status ffn_static(moe_ctx *c, int li, const moe_layer *L, const flo
         cnt[e] = C;
         off[e] = e * C;
     }
-    spine_status st = run_experts(c, L, off, cnt, c->xd.p, c->ob.p, err);
+    spine_status st = run_experts(c, li, L, off, cnt, c->xd.p, c->ob.p, err);
     if (st) return st;
     /* combine: out[S, H] = combine . expert_out */
     gemm_arg g = {.trans_a = false,
@@ -274,5 +295,5 @@ spine_status moe_ffn_forward(moe_ctx *c, int li, const float *xn, int S, float *
     }
     c->rep.assignments += A;
     if (c->o.gating == MOE_GATING_STATIC) return ffn_static(c, li, L, xn, S, out, err);
-    return ffn_dynamic(c, L, xn, S, out, err);
+    return ffn_dynamic(c, li, L, xn, S, out, err);
 }

@@ -68,8 +68,11 @@ spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_poo
     c->last_drops = calloc((size_t)cf->layers, sizeof(uint64_t));
     c->jobs = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->jobs);
     c->tcounts = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->tcounts);
+    c->pinned = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->pinned);
+    c->group = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->group);
+    c->glist = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->glist);
     if (!c->kcache || !c->vcache || !c->scores || !c->counts || !c->last_drops || !c->jobs ||
-        !c->tcounts) {
+        !c->tcounts || !c->pinned || !c->group || !c->glist) {
         if (c->kcache) spine_free_huge(c->kcache, cache);
         if (c->vcache) spine_free_huge(c->vcache, cache);
         c->kcache = c->vcache = NULL;
@@ -83,6 +86,14 @@ spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_poo
         if (!c->scores[t]) {
             moe_ctx_free(c);
             return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+        }
+    }
+    if (o->expert_slots > 0) {
+        st = moe_tier_init(&c->tier, m, o->expert_slots, (moe_policy)o->expert_policy, o->slow_gbps,
+                           err);
+        if (st) {
+            moe_ctx_free(c);
+            return st;
         }
     }
     *out = c;
@@ -109,6 +120,10 @@ void moe_ctx_free(moe_ctx *c) {
     free(c->last_drops);
     free(c->jobs);
     free(c->tcounts);
+    free(c->pinned);
+    free(c->group);
+    free(c->glist);
+    moe_tier_free(&c->tier);
     mm_ctx_free(&c->mm);
     free(c);
 }
@@ -126,6 +141,17 @@ const moe_report *moe_ctx_report(const moe_ctx *c) {
 const mm_ctx *moe_ctx_mm(const moe_ctx *c) {
     return &c->mm;
 }
+void moe_ctx_tier_stats(const moe_ctx *c, moe_tier_stats *out) {
+    const moe_tier *t = &c->tier;
+    *out = (moe_tier_stats){.slots = t->slots,
+                            .hits = t->hits,
+                            .misses = t->misses,
+                            .bytes_moved = t->bytes_moved,
+                            .fast_bytes = (uint64_t)t->moe_layers * t->slots * t->expert_bytes,
+                            .expert_bytes_all = c->m->expert_bytes,
+                            .load_s = t->load_s};
+}
+
 void moe_ctx_set_trace(moe_ctx *c, struct moe_trace *t) {
     c->trace = t;
 }

@@ -56,6 +56,14 @@ typedef enum moe_policy {
 const char *moe_policy_name(moe_policy p);
 int moe_policy_parse(const char *s, moe_policy *out); /* 0 on success */
 
+/* The expert to evict under policy p among the candidates (cand[e]), or -1 when there is none.
+ * Per expert: when it was loaded, last used, how often used, its next use (Belady; INT64_MAX:
+ * never), and whether the current batch needs it (active, for lifo's inactive-first). Shared by
+ * the simulator and the engine's expert tier. */
+int moe_policy_victim(moe_policy p, int E, const bool *cand, const int64_t *loaded_at,
+                      const int64_t *last_used, const int64_t *uses, const int64_t *next_use,
+                      const uint8_t *active);
+
 typedef struct moe_cache_stats {
     uint64_t requests, hits, misses;
 } moe_cache_stats;

@@ -123,5 +123,15 @@ refuses "moe: bad trace" 1 "line 2: expected 4 token counts" "$SPINE" moe cache-
 refuses "moe: bad policy" 2 "lifo, fifo" "$SPINE" moe cache-sim --trace "$W/gen.trace" --slots 2 --policy mru
 refuses "moe: too many groups" 1 "groups must be" "$SPINE" moe place --trace "$W/gen.trace" --groups 17
 
+# expert buffering: any slot count and policy gives the all-resident outputs, bit for bit
+printf '3 1 4 1 5 9 2 6\n5 3 5 8 9 7 9 3\n' >"$W/tok8.txt"
+"$SPINE" moe run --model "$W/moe" --tokens "$W/tok8.txt" --gen 4 --logits-out "$W/all.st" >/dev/null
+for pk in lifo:1 lifo:3 fifo:2 lru:2 lfu:5; do
+  check "expert tier ${pk%%:*}, ${pk##*:} slots: outputs identical" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 4 --expert-slots ${pk##*:} --expert-policy ${pk%%:*} --logits-out '$W/tier.st' | grep -q 'fast-tier slots' && cmp -s '$W/all.st' '$W/tier.st'"
+done
+"$SPINE" moe run --model "$W/moe" --tokens "$W/tok8.txt" --gen 2 --gating static --capacity-factor 0.5 --logits-out "$W/all-static.st" >/dev/null
+check "expert tier under static gating: outputs identical" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 2 --gating static --capacity-factor 0.5 --expert-slots 2 --slow-gbps 50 --logits-out '$W/tier-static.st' >/dev/null && cmp -s '$W/all-static.st' '$W/tier-static.st'"
+refuses "moe: belady is offline only" 2 "lifo, fifo, lru or lfu" "$SPINE" moe run --model "$W/moe" --random 4 --expert-slots 2 --expert-policy belady
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
