@@ -149,8 +149,8 @@ static void small_bf16(const float *x, int m, int ldx, const void *w, int k, int
 
 /* Any m: register tiles of 4 input rows x 3 weight rows (12 accumulators, FMA bound rather
  * than load bound), with each triple of weight rows kept in L1 while all input rows pass. */
-/* (K-blocking for L1 was measured and lost: 51 vs 64 GFLOP/s at m = 32, k = 1024, block 512,
- * the extra horizontal sums cost more than the misses saved.) */
+/* (Blocking k to keep inputs in L1 was tried and lost: the extra horizontal sums cost more
+ * than the misses saved.) */
 #define DEFINE_TILE(NAME, BF)                                                                      \
     static void NAME(const float *x, int m, int ldx, const void *w, int k, int r0, int nr,         \
                      float *y, int ldy) {                                                          \
