@@ -22,6 +22,8 @@ fi
 [ -f "$C/tokens/seed" ] || printf '# prompts\n1 2 3\n4,5,6\r\n' >"$C/tokens/seed"
 [ -f "$C/trace/seed" ] || "$B/spine" moe trace gen --layers 2 --experts 8 --batches 6 --tokens 4 \
   -o "$C/trace/seed" >/dev/null 2>&1
+[ -f "$C/trace/placement" ] ||
+  printf 'spine-moe-placement 1 experts=4 groups=2 copies=2\nlayer 1: 0 1/0 1 0\n' >"$C/trace/placement"
 [ -f "$C/criteo/line" ] ||
   printf '1\t5\t\t3\t-1\t0\t1\t2\t3\t4\t5\t6\t7\t8\t68fd1e64\t\t%s\n' "$(printf 'ab\t%.0s' $(seq 23))ff" >"$C/criteo/line"
 [ -f "$C/request/json" ] || python3 - "$C/request" <<'PY'

@@ -221,6 +221,8 @@ static int moe_run(int argc, char **argv) {
          NULL},
         {"expert-policy", true, "eviction: lifo (default) | fifo | lru | lfu", NULL},
         {"slow-gbps", true, "throttle expert copies to this GB/s (e.g. 12, a PCIe link)", NULL},
+        {"expert-placement", true,
+         "run experts on worker groups by this placement file (spine moe place -o)", NULL},
         {"trace-out", true, "record routing (experts per layer per batch) to a trace file", NULL},
         {"portable", false, "scalar / OpenBLAS weight products instead of the AVX2 kernels", NULL},
         {"help", false, "this text", NULL},
@@ -316,6 +318,8 @@ static int moe_run(int argc, char **argv) {
     moe_model *m = NULL;
     int rc = 1;
     moe_ctx *ctx = NULL;
+    moe_placement *xpl = NULL;
+    int nxpl = 0;
     moe_trace trace = {0};
     float *logits = NULL, *dec_logits = NULL;
     int64_t *gen_ids = NULL, *step = NULL;
@@ -354,6 +358,19 @@ static int moe_run(int argc, char **argv) {
     int B = toks.n_seq, T = toks.len, G = (int)gen;
     ro.max_batch = B;
     ro.max_seq = T + G;
+    if ((v = cli_get(o, n, "expert-placement"))) {
+        char *text = NULL;
+        size_t len = 0;
+        if (spine_read_file(v, (size_t)64 << 20, &text, &len, &err) ||
+            moe_placement_parse(text, len, &xpl, &nxpl, &err)) {
+            free(text);
+            spine_error_prefix(&err, "%s: ", v);
+            goto fail;
+        }
+        free(text);
+        ro.placement = xpl;
+        ro.n_placement = nxpl;
+    }
     if (moe_ctx_create(m, &ro, pool, &ctx, &err)) goto fail;
     const char *trace_out = cli_get(o, n, "trace-out");
     if (trace_out) {
@@ -488,6 +505,16 @@ static int moe_run(int argc, char **argv) {
                    ts.bytes_moved * per / 1e9, ts.load_s * per, (double)ts.fast_bytes / 1e9,
                    (double)m->expert_bytes / 1e9,
                    ts.fast_bytes ? (double)m->expert_bytes / (double)ts.fast_bytes : 0.0);
+        int ng = 0;
+        const uint64_t *gr = moe_ctx_group_rows(ctx, &ng);
+        if (gr) {
+            uint64_t tot = 0, mx = 0;
+            for (int g = 0; g < ng; g++) tot += gr[g], mx = SPINE_MAX(mx, gr[g]);
+            printf("groups:  %d worker groups ran", ng);
+            for (int g = 0; g < ng; g++) printf(" %llu", (unsigned long long)gr[g]);
+            printf(" assignment rows: largest share %.3f (fair %.3f)\n",
+                   tot ? (double)mx / (double)tot : 0.0, 1.0 / ng);
+        }
         if (ro.gating == MOE_GATING_STATIC)
             printf("static capacity: ceil(%g x k x S / E) slots per expert, S = tokens in a "
                    "step\n",
@@ -533,6 +560,7 @@ out:
     moe_ctx_free(ctx);
     moe_trace_free(&trace);
     moe_model_free(m);
+    moe_placements_free(xpl, nxpl);
     moe_tokens_free(&toks);
     spine_pool_free(pool);
     return rc;

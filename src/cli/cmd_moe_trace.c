@@ -234,28 +234,10 @@ static int cache_sim(int argc, char **argv) {
 }
 
 static bool write_placement(const char *path, const moe_placement *pl, int nl, spine_error *err) {
-    spine_buf b = {0};
-    spine_buf_printf(&b, "spine-moe-placement 1 experts=%d groups=%d copies=%d\n", pl[0].experts,
-                     pl[0].groups, pl[0].max_copies);
-    spine_buf_puts(&b, "# layer L: the group of each expert 0..E-1 (copies joined by '/')\n");
-    for (int l = 0; l < nl; l++) {
-        spine_buf_printf(&b, "layer %d:", pl[l].layer);
-        for (int e = 0; e < pl[l].experts; e++) {
-            spine_buf_puts(&b, " ");
-            for (int c = 0; c < pl[l].max_copies; c++) {
-                int g = pl[l].group[e * pl[l].max_copies + c];
-                if (g < 0) continue;
-                spine_buf_printf(&b, c ? "/%d" : "%d", g);
-            }
-        }
-        spine_buf_puts(&b, "\n");
-    }
-    if (b.failed) {
-        spine_buf_free(&b);
-        return !spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
-    }
-    spine_status st = spine_write_file(path, b.data, b.len, err);
-    spine_buf_free(&b);
+    char *text = moe_placement_to_text(pl, nl);
+    if (!text) return !spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    spine_status st = spine_write_file(path, text, strlen(text), err);
+    free(text);
     return st == SPINE_OK;
 }
 

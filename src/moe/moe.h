@@ -103,6 +103,11 @@ typedef struct moe_run_opts {
     int expert_slots;
     int expert_policy; /* a moe_policy (moe_trace.h) other than Belady */
     double slow_gbps;  /* throttle slow-tier copies to this rate (0: unthrottled) */
+    /* expert parallelism: when set, each MoE layer's experts run on the worker groups of this
+     * placement (moe_trace.h), one pool task per group, a replicated expert's tokens split over
+     * its copies; one entry per MoE layer. Borrowed. */
+    const struct moe_placement *placement;
+    int n_placement;
 } moe_run_opts;
 
 typedef struct moe_tier_stats {
@@ -125,6 +130,9 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
                          spine_error *err);
 const moe_report *moe_ctx_report(const moe_ctx *c);
 const mm_ctx *moe_ctx_mm(const moe_ctx *c);
+/* Expert-parallel counters: assignment rows run by each worker group so far (groups entries;
+ * NULL without a placement). */
+const uint64_t *moe_ctx_group_rows(const moe_ctx *c, int *groups);
 /* Expert-tier counters (all zero without expert_slots). */
 void moe_ctx_tier_stats(const moe_ctx *c, moe_tier_stats *out);
 /* Record routing into a trace (moe_trace.h; initialised with this model's experts) from the

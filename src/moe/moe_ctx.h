@@ -67,11 +67,19 @@ struct moe_ctx {
     bool *pinned;      /* [experts]: the group of experts about to run */
     moe_ffn *group;    /* [experts]: their weights in the fast tier */
     int *glist;        /* [experts]: their ids */
+    /* expert parallelism */
+    const moe_placement **layer_pl; /* [layers]: the placement of each MoE layer, or NULL */
+    mm_job *pjobs;                  /* [2 * experts * copies]: (gate+up, down) per expert copy */
+    int *pjob_group;                /* [experts * copies] */
+    int npjobs, groups;
+    uint64_t *group_rows; /* [groups] */
 };
 
 /* Make b hold at least n floats; false when out of memory. */
 bool moe_fbuf_need(moe_fbuf *b, size_t n);
 /* The feed-forward block of layer li on xn [S, H] into out [S, H] (MoE or dense). */
+spine_status moe_ctx_set_placement(moe_ctx *c, const moe_placement *pl, int n, spine_error *err);
+void moe_ctx_free_placement(moe_ctx *c);
 spine_status moe_ffn_forward(moe_ctx *c, int li, const float *xn, int S, float *out,
                              spine_error *err);
 

@@ -75,11 +75,70 @@ static spine_status run_dense_ffn(moe_ctx *c, const moe_ffn *f, const float *xn,
     return mm_run(&c->mm, &b, 1, err);
 }
 
+/* Expert parallelism: one task per worker group runs, one thread each, the experts the
+ * placement gives it; a replicated expert's rows are split evenly over its copies. */
+typedef struct placed_arg {
+    moe_ctx *c;
+} placed_arg;
+
+static void placed_task(void *arg, int g, int thread) {
+    moe_ctx *c = ((placed_arg *)arg)->c;
+    float *scratch = c->mm.scratch[thread];
+    for (int i = 0; i < c->npjobs; i++) {
+        if (c->pjob_group[i] != g) continue;
+        const mm_job *up = &c->pjobs[2 * i], *down = &c->pjobs[2 * i + 1];
+        mm_job_rows(up, 0, up->w.n, scratch);
+        mm_job_rows(down, 0, down->w.n, scratch);
+    }
+}
+
+static spine_status run_placed(moe_ctx *c, const moe_layer *L, const moe_placement *pl,
+                               const int *off, const int *cnt, const float *in, float *outb) {
+    const moe_config *cf = &c->m->c;
+    int H = cf->hidden, F = cf->inter, C = pl->max_copies;
+    c->npjobs = 0;
+    for (int e = 0; e < cf->experts; e++) {
+        if (!cnt[e]) continue;
+        int copies = 0;
+        for (int k = 0; k < C; k++) copies += pl->group[e * C + k] >= 0;
+        for (int k = 0, j = 0; k < C; k++) {
+            int g = pl->group[e * C + k];
+            if (g < 0) continue;
+            int r0 = off[e] + (int)((int64_t)cnt[e] * j / copies);
+            int r1 = off[e] + (int)((int64_t)cnt[e] * (j + 1) / copies);
+            j++;
+            if (r1 == r0) continue;
+            int i = c->npjobs++;
+            c->pjob_group[i] = g;
+            c->group_rows[g] += (uint64_t)(r1 - r0);
+            c->pjobs[2 * i] = (mm_job){.x = in + (size_t)r0 * H,
+                                       .m = r1 - r0,
+                                       .ldx = H,
+                                       .w = L->experts[e].w1,
+                                       .y = c->h1.p + (size_t)r0 * F,
+                                       .ldy = F,
+                                       .w3 = L->experts[e].w3,
+                                       .y3 = c->h3.p + (size_t)r0 * F};
+            c->pjobs[2 * i + 1] = (mm_job){.x = c->h1.p + (size_t)r0 * F,
+                                           .m = r1 - r0,
+                                           .ldx = F,
+                                           .w = L->experts[e].w2,
+                                           .y = outb + (size_t)r0 * H,
+                                           .ldy = H};
+        }
+    }
+    placed_arg a = {c};
+    spine_pool_run(c->pool, pl->groups, placed_task, &a);
+    return SPINE_OK;
+}
+
 /* expert e runs on rows [off, off + n) of in [., H] into outb [., H], through h1/h3 [., F].
  * All experts run as one group (two parallel regions); with an expert tier, groups of at most
  * `slots` experts in id order, each group fetched into the fast tier before it runs. */
 static spine_status run_experts(moe_ctx *c, int li, const moe_layer *L, const int *off,
                                 const int *cnt, const float *in, float *outb, spine_error *err) {
+    if (c->layer_pl && c->layer_pl[li])
+        return run_placed(c, L, c->layer_pl[li], off, cnt, in, outb);
     const moe_config *cf = &c->m->c;
     int H = cf->hidden, F = cf->inter, E = cf->experts;
     bool tiered = c->o.expert_slots > 0;

@@ -15,6 +15,7 @@
 #include "moe_trace.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static const char *const place_names[MOE_PLACE_COUNT] = {"rr", "greedy", "anticorr", "replicate"};
@@ -199,5 +200,140 @@ spine_status moe_place(const moe_trace *t, int groups, moe_place_policy p, size_
     }
     *out = pl;
     *nlayers = nl;
+    return SPINE_OK;
+}
+
+char *moe_placement_to_text(const moe_placement *pl, int n) {
+    if (n < 1) return NULL;
+    spine_buf b = {0};
+    spine_buf_printf(&b, "spine-moe-placement 1 experts=%d groups=%d copies=%d\n", pl[0].experts,
+                     pl[0].groups, pl[0].max_copies);
+    spine_buf_puts(&b, "# layer L: the group of each expert 0..E-1 (copies joined by '/')\n");
+    for (int l = 0; l < n; l++) {
+        spine_buf_printf(&b, "layer %d:", pl[l].layer);
+        for (int e = 0; e < pl[l].experts; e++) {
+            spine_buf_puts(&b, " ");
+            for (int c = 0, first = 1; c < pl[l].max_copies; c++) {
+                int g = pl[l].group[e * pl[l].max_copies + c];
+                if (g < 0) continue;
+                spine_buf_printf(&b, first ? "%d" : "/%d", g);
+                first = 0;
+            }
+        }
+        spine_buf_puts(&b, "\n");
+    }
+    if (b.failed) {
+        spine_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+static bool read_num(const char **p, const char *end, long max, long *out) {
+    const char *s = *p;
+    if (s >= end || *s < '0' || *s > '9') return false;
+    long v = 0;
+    while (s < end && *s >= '0' && *s <= '9') {
+        v = v * 10 + (*s++ - '0');
+        if (v > max) return false;
+    }
+    *p = s;
+    *out = v;
+    return true;
+}
+
+spine_status moe_placement_parse(const char *text, size_t len, moe_placement **out, int *nout,
+                                 spine_error *err) {
+    *out = NULL;
+    *nout = 0;
+    if (len > ((size_t)64 << 20))
+        return spine_fail(err, SPINE_ERR_LIMIT, "placement file too large");
+    const char *p = text, *end = text + len;
+    int line = 0, E = 0, D = 0, C = 0, n = 0;
+    moe_placement *pl = NULL;
+    spine_status st = SPINE_OK;
+    while (p < end && !st) {
+        const char *le = memchr(p, '\n', (size_t)(end - p));
+        if (!le) le = end;
+        const char *q = p, *lend = le > p && le[-1] == '\r' ? le - 1 : le;
+        p = le < end ? le + 1 : end;
+        line++;
+        while (q < lend && (*q == ' ' || *q == '\t')) q++;
+        if (q == lend || *q == '#') continue;
+        if (!pl) {
+            char buf[128], tail;
+            size_t l = (size_t)(lend - q);
+            if (l >= sizeof buf ||
+                (memcpy(buf, q, l), buf[l] = 0,
+                 sscanf(buf, "spine-moe-placement 1 experts=%d groups=%d copies=%d %c", &E, &D, &C,
+                        &tail) != 3) ||
+                E < 1 || E > MOE_TRACE_MAX_EXPERTS || D < 1 || D > E || C < 1 || C > D) {
+                st = spine_fail(err, SPINE_ERR_FORMAT,
+                                "line %d: expected 'spine-moe-placement 1 experts=E groups=D "
+                                "copies=C' (1 <= C <= D <= E <= %d)",
+                                line, MOE_TRACE_MAX_EXPERTS);
+                break;
+            }
+            pl = calloc(MOE_TRACE_MAX_LAYERS, sizeof *pl);
+            if (!pl) st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+            continue;
+        }
+        long layer;
+        if ((size_t)(lend - q) < 6 || memcmp(q, "layer ", 6) != 0 ||
+            (q += 6, !read_num(&q, lend, MOE_TRACE_MAX_LAYERS - 1, &layer)) || q >= lend ||
+            *q++ != ':') {
+            st = spine_fail(err, SPINE_ERR_FORMAT, "line %d: expected 'layer L:' (L < %d)", line,
+                            MOE_TRACE_MAX_LAYERS);
+            break;
+        }
+        for (int i = 0; i < n; i++)
+            if (pl[i].layer == (int)layer)
+                st = spine_fail(err, SPINE_ERR_FORMAT, "line %d: layer %ld placed twice", line,
+                                layer);
+        if (st) break;
+        moe_placement *x = &pl[n];
+        *x = (moe_placement){.layer = (int)layer, .experts = E, .groups = D, .max_copies = C};
+        x->group = malloc((size_t)E * C * sizeof *x->group);
+        if (!x->group) {
+            st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+            break;
+        }
+        n++;
+        for (int i = 0; i < E * C; i++) x->group[i] = -1;
+        for (int e = 0; e < E && !st; e++) {
+            while (q < lend && (*q == ' ' || *q == '\t')) q++;
+            for (int c = 0; !st; c++) {
+                long g;
+                if (c >= C || !read_num(&q, lend, D - 1, &g)) {
+                    st = spine_fail(err, SPINE_ERR_FORMAT,
+                                    "line %d: expert %d: expected up to %d group numbers below %d "
+                                    "joined by '/'",
+                                    line, e, C, D);
+                    break;
+                }
+                for (int k = 0; k < c; k++)
+                    if (x->group[e * C + k] == (int)g)
+                        st = spine_fail(err, SPINE_ERR_FORMAT,
+                                        "line %d: expert %d placed twice on group %ld", line, e, g);
+                x->group[e * C + c] = (int)g;
+                if (q < lend && *q == '/') {
+                    q++;
+                    continue;
+                }
+                break;
+            }
+        }
+        while (!st && q < lend && (*q == ' ' || *q == '\t')) q++;
+        if (!st && q != lend)
+            st = spine_fail(err, SPINE_ERR_FORMAT, "line %d: more than %d experts", line, E);
+    }
+    if (!st && !pl) st = spine_fail(err, SPINE_ERR_FORMAT, "empty placement file (no header)");
+    if (!st && n == 0) st = spine_fail(err, SPINE_ERR_FORMAT, "placement file has no layers");
+    if (st) {
+        moe_placements_free(pl, n);
+        return st;
+    }
+    *out = pl;
+    *nout = n;
     return SPINE_OK;
 }

@@ -88,6 +88,18 @@ spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_poo
             return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
         }
     }
+    if (o->placement) {
+        if (o->expert_slots > 0) {
+            moe_ctx_free(c);
+            return spine_fail(err, SPINE_ERR_UNSUPPORTED,
+                              "expert placement and expert buffering together are not supported");
+        }
+        st = moe_ctx_set_placement(c, o->placement, o->n_placement, err);
+        if (st) {
+            moe_ctx_free(c);
+            return st;
+        }
+    }
     if (o->expert_slots > 0) {
         st = moe_tier_init(&c->tier, m, o->expert_slots, (moe_policy)o->expert_policy, o->slow_gbps,
                            err);
@@ -124,6 +136,7 @@ void moe_ctx_free(moe_ctx *c) {
     free(c->group);
     free(c->glist);
     moe_tier_free(&c->tier);
+    moe_ctx_free_placement(c);
     mm_ctx_free(&c->mm);
     free(c);
 }
@@ -141,6 +154,52 @@ const moe_report *moe_ctx_report(const moe_ctx *c) {
 const mm_ctx *moe_ctx_mm(const moe_ctx *c) {
     return &c->mm;
 }
+void moe_ctx_free_placement(moe_ctx *c) {
+    free(c->layer_pl);
+    free(c->pjobs);
+    free(c->pjob_group);
+    free(c->group_rows);
+    c->layer_pl = NULL;
+    c->pjobs = NULL;
+    c->pjob_group = NULL;
+    c->group_rows = NULL;
+}
+
+spine_status moe_ctx_set_placement(moe_ctx *c, const moe_placement *pl, int n, spine_error *err) {
+    const moe_config *cf = &c->m->c;
+    int groups = 0, copies = 1;
+    c->layer_pl = calloc((size_t)cf->layers, sizeof *c->layer_pl);
+    if (!c->layer_pl) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        if (pl[i].experts != cf->experts)
+            return spine_fail(err, SPINE_ERR_INVALID,
+                              "placement: %d experts per layer, the model has %d", pl[i].experts,
+                              cf->experts);
+        if (pl[i].layer >= cf->layers || !c->m->layers[pl[i].layer].is_moe)
+            return spine_fail(err, SPINE_ERR_INVALID,
+                              "placement: layer %d is not an MoE layer of this model", pl[i].layer);
+        c->layer_pl[pl[i].layer] = &pl[i];
+        groups = SPINE_MAX(groups, pl[i].groups);
+        copies = SPINE_MAX(copies, pl[i].max_copies);
+    }
+    for (int li = 0; li < cf->layers; li++)
+        if (c->m->layers[li].is_moe && !c->layer_pl[li])
+            return spine_fail(err, SPINE_ERR_INVALID, "placement: no entry for MoE layer %d", li);
+    size_t nj = (size_t)cf->experts * copies;
+    c->pjobs = calloc(2 * nj, sizeof *c->pjobs);
+    c->pjob_group = calloc(nj, sizeof *c->pjob_group);
+    c->group_rows = calloc((size_t)groups, sizeof *c->group_rows);
+    c->groups = groups;
+    if (!c->pjobs || !c->pjob_group || !c->group_rows)
+        return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    return SPINE_OK;
+}
+
+const uint64_t *moe_ctx_group_rows(const moe_ctx *c, int *groups) {
+    *groups = c->groups;
+    return c->group_rows;
+}
+
 void moe_ctx_tier_stats(const moe_ctx *c, moe_tier_stats *out) {
     const moe_tier *t = &c->tier;
     *out = (moe_tier_stats){.slots = t->slots,

@@ -104,5 +104,10 @@ spine_status moe_place(const moe_trace *t, int groups, moe_place_policy p, size_
 spine_status moe_place_evaluate(const moe_trace *t, const moe_placement *pl, int nlayers,
                                 size_t from, moe_place_report *rep, spine_error *err);
 void moe_placements_free(moe_placement *pl, int n);
+/* Placement files: a header `spine-moe-placement 1 experts=E groups=D copies=C`, then one line
+ * per layer, `layer L:` and each expert's group (copies joined by '/'). */
+char *moe_placement_to_text(const moe_placement *pl, int n);
+spine_status moe_placement_parse(const char *text, size_t len, moe_placement **out, int *n,
+                                 spine_error *err);
 
 #endif

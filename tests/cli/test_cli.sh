@@ -133,5 +133,15 @@ done
 check "expert tier under static gating: outputs identical" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 2 --gating static --capacity-factor 0.5 --expert-slots 2 --slow-gbps 50 --logits-out '$W/tier-static.st' >/dev/null && cmp -s '$W/all-static.st' '$W/tier-static.st'"
 refuses "moe: belady is offline only" 2 "lifo, fifo, lru or lfu" "$SPINE" moe run --model "$W/moe" --random 4 --expert-slots 2 --expert-policy belady
 
+# expert parallelism: experts on worker groups by a placement file; same outputs
+"$SPINE" moe place --trace "$W/run.trace" --groups 2 --policy replicate -o "$W/place2.txt" >/dev/null
+check "moe run --expert-placement: outputs identical, group loads reported" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 4 --expert-placement '$W/place2.txt' --logits-out '$W/placed.st' | grep -q 'worker groups ran' && cmp -s '$W/all.st' '$W/placed.st'"
+printf 'spine-moe-placement 1 experts=8 groups=2 copies=1\nlayer 0: 0 1 0 1 0 1 0 1\n' >"$W/place-short.txt"
+refuses "moe: placement misses a layer" 1 "no entry for MoE layer 1" "$SPINE" moe run --model "$W/moe" --random 4 --expert-placement "$W/place-short.txt"
+printf 'spine-moe-placement 1 experts=8 groups=2 copies=1\nlayer 0: 0 1 0 1 0 1 0 2\n' >"$W/place-bad.txt"
+refuses "moe: placement group out of range" 1 "expert 7" "$SPINE" moe run --model "$W/moe" --random 4 --expert-placement "$W/place-bad.txt"
+printf 'spine-moe-placement 1 experts=4 groups=2 copies=1\nlayer 0: 0 1 0 1\nlayer 1: 0 1 0 1\n' >"$W/place-e4.txt"
+refuses "moe: placement for another model" 1 "4 experts per layer" "$SPINE" moe run --model "$W/moe" --random 4 --expert-placement "$W/place-e4.txt"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -182,12 +182,57 @@ static void placements_on_a_hand_worked_profile(void **state) {
     moe_trace_free(&t);
 }
 
+static spine_status pparse(const char *s, moe_placement **pl, int *n, spine_error *err) {
+    return moe_placement_parse(s, strlen(s), pl, n, err);
+}
+
+static void placement_files(void **state) {
+    (void)state;
+    moe_placement *pl;
+    int n;
+    const char *ok = "spine-moe-placement 1 experts=3 groups=2 copies=2\n# x\nlayer 4: 1 0/1 0\n"
+                     "layer 0: 0 0 1/0\r\n";
+    assert_int_equal(pparse(ok, &pl, &n, NULL), SPINE_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(pl[0].layer, 4);
+    assert_int_equal(pl[0].group[1 * 2 + 1], 1);
+    assert_int_equal(pl[0].group[0 * 2 + 1], -1);
+    char *text = moe_placement_to_text(pl, n);
+    moe_placement *q;
+    int m;
+    assert_int_equal(pparse(text, &q, &m, NULL), SPINE_OK);
+    assert_int_equal(m, 2);
+    assert_memory_equal(q[1].group, pl[1].group, 6 * sizeof(int));
+    free(text);
+    moe_placements_free(q, m);
+    moe_placements_free(pl, n);
+    const char *h = "spine-moe-placement 1 experts=3 groups=2 copies=2\n";
+    char buf[256];
+#define BAD(body, phrase)                                                                          \
+    snprintf(buf, sizeof buf, "%s%s", h, body);                                                    \
+    assert_fails_with(pparse(buf, &pl, &n, err), SPINE_ERR_FORMAT, phrase)
+    BAD("layer 0: 0 1\n", "expert 2");
+    BAD("layer 0: 0 1 1 1\n", "more than 3");
+    BAD("layer 0: 0 2 1\n", "expert 1");
+    BAD("layer 0: 0 1/1 1\n", "placed twice on group 1");
+    BAD("layer 0: 0 1/0/1 1\n", "expert 1");
+    BAD("layer 0: 0 1 1\nlayer 0: 0 1 1\n", "layer 0 placed twice");
+    BAD("layer 9999: 0 1 1\n", "expected 'layer L:'");
+    BAD("lay 0: 0 1 1\n", "expected 'layer L:'");
+    BAD("", "no layers");
+#undef BAD
+    assert_fails_with(pparse("spine-moe-placement 1 experts=2 groups=3 copies=1\n", &pl, &n, err),
+                      SPINE_ERR_FORMAT, "C <= D <= E");
+    assert_fails_with(pparse("", &pl, &n, err), SPINE_ERR_FORMAT, "no header");
+}
+
 int test_group_moe_trace(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(trace_format),
         cmocka_unit_test(cache_policies_on_a_hand_worked_trace),
         cmocka_unit_test(belady_is_never_beaten),
         cmocka_unit_test(placements_on_a_hand_worked_profile),
+        cmocka_unit_test(placement_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
