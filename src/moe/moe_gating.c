@@ -111,6 +111,7 @@ static spine_status run_placed(moe_ctx *c, const moe_layer *L, const moe_placeme
             int i = c->npjobs++;
             c->pjob_group[i] = g;
             c->group_rows[g] += (uint64_t)(r1 - r0);
+            c->mm.flops += 3ull * 2 * (uint64_t)(r1 - r0) * (uint64_t)H * (uint64_t)F;
             c->pjobs[2 * i] = (mm_job){.x = in + (size_t)r0 * H,
                                        .m = r1 - r0,
                                        .ldx = H,
