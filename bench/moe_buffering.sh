@@ -34,3 +34,16 @@ for r in $(seq "$ROUNDS"); do
       grep -E "prefill:|decode:|experts:"
   done
 done
+echo "== moe-lm: expert parallelism on 2 worker groups, placements fitted on the recorded trace"
+for p in rr greedy replicate; do
+  "$S" moe place --trace "$OUT/moe-lm.trace" --groups 2 --policy "$p" -o "$OUT/place-$p.txt" | tail -1
+done
+for r in $(seq "$ROUNDS"); do
+  for p in none rr greedy replicate; do
+    args=()
+    [ "$p" = none ] || args=(--expert-placement "$OUT/place-$p.txt")
+    echo "-- $p"
+    "$S" moe run --model "$OUT/moe-lm-f32" --placement map --random 64 --batch 4 --gen 16 \
+      --repeat 2 "${args[@]}" | grep -E "prefill:|decode:|groups:"
+  done
+done
