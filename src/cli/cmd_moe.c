@@ -220,6 +220,10 @@ static int moe_run(int argc, char **argv) {
         {"expert-slots", true, "expert buffering: K fast-tier experts per MoE layer (default: all)",
          NULL},
         {"expert-policy", true, "eviction: lifo (default) | fifo | lru | lfu", NULL},
+        {"expert-prefetch", false,
+         "predict the next MoE layer's experts (report precision; with --expert-slots, load "
+         "them early)",
+         NULL},
         {"slow-gbps", true, "throttle expert copies to this GB/s (e.g. 12, a PCIe link)", NULL},
         {"expert-placement", true,
          "run experts on worker groups by this placement file (spine moe place -o)", NULL},
@@ -279,6 +283,7 @@ static int moe_run(int argc, char **argv) {
         }
         ro.expert_policy = (int)p;
     }
+    ro.expert_prefetch = cli_get(o, n, "expert-prefetch") != NULL;
     if ((v = cli_get(o, n, "slow-gbps")) &&
         !cli_double("--slow-gbps", v, 0.001, 1e4, &ro.slow_gbps))
         return 2;
@@ -505,6 +510,12 @@ static int moe_run(int argc, char **argv) {
                    ts.bytes_moved * per / 1e9, ts.load_s * per, (double)ts.fast_bytes / 1e9,
                    (double)m->expert_bytes / 1e9,
                    ts.fast_bytes ? (double)m->expert_bytes / (double)ts.fast_bytes : 0.0);
+        if (ro.expert_prefetch)
+            printf("prefetch: next-layer prediction precision %.3f, recall %.3f (%.0f predicted, "
+                   "%.0f used); %.0f experts loaded early\n",
+                   ts.pred_total ? (double)ts.pred_hits / (double)ts.pred_total : 0.0,
+                   ts.actual_total ? (double)ts.pred_hits / (double)ts.actual_total : 0.0,
+                   ts.pred_total * per, ts.actual_total * per, ts.prefetched * per);
         int ng = 0;
         const uint64_t *gr = moe_ctx_group_rows(ctx, &ng);
         if (gr) {

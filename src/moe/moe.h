@@ -103,6 +103,9 @@ typedef struct moe_run_opts {
     int expert_slots;
     int expert_policy; /* a moe_policy (moe_trace.h) other than Belady */
     double slow_gbps;  /* throttle slow-tier copies to this rate (0: unthrottled) */
+    /* predict the next MoE layer's experts from this layer's hidden state and report the
+     * prediction's precision; with expert_slots, start loading them early */
+    bool expert_prefetch;
     /* expert parallelism: when set, each MoE layer's experts run on the worker groups of this
      * placement (moe_trace.h), one pool task per group, a replicated expert's tokens split over
      * its copies; one entry per MoE layer. Borrowed. */
@@ -112,7 +115,9 @@ typedef struct moe_run_opts {
 
 typedef struct moe_tier_stats {
     int slots;
-    uint64_t hits, misses, bytes_moved, fast_bytes, expert_bytes_all;
+    uint64_t hits, misses, bytes_moved, fast_bytes, expert_bytes_all, prefetched;
+    /* next-layer prediction: predicted experts that were then used, predicted, used */
+    uint64_t pred_hits, pred_total, actual_total;
     double load_s;
 } moe_tier_stats;
 

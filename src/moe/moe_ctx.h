@@ -19,10 +19,12 @@ typedef struct moe_tier {
     size_t buf_bytes;
     int *slot_expert; /* [moe_layers][slots]: the expert in each slot, -1 when empty */
     int64_t *state;   /* [moe_layers][4][experts]: slot + 1, loaded_at, last_used, uses */
-    bool *cand;
+    bool *cand, *pin;
     uint8_t *active;
+    double *ready;    /* [moe_layers][experts]: when the emulated link has delivered it */
+    double link_free; /* when the emulated link is next idle */
     int64_t clock;
-    uint64_t hits, misses, bytes_moved;
+    uint64_t hits, misses, bytes_moved, prefetched;
     double load_s;
 } moe_tier;
 spine_status moe_tier_init(moe_tier *t, const moe_model *m, int slots, moe_policy p,
@@ -33,6 +35,10 @@ void moe_tier_free(moe_tier *t);
 spine_status moe_tier_fetch(moe_tier *t, const moe_model *m, spine_pool *pool, int li, int e,
                             const bool *pinned, const int *batch_counts, moe_ffn *out,
                             spine_error *err);
+/* Start loading the experts predicted for layer li (up to its slots, lowest ids first) without
+ * waiting for the emulated link: its transfer time then overlaps the work until they are used. */
+void moe_tier_prefetch(moe_tier *t, const moe_model *m, spine_pool *pool, int li,
+                       const uint8_t *predicted);
 
 /* A growable float buffer; activation footprints are measured from what a step needs. */
 typedef struct moe_fbuf {
@@ -67,6 +73,11 @@ struct moe_ctx {
     bool *pinned;      /* [experts]: the group of experts about to run */
     moe_ffn *group;    /* [experts]: their weights in the fast tier */
     int *glist;        /* [experts]: their ids */
+    /* next-layer expert prediction (o.expert_prefetch): the next MoE layer's router applied to
+     * this layer's normalised hidden state; predicted[moe layer][expert] */
+    uint8_t *predicted;
+    int *next_moe; /* [layers]: the next MoE layer after each layer, -1 for none */
+    uint64_t pred_hits, pred_total, actual_total;
     /* expert parallelism */
     const moe_placement **layer_pl; /* [layers]: the placement of each MoE layer, or NULL */
     mm_job *pjobs;                  /* [2 * experts * copies]: (gate+up, down) per expert copy */

@@ -332,6 +332,52 @@ static spine_status ffn_static(moe_ctx *c, int li, const moe_layer *L, const flo
     return SPINE_OK;
 }
 
+/* Next-layer expert prediction: score this layer's prediction for li against its routing, then
+ * apply the next MoE layer's router to this layer's normalised hidden state (an approximation:
+ * the next layer sees the state after one more attention block) and, with an expert tier,
+ * start loading the predicted experts. */
+static spine_status predict_next(moe_ctx *c, int li, const float *xn, int S, spine_error *err) {
+    const moe_config *cf = &c->m->c;
+    int E = cf->experts, K = cf->top_k;
+    uint8_t *mine = c->predicted + (size_t)li * E;
+    bool had = false;
+    for (int e = 0; e < E; e++) had |= mine[e] != 0;
+    if (had) {
+        int *cnt = c->counts; /* scratch here: tokens per expert of this layer */
+        memset(cnt, 0, (size_t)E * sizeof *cnt);
+        for (size_t a = 0; a < (size_t)S * K; a++) cnt[c->ex[a]]++;
+        for (int e = 0; e < E; e++) {
+            c->pred_total += mine[e] != 0;
+            c->actual_total += cnt[e] > 0;
+            c->pred_hits += mine[e] && cnt[e] > 0;
+        }
+    }
+    int nl = c->next_moe[li];
+    if (nl < 0) return SPINE_OK;
+    mm_job r = {
+        .x = xn, .m = S, .ldx = cf->hidden, .w = c->m->layers[nl].gate, .y = c->logits.p, .ldy = E};
+    spine_status st = mm_run(&c->mm, &r, 1, err);
+    if (st) return st;
+    uint8_t *next = c->predicted + (size_t)nl * E;
+    memset(next, 0, (size_t)E);
+    for (int s = 0; s < S; s++) {
+        const float *l = c->logits.p + (size_t)s * E;
+        int chosen[8]; /* the K best (K <= 8), ties to the lower id */
+        for (int j = 0; j < K; j++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                bool used = false;
+                for (int i = 0; i < j; i++) used |= chosen[i] == e;
+                if (!used && (best < 0 || l[e] > l[best])) best = e;
+            }
+            chosen[j] = best;
+            next[best] = 1;
+        }
+    }
+    if (c->o.expert_slots > 0) moe_tier_prefetch(&c->tier, c->m, c->pool, nl, next);
+    return SPINE_OK;
+}
+
 spine_status moe_ffn_forward(moe_ctx *c, int li, const float *xn, int S, float *out,
                              spine_error *err) {
     const moe_layer *L = &c->m->layers[li];
@@ -347,6 +393,10 @@ spine_status moe_ffn_forward(moe_ctx *c, int li, const float *xn, int S, float *
     st = mm_run(&c->mm, &r, 1, err);
     if (st) return st;
     route(c, c->logits.p, S);
+    if (c->o.expert_prefetch) {
+        st = predict_next(c, li, xn, S, err);
+        if (st) return st;
+    }
     if (c->trace) {
         memset(c->tcounts, 0, (size_t)E * sizeof *c->tcounts);
         for (size_t a = 0; a < A; a++) c->tcounts[c->ex[a]]++;

@@ -71,8 +71,10 @@ spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_poo
     c->pinned = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->pinned);
     c->group = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->group);
     c->glist = calloc((size_t)SPINE_MAX(cf->experts, 1), sizeof *c->glist);
+    c->predicted = calloc((size_t)cf->layers * SPINE_MAX(cf->experts, 1), 1);
+    c->next_moe = calloc((size_t)cf->layers, sizeof *c->next_moe);
     if (!c->kcache || !c->vcache || !c->scores || !c->counts || !c->last_drops || !c->jobs ||
-        !c->tcounts || !c->pinned || !c->group || !c->glist) {
+        !c->tcounts || !c->pinned || !c->group || !c->glist || !c->predicted || !c->next_moe) {
         if (c->kcache) spine_free_huge(c->kcache, cache);
         if (c->vcache) spine_free_huge(c->vcache, cache);
         c->kcache = c->vcache = NULL;
@@ -87,6 +89,10 @@ spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_poo
             moe_ctx_free(c);
             return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
         }
+    }
+    for (int li = cf->layers - 1, next = -1; li >= 0; li--) {
+        c->next_moe[li] = next;
+        if (m->layers[li].is_moe) next = li;
     }
     if (o->placement) {
         if (o->expert_slots > 0) {
@@ -135,6 +141,8 @@ void moe_ctx_free(moe_ctx *c) {
     free(c->pinned);
     free(c->group);
     free(c->glist);
+    free(c->predicted);
+    free(c->next_moe);
     moe_tier_free(&c->tier);
     moe_ctx_free_placement(c);
     mm_ctx_free(&c->mm);
@@ -208,7 +216,11 @@ void moe_ctx_tier_stats(const moe_ctx *c, moe_tier_stats *out) {
                             .bytes_moved = t->bytes_moved,
                             .fast_bytes = (uint64_t)t->moe_layers * t->slots * t->expert_bytes,
                             .expert_bytes_all = c->m->expert_bytes,
-                            .load_s = t->load_s};
+                            .load_s = t->load_s,
+                            .prefetched = t->prefetched,
+                            .pred_hits = c->pred_hits,
+                            .pred_total = c->pred_total,
+                            .actual_total = c->actual_total};
 }
 
 void moe_ctx_set_trace(moe_ctx *c, struct moe_trace *t) {
@@ -327,6 +339,7 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
     for (size_t s = 0; s < S; s++) embed_row(&m->embed, tokens[s], c->x.p + s * H);
     int pos0 = c->pos;
     memset(c->last_drops, 0, (size_t)cf->layers * sizeof(uint64_t));
+    memset(c->predicted, 0, (size_t)cf->layers * SPINE_MAX(cf->experts, 1));
     spine_status st = SPINE_OK;
     for (int li = 0; li < cf->layers && !st; li++) {
         const moe_layer *L = &m->layers[li];

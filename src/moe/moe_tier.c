@@ -19,6 +19,8 @@ void moe_tier_free(moe_tier *t) {
     free(t->state);
     free(t->cand);
     free(t->active);
+    free(t->ready);
+    free(t->pin);
     memset(t, 0, sizeof *t);
 }
 
@@ -69,7 +71,9 @@ spine_status moe_tier_init(moe_tier *t, const moe_model *m, int slots, moe_polic
     t->state = calloc((size_t)t->moe_layers * E * 4, sizeof *t->state);
     t->cand = calloc((size_t)E, sizeof *t->cand);
     t->active = calloc((size_t)E, 1);
-    if (!t->buf || !t->slot_expert || !t->state || !t->cand || !t->active) {
+    t->ready = calloc((size_t)t->moe_layers * E, sizeof *t->ready);
+    t->pin = calloc((size_t)E, sizeof *t->pin);
+    if (!t->buf || !t->slot_expert || !t->state || !t->cand || !t->active || !t->ready || !t->pin) {
         moe_tier_free(t);
         return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (expert tier: %zu bytes)",
                           ns * t->expert_bytes);
@@ -111,55 +115,80 @@ static void copy_task(void *arg, int task, int thread) {
     }
 }
 
+static void wait_until(double until) {
+    for (double now = spine_now(); now < until; now = spine_now()) {
+        double left = until - now;
+        struct timespec ts = {0, (long)(left > 1e-3 ? 5e5 : 5e4)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Bring expert e of MoE layer mi into a slot (evicting none of `pinned`); -1 when every slot
+ * is pinned. The copy happens now; with a link rate, the expert is ready when the link has
+ * carried it after everything queued before (t->link_free), and a synchronous load waits for
+ * that. */
+static int load(moe_tier *t, const moe_model *m, spine_pool *pool, int li, int mi, int e,
+                const bool *pinned, const uint8_t *active, bool async) {
+    int E = t->experts;
+    int64_t *slot1 = st_of(t, mi, 0), *loaded = st_of(t, mi, 1), *used = st_of(t, mi, 2),
+            *uses = st_of(t, mi, 3);
+    int *slots = t->slot_expert + (size_t)mi * t->slots;
+    int s;
+    for (s = 0; s < t->slots && slots[s] >= 0; s++) {
+    }
+    if (s == t->slots) { /* full: evict */
+        for (int x = 0; x < E; x++) t->cand[x] = slot1[x] > 0 && !pinned[x];
+        int v = moe_policy_victim(t->policy, E, t->cand, loaded, used, uses, NULL, active);
+        if (v < 0) return -1;
+        s = (int)slot1[v] - 1;
+        slot1[v] = 0;
+    }
+    const moe_ffn *f = &m->layers[li].experts[e];
+    copy_arg a = {.dst = t->buf + ((size_t)mi * t->slots + s) * t->expert_bytes,
+                  .src = {f->w1.data, f->w3.data, f->w2.data},
+                  .len = {t->b1, t->b3, t->b2},
+                  .off = {0, t->b1, t->b1 + t->b3}};
+    double t0 = spine_now();
+    spine_pool_run(pool, (int)(chunks(t->b1) + chunks(t->b3) + chunks(t->b2)), copy_task, &a);
+    size_t bytes = t->b1 + t->b2 + t->b3;
+    double *ready = t->ready + (size_t)mi * E;
+    ready[e] = 0;
+    if (t->slow_gbps > 0) {
+        t->link_free = SPINE_MAX(t->link_free, t0) + (double)bytes / (t->slow_gbps * 1e9);
+        ready[e] = t->link_free;
+        if (!async) wait_until(ready[e]);
+    }
+    t->load_s += spine_now() - t0;
+    t->bytes_moved += bytes;
+    slots[s] = e;
+    slot1[e] = s + 1;
+    loaded[e] = ++t->clock;
+    return s;
+}
+
 spine_status moe_tier_fetch(moe_tier *t, const moe_model *m, spine_pool *pool, int li, int e,
                             const bool *pinned, const int *batch_counts, moe_ffn *out,
                             spine_error *err) {
     int E = t->experts, mi = t->moe_index[li];
-    int64_t *slot1 = st_of(t, mi, 0), *loaded = st_of(t, mi, 1), *used = st_of(t, mi, 2),
-            *uses = st_of(t, mi, 3);
-    int *slots = t->slot_expert + (size_t)mi * t->slots;
-    t->clock++;
+    int64_t *slot1 = st_of(t, mi, 0), *used = st_of(t, mi, 2), *uses = st_of(t, mi, 3);
     int s = (int)slot1[e] - 1;
     if (s >= 0) {
         t->hits++;
+        double r = t->ready[(size_t)mi * E + e]; /* a prefetch may still be on the link */
+        if (r > spine_now()) {
+            double t0 = spine_now();
+            wait_until(r);
+            t->load_s += spine_now() - t0;
+        }
     } else {
         t->misses++;
-        for (s = 0; s < t->slots && slots[s] >= 0; s++) {
-        }
-        if (s == t->slots) { /* full: evict */
-            for (int x = 0; x < E; x++) {
-                t->cand[x] = slot1[x] > 0 && !pinned[x];
-                t->active[x] = batch_counts[x] > 0;
-            }
-            int v = moe_policy_victim(t->policy, E, t->cand, loaded, used, uses, NULL, t->active);
-            if (v < 0)
-                return spine_fail(err, SPINE_ERR_INVALID,
-                                  "expert tier: every slot holds an expert of the running group");
-            s = (int)slot1[v] - 1;
-            slot1[v] = 0;
-        }
-        const moe_ffn *f = &m->layers[li].experts[e];
-        copy_arg a = {.dst = t->buf + ((size_t)mi * t->slots + s) * t->expert_bytes,
-                      .src = {f->w1.data, f->w3.data, f->w2.data},
-                      .len = {t->b1, t->b3, t->b2},
-                      .off = {0, t->b1, t->b1 + t->b3}};
-        double t0 = spine_now();
-        spine_pool_run(pool, (int)(chunks(t->b1) + chunks(t->b3) + chunks(t->b2)), copy_task, &a);
-        size_t bytes = t->b1 + t->b2 + t->b3;
-        if (t->slow_gbps > 0) { /* hold the link for as long as it would take */
-            double until = t0 + (double)bytes / (t->slow_gbps * 1e9);
-            for (double now = spine_now(); now < until; now = spine_now()) {
-                double left = until - now;
-                struct timespec ts = {0, (long)(left > 1e-3 ? 5e5 : 5e4)};
-                nanosleep(&ts, NULL);
-            }
-        }
-        t->load_s += spine_now() - t0;
-        t->bytes_moved += bytes;
-        slots[s] = e;
-        slot1[e] = s + 1;
-        loaded[e] = t->clock;
+        for (int x = 0; x < E; x++) t->active[x] = batch_counts[x] > 0;
+        s = load(t, m, pool, li, mi, e, pinned, t->active, false);
+        if (s < 0)
+            return spine_fail(err, SPINE_ERR_INVALID,
+                              "expert tier: every slot holds an expert of the running group");
     }
+    t->clock++;
     used[e] = t->clock;
     uses[e]++;
     const moe_ffn *f = &m->layers[li].experts[e];
@@ -168,4 +197,19 @@ spine_status moe_tier_fetch(moe_tier *t, const moe_model *m, spine_pool *pool, i
                      .w3 = {base + t->b1, t->dt3, f->w3.n, f->w3.k},
                      .w2 = {base + t->b1 + t->b3, t->dt2, f->w2.n, f->w2.k}};
     return SPINE_OK;
+}
+
+void moe_tier_prefetch(moe_tier *t, const moe_model *m, spine_pool *pool, int li,
+                       const uint8_t *predicted) {
+    int E = t->experts, mi = t->moe_index[li];
+    const int64_t *slot1 = st_of(t, mi, 0);
+    bool *pin = t->pin; /* the predicted experts evict none of each other */
+    for (int x = 0; x < E; x++) pin[x] = predicted[x] != 0;
+    for (int e = 0, n = 0; e < E && n < t->slots; e++) {
+        if (!predicted[e]) continue;
+        n++;
+        if (slot1[e] > 0) continue;
+        if (load(t, m, pool, li, mi, e, pin, predicted, true) < 0) break;
+        t->prefetched++;
+    }
 }

@@ -131,6 +131,7 @@ for pk in lifo:1 lifo:3 fifo:2 lru:2 lfu:5; do
 done
 "$SPINE" moe run --model "$W/moe" --tokens "$W/tok8.txt" --gen 2 --gating static --capacity-factor 0.5 --logits-out "$W/all-static.st" >/dev/null
 check "expert tier under static gating: outputs identical" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 2 --gating static --capacity-factor 0.5 --expert-slots 2 --slow-gbps 50 --logits-out '$W/tier-static.st' >/dev/null && cmp -s '$W/all-static.st' '$W/tier-static.st'"
+check "expert prefetch: outputs identical, precision reported" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 4 --expert-slots 3 --expert-prefetch --slow-gbps 1 --logits-out '$W/pf.st' | grep -q 'prediction precision' && cmp -s '$W/all.st' '$W/pf.st'"
 refuses "moe: belady is offline only" 2 "lifo, fifo, lru or lfu" "$SPINE" moe run --model "$W/moe" --random 4 --expert-slots 2 --expert-policy belady
 
 # expert parallelism: experts on worker groups by a placement file; same outputs
