@@ -27,11 +27,12 @@ echo "== recorded: moe-lm, 4 x 64-token prompts + 48 decode steps"
 echo "== mixtral-mini: expert tier vs all-resident ($ROUNDS rounds, alternating)"
 for r in $(seq "$ROUNDS"); do
   for args in "" "--expert-slots 4" "--expert-slots 2" "--expert-slots 5 --slow-gbps 12" \
-    "--expert-slots 4 --slow-gbps 12"; do
+    "--expert-slots 4 --slow-gbps 12" "--expert-slots 5 --slow-gbps 12 --expert-prefetch" \
+    "--expert-prefetch"; do
     echo "-- ${args:-all resident}"
     # shellcheck disable=SC2086
     "$S" moe run --model "$OUT/mixtral-mini-f32" --random 128 --gen 32 --repeat 3 $args |
-      grep -E "prefill:|decode:|experts:"
+      grep -E "prefill:|decode:|experts:|prefetch:"
   done
 done
 echo "== moe-lm: expert parallelism on 2 worker groups, placements fitted on the recorded trace"
