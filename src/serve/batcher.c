@@ -51,6 +51,13 @@ struct batcher {
 void served_model_release(served_model *sm) {
     if (sm && atomic_fetch_sub(&sm->refs, 1) == 1) {
         spine_model_free(sm->m);
+        if (sm->moe) {
+            moe_ctx_free(sm->moe->ctx);
+            moe_model_free(sm->moe->model);
+            spine_pool_free(sm->moe->pool);
+            pthread_mutex_destroy(&sm->moe->mu);
+            free(sm->moe);
+        }
         free(sm);
     }
 }

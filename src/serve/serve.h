@@ -8,6 +8,7 @@
 #ifndef SPINE_SERVE_H
 #define SPINE_SERVE_H
 
+#include "../moe/moe.h"
 #include "protocol.h"
 
 #include <pthread.h>
@@ -49,9 +50,24 @@ void metrics_request_done(metrics *m, double total_s);
 const char *fail_reason_name(fail_reason r);
 
 /* ---- models ---- */
+/* An MoE language model: one context, requests run one at a time on its own pool (no dynamic
+ * batching across requests yet), at most MOE_SERVE_MAX_BATCH sequences of MOE_SERVE_MAX_SEQ
+ * positions (prompt + generated) per request. */
+#define MOE_SERVE_MAX_BATCH 8
+#define MOE_SERVE_MAX_SEQ 1024
+typedef struct moe_served {
+    moe_model *model;
+    moe_ctx *ctx;
+    spine_pool *pool;
+    pthread_mutex_t mu;
+    int max_seq;
+    atomic_uint_fast64_t requests, tokens_in, tokens_out;
+} moe_served;
+
 typedef struct served_model {
     char name[64];
-    spine_model *m;
+    spine_model *m;  /* a DLRM, or NULL for an MoE model */
+    moe_served *moe; /* an MoE model, or NULL */
     atomic_int refs;
     uint64_t generation; /* 1 for the first load, +1 per reload */
 } served_model;

@@ -3,8 +3,10 @@
  * Prometheus metrics, drain on SIGTERM, reload on SIGHUP or POST .../load. */
 #include "server.h"
 
+#include "../base/json.h"
 #include "../model/dlrm.h"
 #include "dashboard.h"
+#include "protocol_moe.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,11 +46,56 @@ typedef struct conn {
 
 /* ---- models ---- */
 
-static spine_status load_model(const char *dir, served_model **out, spine_error *err) {
+/* A folder holds an MoE model when its config.json has MoE keys (num_local_experts). */
+static bool is_moe_folder(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text = NULL;
+    size_t len = 0;
+    if (spine_read_file(path, (size_t)1 << 20, &text, &len, NULL)) return false;
+    json_doc d;
+    bool moe = false;
+    if (!json_parse_limited(&d, text, len, 100000, NULL)) {
+        moe = json_root(&d)->type == JSON_OBJECT &&
+              json_obj_get(&d, json_root(&d), "num_local_experts") != NULL;
+        json_free(&d);
+    }
+    free(text);
+    return moe;
+}
+
+static spine_status load_moe(const char *dir, int threads, moe_served **out, spine_error *err) {
+    moe_served *ms = calloc(1, sizeof *ms);
+    if (!ms) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&ms->mu, NULL);
+    spine_status st = moe_model_load(dir, SPINE_PLACE_AUTO, &ms->model, err);
+    if (!st) st = spine_pool_create(threads > 0 ? threads : 1, &ms->pool, err);
+    if (!st) {
+        ms->max_seq = SPINE_MIN(MOE_SERVE_MAX_SEQ, ms->model->c.max_pos);
+        if (ms->model->c.sliding_window > 0)
+            ms->max_seq = SPINE_MIN(ms->max_seq, ms->model->c.sliding_window);
+        moe_run_opts ro = {.max_batch = MOE_SERVE_MAX_BATCH, .max_seq = ms->max_seq};
+        st = moe_ctx_create(ms->model, &ro, ms->pool, &ms->ctx, err);
+    }
+    if (st) {
+        moe_ctx_free(ms->ctx);
+        moe_model_free(ms->model);
+        spine_pool_free(ms->pool);
+        pthread_mutex_destroy(&ms->mu);
+        free(ms);
+        return st;
+    }
+    *out = ms;
+    return SPINE_OK;
+}
+
+static spine_status load_model(const char *dir, int threads, served_model **out, spine_error *err) {
     served_model *sm = calloc(1, sizeof *sm);
     if (!sm) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
     spine_status st;
-    if (dir[0]) {
+    if (dir[0] && is_moe_folder(dir)) {
+        st = load_moe(dir, threads, &sm->moe, err);
+    } else if (dir[0]) {
         st = spine_model_load(dir, &sm->m, err);
     } else {
         dlrm_gen_opts g = {.preset = DLRM_DEFAULT_PRESET,
@@ -87,7 +134,7 @@ static served_model *acquire(server *s, const char *name, size_t len) {
 /* Load a slot's model again and swap it in; in-flight work finishes on the old one. */
 static spine_status reload_slot(server *s, int i, spine_error *err) {
     served_model *sm;
-    spine_status st = load_model(s->slots[i].dir, &sm, err);
+    spine_status st = load_model(s->slots[i].dir, s->o.threads, &sm, err);
     if (st) return st;
     snprintf(sm->name, sizeof sm->name, "%s", s->slots[i].name);
     pthread_mutex_lock(&s->mu);
@@ -139,7 +186,25 @@ static enum MHD_Result fail(server *s, struct MHD_Connection *c, unsigned status
 
 /* ---- metadata ---- */
 
+static void moe_metadata(spine_buf *b, const served_model *sm) {
+    const moe_config *c = &sm->moe->model->c;
+    spine_buf_printf(
+        b,
+        "{\"name\":\"%s\",\"versions\":[\"1\"],\"platform\":\"spine_moe\","
+        "\"inputs\":[{\"name\":\"input_ids\",\"datatype\":\"INT64\",\"shape\":[-1,-1]}],"
+        "\"outputs\":[{\"name\":\"logits\",\"datatype\":\"FP32\",\"shape\":[-1,%d]},"
+        "{\"name\":\"generated_ids\",\"datatype\":\"INT64\",\"shape\":[-1,-1]}],"
+        "\"parameters\":{\"vocab_size\":%d,\"max_sequences\":%d,\"max_positions\":%d,"
+        "\"max_tokens\":%d,\"layers\":%d,\"experts\":%d,\"top_k\":%d}}",
+        sm->name, c->vocab, c->vocab, MOE_SERVE_MAX_BATCH, sm->moe->max_seq, PROTO_MOE_MAX_NEW,
+        c->layers, c->experts, c->top_k);
+}
+
 static void model_metadata(spine_buf *b, const served_model *sm) {
+    if (sm->moe) {
+        moe_metadata(b, sm);
+        return;
+    }
     const spine_model_desc *d = spine_model_describe(sm->m);
     spine_buf_printf(
         b,
@@ -157,6 +222,16 @@ static void model_metadata(spine_buf *b, const served_model *sm) {
 }
 
 static void model_config(spine_buf *b, const server *s, const served_model *sm) {
+    if (sm->moe) {
+        spine_buf_printf(b,
+                         "{\"name\":\"%s\",\"platform\":\"spine_moe\",\"backend\":\"spine\","
+                         "\"max_batch_size\":%d,\"input\":[{\"name\":\"input_ids\",\"data_type\":"
+                         "\"TYPE_INT64\",\"dims\":[-1]}],\"output\":[{\"name\":\"logits\","
+                         "\"data_type\":\"TYPE_FP32\",\"dims\":[%d]}],\"instance_group\":[{"
+                         "\"count\":1,\"kind\":\"KIND_CPU\"}]}",
+                         sm->name, MOE_SERVE_MAX_BATCH, sm->moe->model->c.vocab);
+        return;
+    }
     const spine_model_desc *d = spine_model_describe(sm->m);
     /* Triton's model configuration; max_batch_size 0 because "lengths" is table-major, not
      * batch-first: batching happens in the server, across requests */
@@ -244,6 +319,25 @@ static void write_metrics(server *s, spine_buf *b) {
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->nslots; i++) {
         served_model *sm = s->slots[i].cur;
+        if (sm->moe) {
+            moe_tier_stats ts;
+            moe_ctx_tier_stats(sm->moe->ctx, &ts);
+            spine_buf_printf(
+                b,
+                "spine_moe_requests_total{model=\"%s\"} %llu\n"
+                "spine_moe_prompt_tokens_total{model=\"%s\"} %llu\n"
+                "spine_moe_generated_tokens_total{model=\"%s\"} %llu\n"
+                "spine_moe_expert_hits_total{model=\"%s\"} %llu\n"
+                "spine_moe_expert_misses_total{model=\"%s\"} %llu\n"
+                "spine_moe_expert_bytes_moved_total{model=\"%s\"} %llu\n"
+                "spine_model_generation{model=\"%s\"} %llu\n",
+                sm->name, (unsigned long long)atomic_load(&sm->moe->requests), sm->name,
+                (unsigned long long)atomic_load(&sm->moe->tokens_in), sm->name,
+                (unsigned long long)atomic_load(&sm->moe->tokens_out), sm->name,
+                (unsigned long long)ts.hits, sm->name, (unsigned long long)ts.misses, sm->name,
+                (unsigned long long)ts.bytes_moved, sm->name, (unsigned long long)sm->generation);
+            continue;
+        }
         const spine_model_desc *d = spine_model_describe(sm->m);
         spine_store_stats tot = {0};
         for (int t = 0; t < d->num_tables; t++) {
@@ -315,11 +409,15 @@ static void free_request(request *rq) {
     free(rq);
 }
 
+static enum MHD_Result moe_infer(server *s, struct MHD_Connection *c, conn *cs, served_model *sm,
+                                 double t0);
+
 static enum MHD_Result start_infer(server *s, struct MHD_Connection *c, conn *cs, const char *name,
                                    size_t name_len) {
     atomic_fetch_add(&s->mx.requests, 1);
     served_model *sm = acquire(s, name, name_len);
     if (!sm) return fail(s, c, 404, FAIL_NOT_FOUND, "unknown model");
+    if (sm->moe) return moe_infer(s, c, cs, sm, spine_now());
     request *rq = calloc(1, sizeof *rq);
     if (!rq) {
         served_model_release(sm);
@@ -376,6 +474,79 @@ static enum MHD_Result start_infer(server *s, struct MHD_Connection *c, conn *cs
         MHD_resume_connection(c); /* answered on the next call, from rq->failed */
     }
     return MHD_YES;
+}
+
+/* An MoE request runs on the HTTP thread that received it, one at a time per model. */
+static enum MHD_Result moe_infer(server *s, struct MHD_Connection *c, conn *cs, served_model *sm,
+                                 double t0) {
+    moe_served *ms = sm->moe;
+    const moe_config *cf = &ms->model->c;
+    if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length")) {
+        served_model_release(sm);
+        spine_buf_free(&cs->body);
+        return fail(s, c, 400, FAIL_BAD_REQUEST,
+                    "binary tensors are not supported for MoE models: send JSON");
+    }
+    spine_error err = {0};
+    moe_infer_request r;
+    spine_status st = proto_decode_moe(cs->body.data ? cs->body.data : "", cs->body.len, cf->vocab,
+                                       MOE_SERVE_MAX_BATCH, ms->max_seq, &r, &err);
+    spine_buf_free(&cs->body);
+    if (st) {
+        served_model_release(sm);
+        if (st == SPINE_ERR_NOMEM) return fail(s, c, 500, FAIL_INTERNAL, err.msg);
+        if (st == SPINE_ERR_LIMIT) return fail(s, c, 413, FAIL_TOO_LARGE, err.msg);
+        return fail(s, c, 400, FAIL_BAD_REQUEST, err.msg);
+    }
+    size_t V = (size_t)cf->vocab;
+    float *logits = malloc((size_t)r.batch * V * sizeof *logits);
+    int64_t *gen = malloc(((size_t)r.batch * r.max_tokens + 1) * sizeof *gen);
+    int64_t *step = malloc((size_t)r.batch * sizeof *step);
+    if (!logits || !gen || !step) {
+        st = spine_fail(&err, SPINE_ERR_NOMEM, "out of memory");
+    } else {
+        pthread_mutex_lock(&ms->mu);
+        double tc = spine_now();
+        moe_ctx_reset(ms->ctx);
+        st = moe_forward(ms->ctx, r.ids, r.batch, r.len, logits, &err);
+        for (int g = 0; g < r.max_tokens && !st; g++) {
+            for (int b = 0; b < r.batch; b++) {
+                const float *l = logits + (size_t)b * V;
+                size_t best = 0;
+                for (size_t i = 1; i < V; i++)
+                    if (l[i] > l[best]) best = i;
+                step[b] = (int64_t)best;
+                gen[(size_t)b * r.max_tokens + g] = (int64_t)best;
+            }
+            st = moe_forward(ms->ctx, step, r.batch, 1, logits, &err);
+        }
+        hist_observe(&s->mx.compute_s, spine_now() - tc);
+        pthread_mutex_unlock(&ms->mu);
+    }
+    enum MHD_Result ret;
+    if (st) {
+        ret = fail(s, c, st == SPINE_ERR_NOMEM ? 500 : 400,
+                   st == SPINE_ERR_NOMEM ? FAIL_INTERNAL : FAIL_BAD_REQUEST, err.msg);
+    } else {
+        atomic_fetch_add(&ms->requests, 1);
+        atomic_fetch_add(&ms->tokens_in, (uint64_t)r.batch * r.len);
+        atomic_fetch_add(&ms->tokens_out, (uint64_t)r.batch * r.max_tokens);
+        atomic_fetch_add(&s->mx.inferences, (uint64_t)r.batch);
+        spine_buf b = {0};
+        if (proto_encode_moe(sm->name, &r, cf->vocab, logits, gen, &b)) {
+            spine_buf_free(&b);
+            ret = fail(s, c, 500, FAIL_INTERNAL, "out of memory");
+        } else {
+            ret = respond_json(c, 200, &b);
+        }
+        metrics_request_done(&s->mx, spine_now() - t0);
+    }
+    free(logits);
+    free(gen);
+    free(step);
+    moe_infer_request_free(&r);
+    served_model_release(sm);
+    return ret;
 }
 
 static enum MHD_Result finish_infer(server *s, struct MHD_Connection *c, conn *cs) {
@@ -602,7 +773,7 @@ int server_run(const server_opts *o) {
             }
         fprintf(stderr, "spine serve: loading %s%s\n", dir[0] ? dir : "the built-in default model",
                 dir[0] ? "" : " (rmc2 shape, 25,000 rows per table)");
-        if (load_model(sl->dir, &sl->cur, &err)) {
+        if (load_model(sl->dir, o->threads, &sl->cur, &err)) {
             fprintf(stderr, "spine serve: %s\n", err.msg);
             goto out;
         }
