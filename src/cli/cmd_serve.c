@@ -1,6 +1,8 @@
 /* cmd_serve.c: `spine serve`: options for the Open Inference Protocol server. */
 #include "cli.h"
 
+#include "../moe/moe_trace.h"
+
 #include "../serve/server.h"
 
 #include <stdio.h>
@@ -25,6 +27,13 @@ int cmd_serve(int argc, char **argv) {
         {"http-threads", true, "threads reading and writing HTTP (default 2)", NULL},
         {"drain-timeout-s", true, "longest wait for accepted requests on SIGTERM (default 30)",
          NULL},
+        {"expert-slots", true, "MoE models: K fast-tier experts per MoE layer (default: all)",
+         NULL},
+        {"expert-policy", true, "MoE models: eviction lifo (default) | fifo | lru | lfu", NULL},
+        {"slow-gbps", true, "MoE models: throttle expert copies to this GB/s", NULL},
+        {"expert-prefetch", false, "MoE models: predict and preload the next layer's experts",
+         NULL},
+        {"expert-placement", true, "MoE models: run experts on worker groups by this file", NULL},
         {"help", false, "this text", NULL},
     };
     int n = (int)SPINE_ARRAY_LEN(o), npos;
@@ -98,5 +107,23 @@ int cmd_serve(int argc, char **argv) {
         if (!cli_double("--drain-timeout-s", v, 0, 3600, &d)) return 2;
         so.drain_timeout_s = d;
     }
+    if ((v = cli_get(o, n, "expert-slots"))) {
+        if (!cli_int("--expert-slots", v, 1, 4096, &x)) return 2;
+        so.expert_slots = (int)x;
+    }
+    if ((v = cli_get(o, n, "expert-policy"))) {
+        moe_policy p;
+        if (moe_policy_parse(v, &p) || p == MOE_POLICY_BELADY) {
+            fprintf(stderr, "spine serve: --expert-policy must be lifo, fifo, lru or lfu\n");
+            return 2;
+        }
+        so.expert_policy = (int)p;
+    }
+    if ((v = cli_get(o, n, "slow-gbps"))) {
+        if (!cli_double("--slow-gbps", v, 0.001, 1e4, &d)) return 2;
+        so.slow_gbps = d;
+    }
+    so.expert_prefetch = cli_get(o, n, "expert-prefetch") != NULL;
+    so.expert_placement = cli_get(o, n, "expert-placement");
     return server_run(&so);
 }

@@ -10,6 +10,8 @@
  * queue holds at most max_queue requests. Overload therefore degrades into fast refusals. */
 #include "serve.h"
 
+#include "../moe/moe_trace.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -56,6 +58,9 @@ void served_model_release(served_model *sm) {
             moe_model_free(sm->moe->model);
             spine_pool_free(sm->moe->pool);
             pthread_mutex_destroy(&sm->moe->mu);
+            moe_placements_free(sm->moe->placement, sm->moe->n_placement);
+            pthread_mutex_destroy(&sm->moe->stats_mu);
+            free(sm->moe->group_snap);
             free(sm->moe);
         }
         free(sm);

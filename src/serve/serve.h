@@ -61,6 +61,13 @@ typedef struct moe_served {
     spine_pool *pool;
     pthread_mutex_t mu;
     int max_seq;
+    struct moe_placement *placement; /* owned, or NULL */
+    int n_placement;
+    /* counters for /metrics, copied after each request (a scrape never waits for one) */
+    pthread_mutex_t stats_mu;
+    moe_tier_stats snap;
+    uint64_t *group_snap;
+    int ngroups;
     atomic_uint_fast64_t requests, tokens_in, tokens_out;
 } moe_served;
 

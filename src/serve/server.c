@@ -7,6 +7,7 @@
 #include "../model/dlrm.h"
 #include "dashboard.h"
 #include "protocol_moe.h"
+#include "../moe/moe_trace.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -64,24 +65,49 @@ static bool is_moe_folder(const char *dir) {
     return moe;
 }
 
-static spine_status load_moe(const char *dir, int threads, moe_served **out, spine_error *err) {
+static spine_status load_moe(const char *dir, const server_opts *o, moe_served **out,
+                             spine_error *err) {
     moe_served *ms = calloc(1, sizeof *ms);
     if (!ms) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&ms->mu, NULL);
+    pthread_mutex_init(&ms->stats_mu, NULL);
     spine_status st = moe_model_load(dir, SPINE_PLACE_AUTO, &ms->model, err);
-    if (!st) st = spine_pool_create(threads > 0 ? threads : 1, &ms->pool, err);
+    if (!st) st = spine_pool_create(o->threads > 0 ? o->threads : 1, &ms->pool, err);
+    if (!st && o->expert_placement) {
+        char *text = NULL;
+        size_t len = 0;
+        st = spine_read_file(o->expert_placement, (size_t)64 << 20, &text, &len, err);
+        if (!st) st = moe_placement_parse(text, len, &ms->placement, &ms->n_placement, err);
+        if (st) spine_error_prefix(err, "%s: ", o->expert_placement);
+        free(text);
+    }
     if (!st) {
         ms->max_seq = SPINE_MIN(MOE_SERVE_MAX_SEQ, ms->model->c.max_pos);
         if (ms->model->c.sliding_window > 0)
             ms->max_seq = SPINE_MIN(ms->max_seq, ms->model->c.sliding_window);
-        moe_run_opts ro = {.max_batch = MOE_SERVE_MAX_BATCH, .max_seq = ms->max_seq};
+        moe_run_opts ro = {.max_batch = MOE_SERVE_MAX_BATCH,
+                           .max_seq = ms->max_seq,
+                           .expert_slots = o->expert_slots,
+                           .expert_policy = o->expert_policy,
+                           .slow_gbps = o->slow_gbps,
+                           .expert_prefetch = o->expert_prefetch,
+                           .placement = ms->placement,
+                           .n_placement = ms->n_placement};
         st = moe_ctx_create(ms->model, &ro, ms->pool, &ms->ctx, err);
+    }
+    if (!st) {
+        moe_ctx_group_rows(ms->ctx, &ms->ngroups);
+        ms->group_snap = calloc((size_t)SPINE_MAX(ms->ngroups, 1), sizeof *ms->group_snap);
+        if (!ms->group_snap) st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
     }
     if (st) {
         moe_ctx_free(ms->ctx);
         moe_model_free(ms->model);
         spine_pool_free(ms->pool);
         pthread_mutex_destroy(&ms->mu);
+        pthread_mutex_destroy(&ms->stats_mu);
+        moe_placements_free(ms->placement, ms->n_placement);
+        free(ms->group_snap);
         free(ms);
         return st;
     }
@@ -89,12 +115,13 @@ static spine_status load_moe(const char *dir, int threads, moe_served **out, spi
     return SPINE_OK;
 }
 
-static spine_status load_model(const char *dir, int threads, served_model **out, spine_error *err) {
+static spine_status load_model(const char *dir, const server_opts *o, served_model **out,
+                               spine_error *err) {
     served_model *sm = calloc(1, sizeof *sm);
     if (!sm) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
     spine_status st;
     if (dir[0] && is_moe_folder(dir)) {
-        st = load_moe(dir, threads, &sm->moe, err);
+        st = load_moe(dir, o, &sm->moe, err);
     } else if (dir[0]) {
         st = spine_model_load(dir, &sm->m, err);
     } else {
@@ -134,7 +161,7 @@ static served_model *acquire(server *s, const char *name, size_t len) {
 /* Load a slot's model again and swap it in; in-flight work finishes on the old one. */
 static spine_status reload_slot(server *s, int i, spine_error *err) {
     served_model *sm;
-    spine_status st = load_model(s->slots[i].dir, s->o.threads, &sm, err);
+    spine_status st = load_model(s->slots[i].dir, &s->o, &sm, err);
     if (st) return st;
     snprintf(sm->name, sizeof sm->name, "%s", s->slots[i].name);
     pthread_mutex_lock(&s->mu);
@@ -320,8 +347,9 @@ static void write_metrics(server *s, spine_buf *b) {
     for (int i = 0; i < s->nslots; i++) {
         served_model *sm = s->slots[i].cur;
         if (sm->moe) {
-            moe_tier_stats ts;
-            moe_ctx_tier_stats(sm->moe->ctx, &ts);
+            moe_served *ms = sm->moe;
+            pthread_mutex_lock(&ms->stats_mu);
+            moe_tier_stats ts = ms->snap;
             spine_buf_printf(
                 b,
                 "spine_moe_requests_total{model=\"%s\"} %llu\n"
@@ -336,6 +364,13 @@ static void write_metrics(server *s, spine_buf *b) {
                 (unsigned long long)atomic_load(&sm->moe->tokens_out), sm->name,
                 (unsigned long long)ts.hits, sm->name, (unsigned long long)ts.misses, sm->name,
                 (unsigned long long)ts.bytes_moved, sm->name, (unsigned long long)sm->generation);
+            if (ts.pred_total)
+                spine_buf_printf(b, "spine_moe_prefetch_precision{model=\"%s\"} %.4f\n", sm->name,
+                                 (double)ts.pred_hits / (double)ts.pred_total);
+            for (int g = 0; g < ms->ngroups; g++)
+                spine_buf_printf(b, "spine_moe_group_rows_total{model=\"%s\",group=\"%d\"} %llu\n",
+                                 sm->name, g, (unsigned long long)ms->group_snap[g]);
+            pthread_mutex_unlock(&ms->stats_mu);
             continue;
         }
         const spine_model_desc *d = spine_model_describe(sm->m);
@@ -521,6 +556,12 @@ static enum MHD_Result moe_infer(server *s, struct MHD_Connection *c, conn *cs, 
             st = moe_forward(ms->ctx, step, r.batch, 1, logits, &err);
         }
         hist_observe(&s->mx.compute_s, spine_now() - tc);
+        pthread_mutex_lock(&ms->stats_mu);
+        moe_ctx_tier_stats(ms->ctx, &ms->snap);
+        int ng = 0;
+        const uint64_t *gr = moe_ctx_group_rows(ms->ctx, &ng);
+        if (gr) memcpy(ms->group_snap, gr, (size_t)ng * sizeof *gr);
+        pthread_mutex_unlock(&ms->stats_mu);
         pthread_mutex_unlock(&ms->mu);
     }
     enum MHD_Result ret;
@@ -773,7 +814,7 @@ int server_run(const server_opts *o) {
             }
         fprintf(stderr, "spine serve: loading %s%s\n", dir[0] ? dir : "the built-in default model",
                 dir[0] ? "" : " (rmc2 shape, 25,000 rows per table)");
-        if (load_model(sl->dir, o->threads, &sl->cur, &err)) {
+        if (load_model(sl->dir, o, &sl->cur, &err)) {
             fprintf(stderr, "spine serve: %s\n", err.msg);
             goto out;
         }

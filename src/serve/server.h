@@ -16,6 +16,11 @@ typedef struct server_opts {
     int http_threads, max_connections, idle_timeout_s;
     size_t max_body, max_header;
     double drain_timeout_s;
+    /* MoE models: expert buffering, prefetch and expert parallelism (see docs/MOE.md) */
+    int expert_slots, expert_policy;
+    double slow_gbps;
+    bool expert_prefetch;
+    const char *expert_placement; /* a placement file, or NULL */
 } server_opts;
 
 /* Serve until SIGTERM/SIGINT (then drain: stop accepting, answer everything accepted, exit).
