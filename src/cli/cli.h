@@ -51,7 +51,13 @@ bool cli_svg_lines(const char *path, const char *title, const char *xlabel, cons
                    int nseries, const char *const *names, int n, const double *x,
                    const double *const *y);
 
+/* A DLRM from --model DIR (with --placement) or generated from --preset (cli_gen_opts);
+ * 0, or the exit status after printing the error. */
+int cli_dlrm_model(const char *cmd, cli_opt *o, int n, spine_model **m);
+
 int cmd_model(int argc, char **argv);
+int cmd_trace(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_demo(int argc, char **argv);

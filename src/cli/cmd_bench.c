@@ -28,7 +28,7 @@ static double hit_rate(const spine_model *m) {
 }
 
 /* Load or generate the model named by --model or --preset/--rows-scale/--dtype/--seed. */
-static int bench_model(const char *cmd, cli_opt *o, int n, spine_model **m) {
+int cli_dlrm_model(const char *cmd, cli_opt *o, int n, spine_model **m) {
     const char *dir = cli_get(o, n, "model");
     spine_error err = {0};
     if (dir) {
@@ -307,16 +307,17 @@ static int bench_membw(int argc, char **argv) {
 /* Profile the workload on inputs drawn independently of the measured ones (another seed of the
  * same distribution: 20,000 samples), then give the tables hot tiers of hot_mb in total. */
 static int profile_hot(spine_model *m, const dlrm_index_dist *dist, int lookups, double hot_mb,
-                       bool json) {
+                       const char *profile, bool json) {
     const spine_model_desc *d = spine_model_describe(m);
     uint32_t **counts = calloc((size_t)d->num_tables, sizeof *counts);
     spine_error err = {0};
     int rc = counts ? 0 : 1;
     for (int t = 0; t < d->num_tables && !rc; t++)
         if (!(counts[t] = calloc((size_t)d->tables[t].rows, sizeof **counts))) rc = 1;
+    if (!rc && profile && dlrm_profile_read(profile, d, counts, &err)) rc = 1;
     spine_rng rng;
     spine_rng_seed(&rng, 0x9f0f11eu);
-    for (int chunk = 0; chunk < 20 && !rc; chunk++) {
+    for (int chunk = 0; chunk < 20 && !rc && !profile; chunk++) {
         dlrm_inputs in;
         if (dlrm_inputs_random(d, 1000, lookups, false, dist, &rng, &in, &err)) {
             rc = 1;
@@ -334,9 +335,8 @@ static int profile_hot(spine_model *m, const dlrm_index_dist *dist, int lookups,
         size_t hot = 0;
         for (int t = 0; t < d->num_tables; t++)
             hot += spine_store_hot_bytes(spine_model_store(m, t));
-        printf(
-            "hot tiers: %.1f MB of the hottest rows (profile: 20,000 samples, independent seed)\n",
-            (double)hot / (1 << 20));
+        printf("hot tiers: %.1f MB of the hottest rows (profile: %s)\n", (double)hot / (1 << 20),
+               profile ? profile : "20,000 samples, independent seed");
     }
     for (int t = 0; counts && t < d->num_tables; t++) free(counts[t]);
     free(counts);
@@ -361,7 +361,10 @@ int cmd_bench(int argc, char **argv) {
         {"placement", true, "tables of --model: auto (default) | map | huge", NULL},
         {"schedule", true, "lookup order: table (default) | sample", NULL},
         {"zipf", true, "draw indices Zipf(A) (hot rows scattered), not uniformly", NULL},
-        {"hot-mb", true, "with --zipf: cache the hottest rows of a separate profile in N MB", NULL},
+        {"hot-mb", true,
+         "cache the hottest rows in N MB (profile: --profile, or 20,000 samples drawn apart)",
+         NULL},
+        {"profile", true, "a profile file (spine profile -o) for --hot-mb", NULL},
         {"help", false, "this text", NULL},
     };
     int n = (int)SPINE_ARRAY_LEN(o), npos;
@@ -395,7 +398,7 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     spine_model *m = NULL;
-    int rc = bench_model("bench", o, n, &m);
+    int rc = cli_dlrm_model("bench", o, n, &m);
     if (rc) return rc;
     const spine_model_desc *d = spine_model_describe(m);
     if (lookups < 0) lookups = d->lookups_per_table;
@@ -417,7 +420,9 @@ int cmd_bench(int argc, char **argv) {
     if ((v = cli_get(o, n, "zipf")) && !cli_double("--zipf", v, 0, 5, &dist.alpha)) rc = 2;
     if (!rc && (v = cli_get(o, n, "hot-mb")) && !cli_double("--hot-mb", v, 0, 1 << 20, &hot_mb))
         rc = 2;
-    if (!rc && hot_mb > 0 && profile_hot(m, &dist, (int)lookups, hot_mb, json) != 0) rc = 1;
+    if (!rc && hot_mb > 0 &&
+        profile_hot(m, &dist, (int)lookups, hot_mb, cli_get(o, n, "profile"), json) != 0)
+        rc = 1;
     if (rc) {
         spine_ctx_free(ctx);
         spine_pool_free(pool);

@@ -13,6 +13,8 @@ static void usage(void) {
            "dlrm-kaggle)\n"
            "  model info    describe a model folder\n"
            "  infer         run a model on a Criteo TSV or safetensors batch file\n"
+           "  trace gen     synthetic DLRM query traces (Zipf skew, temporal locality)\n"
+           "  profile       row frequencies of a trace: a profile, hot-tier hit rates\n"
            "  bench         measure samples/s and latency percentiles per batch size\n"
            "  moe gen       generate a Mixture-of-Experts model folder (moe-tiny, mixtral-mini, "
            "moe-lm)\n"
@@ -39,6 +41,8 @@ int main(int argc, char **argv) {
     if (strcmp(c, "demo") == 0) return cmd_demo(argc - 2, argv + 2);
     if (strcmp(c, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
     if (strcmp(c, "moe") == 0) return cmd_moe(argc - 2, argv + 2);
+    if (strcmp(c, "trace") == 0) return cmd_trace(argc - 2, argv + 2);
+    if (strcmp(c, "profile") == 0) return cmd_profile(argc - 2, argv + 2);
     if (strcmp(c, "load") == 0) return cmd_load(argc - 2, argv + 2);
     if (strcmp(c, "version") == 0 || strcmp(c, "--version") == 0) {
         printf("spine %s\n", spine_version());

@@ -91,6 +91,24 @@ static inline int64_t dlrm_perm_row(const dlrm_perm *p, uint64_t k) {
     return (int64_t)(((unsigned __int128)p->a * k + p->b) % p->n);
 }
 
+/* ---- hot-entry profiling (profile.c) ---- */
+/* Temporal locality: each index of a table, with probability p, repeats one of that table's
+ * last 4096 indices (uniformly), instead of its own draw. Table-major values. */
+void dlrm_trace_locality(const spine_model_desc *d, int32_t batch, int64_t *values,
+                         const int32_t *lengths, double p, spine_rng *rng);
+/* Add a batch's row reads to counts[t][row] (saturating); every index is checked. */
+spine_status dlrm_profile_count(const spine_model_desc *d, const spine_batch *b, int64_t nvalues,
+                                uint32_t *const *counts, spine_error *err);
+spine_status dlrm_profile_write(const char *path, const spine_model_desc *d,
+                                uint32_t *const *counts, spine_error *err);
+/* Read a profile into counts (allocated by the caller, rows per table), checked against d. */
+spine_status dlrm_profile_read(const char *path, const spine_model_desc *d, uint32_t **counts,
+                               spine_error *err);
+/* The share of the profiled lookups a hot tier of each budget (MB) would serve. */
+spine_status dlrm_profile_coverage(const spine_model_desc *d, uint32_t *const *counts,
+                                   const double *budgets_mb, int nb, double *hit_rate,
+                                   spine_error *err);
+
 /* B samples, `lookups` indices per bag from dist (NULL: uniform), dense in [0, 1). */
 spine_status dlrm_inputs_random(const spine_model_desc *d, int32_t batch, int lookups,
                                 bool weighted, const dlrm_index_dist *dist, spine_rng *rng,

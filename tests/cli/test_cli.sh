@@ -75,6 +75,16 @@ check "bench membw runs" bash -c "'$SPINE' bench membw --mib 64 --threads 1 --se
 check "bench --zipf --hot-mb serves rows from hot tiers" bash -c "'$SPINE' bench --preset rmc2 --rows-scale 0.01 --zipf 1.2 --hot-mb 1 --batch 16 --seconds 0.1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"hit_rate\"] > 0.3 else 1)'"
 check "bench fma runs" bash -c "'$SPINE' bench fma --threads 1 --seconds 0.05 --json | grep -q gflops"
 
+# DLRM traces and profiles (hot-entry profiling)
+"$SPINE" trace gen --preset rmc2 --rows-scale 0.002 --samples 2000 --zipf 1.1 --locality 0.2 -o "$W/q.trace" >/dev/null 2>&1
+check "trace gen writes a batch file of the queries" bash -c "'$SPINE' profile --preset rmc2 --rows-scale 0.002 --trace '$W/q.trace' | grep -q '2000 queries, 7680000 lookups'"
+check "profile reports hot-tier hit rates and writes a profile" bash -c "'$SPINE' profile --preset rmc2 --rows-scale 0.002 --trace '$W/q.trace' -o '$W/q.profile' | grep -q 'hot tier of    4 MB' && test -s '$W/q.profile'"
+check "bench --profile uses the profile" bash -c "'$SPINE' bench --preset rmc2 --rows-scale 0.002 --zipf 1.1 --hot-mb 1 --profile '$W/q.profile' --batch 16 --seconds 0.1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"hit_rate\"] > 0.3 else 1)'"
+refuses "profile: trace for another model" 1 "needs \"dense\"" "$SPINE" profile --preset tiny --trace "$W/q.trace"
+"$SPINE" trace gen --preset rmc2 --rows-scale 0.004 --samples 50 --zipf 0 -o "$W/big.trace" >/dev/null 2>&1
+refuses "profile: index outside a table" 1 "is outside table" "$SPINE" profile --preset rmc2 --rows-scale 0.002 --trace "$W/big.trace"
+refuses "bench: profile of another model" 1 "tables profiled" "$SPINE" bench --preset tiny --hot-mb 1 --profile "$W/q.profile" --batch 4 --seconds 0.05
+
 # MoE: gen / info / run, and every refusal
 refuses "moe: unknown preset" 2 "unknown MoE preset" "$SPINE" moe gen --preset nope -o "$W/m"
 refuses "moe: bad dtype" 2 "f32 or bf16" "$SPINE" moe gen --preset moe-tiny --dtype f16 -o "$W/m"
