@@ -5,7 +5,7 @@ set -euo pipefail
 B=$1
 S=$2
 C=$B/corpus
-TARGETS="safetensors config json criteo request request_moe moe_config tokens trace"
+TARGETS="safetensors config json criteo request request_moe moe_config tokens trace profile"
 for t in $TARGETS; do mkdir -p "$C/$t"; done
 mkdir -p "$B/crashes"
 # seeds: a real model, its config, a TSV line, an infer request
@@ -26,6 +26,17 @@ fi
   printf 'spine-moe-placement 1 experts=4 groups=2 copies=2\nlayer 1: 0 1/0 1 0\n' >"$C/trace/placement"
 [ -f "$C/request_moe/seed" ] ||
   printf '{"id":"a","inputs":[{"name":"input_ids","datatype":"INT64","shape":[2,2],"data":[[1,2],[3,4]]}],"parameters":{"max_tokens":3}}' >"$C/request_moe/seed"
+[ -f "$C/profile/seed" ] || python3 - "$C/profile/seed" <<'PY'
+import json, struct, sys
+ts = [("counts.0", 5), ("counts.1", 7), ("counts.2", 1)]
+hdr, off = {}, 0
+for n, r in ts:
+    hdr[n] = {"dtype": "I32", "shape": [r], "data_offsets": [off, off + 4 * r]}
+    off += 4 * r
+h = json.dumps(hdr).encode()
+body = b"".join(struct.pack("<%di" % r, *range(r)) for _, r in ts)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + body)
+PY
 [ -f "$C/criteo/line" ] ||
   printf '1\t5\t\t3\t-1\t0\t1\t2\t3\t4\t5\t6\t7\t8\t68fd1e64\t\t%s\n' "$(printf 'ab\t%.0s' $(seq 23))ff" >"$C/criteo/line"
 [ -f "$C/request/json" ] || python3 - "$C/request" <<'PY'

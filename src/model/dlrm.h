@@ -102,6 +102,8 @@ spine_status dlrm_profile_count(const spine_model_desc *d, const spine_batch *b,
 spine_status dlrm_profile_write(const char *path, const spine_model_desc *d,
                                 uint32_t *const *counts, spine_error *err);
 /* Read a profile into counts (allocated by the caller, rows per table), checked against d. */
+spine_status dlrm_profile_from_tensors(const spine_tensors *ts, const spine_model_desc *d,
+                                       uint32_t **counts, spine_error *err);
 spine_status dlrm_profile_read(const char *path, const spine_model_desc *d, uint32_t **counts,
                                spine_error *err);
 /* The share of the profiled lookups a hot tier of each budget (MB) would serve. */

@@ -80,34 +80,37 @@ spine_status dlrm_profile_write(const char *path, const spine_model_desc *d,
     return st;
 }
 
+spine_status dlrm_profile_from_tensors(const spine_tensors *ts, const spine_model_desc *d,
+                                       uint32_t **counts, spine_error *err) {
+    if ((int)ts->n != d->num_tables)
+        return spine_fail(err, SPINE_ERR_FORMAT, "%zu tables profiled, the model has %d", ts->n,
+                          d->num_tables);
+    for (int t = 0; t < d->num_tables; t++) {
+        char name[32];
+        snprintf(name, sizeof name, "counts.%d", t);
+        const spine_tensor *x = st_find(ts, name);
+        if (!x || x->dtype != SPINE_DT_I32 || x->ndim != 1 || x->shape[0] != d->tables[t].rows)
+            return spine_fail(err, SPINE_ERR_FORMAT,
+                              "'%s' must be I32 [%lld] (table %d of this model)", name,
+                              (long long)d->tables[t].rows, t);
+        const int32_t *c = x->data;
+        for (int64_t r = 0; r < d->tables[t].rows; r++) {
+            if (c[r] < 0)
+                return spine_fail(err, SPINE_ERR_FORMAT, "%s[%lld] is negative", name,
+                                  (long long)r);
+            counts[t][r] = (uint32_t)c[r];
+        }
+    }
+    return SPINE_OK;
+}
+
 spine_status dlrm_profile_read(const char *path, const spine_model_desc *d, uint32_t **counts,
                                spine_error *err) {
     spine_tensors ts;
     spine_status st = st_open(path, &ts, err);
     if (st) return st;
-    if ((int)ts.n != d->num_tables)
-        st = spine_fail(err, SPINE_ERR_FORMAT, "%s: %zu tables profiled, the model has %d", path,
-                        ts.n, d->num_tables);
-    for (int t = 0; t < d->num_tables && !st; t++) {
-        char name[32];
-        snprintf(name, sizeof name, "counts.%d", t);
-        const spine_tensor *x = st_find(&ts, name);
-        if (!x || x->dtype != SPINE_DT_I32 || x->ndim != 1 || x->shape[0] != d->tables[t].rows) {
-            st = spine_fail(err, SPINE_ERR_FORMAT,
-                            "%s: '%s' must be I32 [%lld] (table %d of this model)", path, name,
-                            (long long)d->tables[t].rows, t);
-            break;
-        }
-        const int32_t *c = x->data;
-        for (int64_t r = 0; r < d->tables[t].rows; r++) {
-            if (c[r] < 0) {
-                st = spine_fail(err, SPINE_ERR_FORMAT, "%s: %s[%lld] is negative", path, name,
-                                (long long)r);
-                break;
-            }
-            counts[t][r] = (uint32_t)c[r];
-        }
-    }
+    st = dlrm_profile_from_tensors(&ts, d, counts, err);
+    if (st) spine_error_prefix(err, "%s: ", path);
     st_free(&ts);
     return st;
 }
