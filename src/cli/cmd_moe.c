@@ -74,6 +74,9 @@ static int moe_gen(int argc, char **argv) {
         {"experts", true, "override the preset's expert count", NULL},
         {"top-k", true, "override the preset's experts per token", NULL},
         {"seed", true, "random seed (default 1)", NULL},
+        {"router-skew", true,
+         "skew routing: scale router rows by (rank + 1)^-A (benchmarks of buffering, placement)",
+         NULL},
         {"threads", true, "generation threads (default 2)", NULL},
         {"o", true, "output folder", NULL},
         {"help", false, "this text", NULL},
@@ -95,6 +98,9 @@ static int moe_gen(int argc, char **argv) {
     if (!preset_config(o, n, &c, &dt)) return 2;
     long long seed = 1;
     if ((v = cli_get(o, n, "seed")) && !cli_int("--seed", v, 0, INT64_MAX, &seed)) return 2;
+    double skew = 0;
+    if ((v = cli_get(o, n, "router-skew")) && !cli_double("--router-skew", v, 0, 10, &skew))
+        return 2;
     spine_pool *pool = make_pool("moe gen", cli_get(o, n, "threads"));
     if (!pool) return 2;
     spine_error err = {0};
@@ -105,6 +111,7 @@ static int moe_gen(int argc, char **argv) {
     if (spine_mkdir_p(out, &err) ||
         moe_gen_tensors(&c, dt, (uint64_t)seed, pool, cli_progress_cb, &gp, &ts, &err))
         goto done;
+    moe_skew_router(&ts, &c, skew, (uint64_t)seed);
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", out);
     char meta[128];
@@ -203,6 +210,7 @@ static int moe_run(int argc, char **argv) {
         {"layers", true, "with --preset: override the layer count", NULL},
         {"experts", true, "with --preset: override the expert count", NULL},
         {"top-k", true, "with --preset: override experts per token", NULL},
+        {"router-skew", true, "with --preset: skew routing (see moe gen)", NULL},
         {"seed", true, "with --preset / --random: random seed (default 1)", NULL},
         {"tokens", true, "token file: one sequence per line, ids separated by spaces", NULL},
         {"random", true, "or: random prompts of N tokens", NULL},
@@ -341,9 +349,15 @@ static int moe_run(int argc, char **argv) {
         }
         spine_tensors ts;
         cli_progress gp = {.label = "generating weights"};
-        if (moe_gen_tensors(&c, dt, (uint64_t)seed, pool, cli_progress_cb, &gp, &ts, &err) ||
-            moe_model_create(&c, &ts, &m, &err))
+        double skew = 0;
+        if ((v = cli_get(o, n, "router-skew")) && !cli_double("--router-skew", v, 0, 10, &skew)) {
+            rc = 2;
+            goto out;
+        }
+        if (moe_gen_tensors(&c, dt, (uint64_t)seed, pool, cli_progress_cb, &gp, &ts, &err))
             goto fail;
+        moe_skew_router(&ts, &c, skew, (uint64_t)seed);
+        if (moe_model_create(&c, &ts, &m, &err)) goto fail;
     }
     const moe_config *cf = &m->c;
     if (!tokfile) {

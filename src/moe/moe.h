@@ -81,6 +81,11 @@ spine_status moe_gen_tensors(const moe_config *c, spine_dtype dt, uint64_t seed,
                              spine_progress_fn progress, void *parg, spine_tensors *out,
                              spine_error *err);
 
+/* Skew routing for benchmarks of expert buffering and placement: in every MoE layer, scale the
+ * router row of the expert at popularity rank r (a per-layer random order) by (r + 1)^-alpha.
+ * Larger rows give their expert's logit more spread, so it wins top-k more often. */
+void moe_skew_router(spine_tensors *ts, const moe_config *c, double alpha, uint64_t seed);
+
 /* ---- running (moe_run.c, moe_gating.c) ---- */
 typedef enum moe_gating { MOE_GATING_DYNAMIC = 0, MOE_GATING_STATIC = 1 } moe_gating;
 

@@ -162,3 +162,38 @@ spine_status moe_gen_tensors(const moe_config *c, spine_dtype dt, uint64_t seed,
     free(cs);
     return st;
 }
+
+void moe_skew_router(spine_tensors *ts, const moe_config *c, double alpha, uint64_t seed) {
+    if (alpha <= 0) return;
+    int E = c->experts;
+    int *perm = malloc((size_t)E * sizeof *perm);
+    if (!perm) return;
+    spine_rng r;
+    spine_rng_seed(&r, seed ^ 0x5eed5eedull);
+    for (int li = 0; li < c->layers; li++) {
+        if (!moe_layer_is_moe(c, li)) continue;
+        char name[128];
+        snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.gate.weight", li);
+        spine_tensor *t = (spine_tensor *)st_find(ts, name);
+        if (!t || !t->owned) continue;
+        for (int e = 0; e < E; e++) perm[e] = e;
+        for (int e = E - 1; e > 0; e--) {
+            int j = (int)spine_rng_below(&r, (uint64_t)e + 1), x = perm[e];
+            perm[e] = perm[j];
+            perm[j] = x;
+        }
+        for (int rank = 0; rank < E; rank++) {
+            float s = (float)pow(rank + 1.0, -alpha);
+            size_t base = (size_t)perm[rank] * c->hidden;
+            for (int i = 0; i < c->hidden; i++) {
+                if (t->dtype == SPINE_DT_BF16) {
+                    uint16_t *p = (uint16_t *)t->owned + base + i;
+                    *p = spine_f32_to_bf16(spine_bf16_to_f32(*p) * s);
+                } else {
+                    ((float *)t->owned)[base + i] *= s;
+                }
+            }
+        }
+    }
+    free(perm);
+}
