@@ -92,6 +92,13 @@ refuses "moe: no subcommand" 2 "usage" "$SPINE" moe
 "$SPINE" moe gen --preset moe-tiny --seed 3 -o "$W/moe" >/dev/null 2>&1
 "$SPINE" moe gen --preset moe-tiny --seed 3 --threads 1 -o "$W/moe2" >/dev/null 2>&1
 check "moe gen is deterministic for a seed" cmp -s "$W/moe/model.safetensors" "$W/moe2/model.safetensors"
+"$SPINE" moe gen --preset moe-tiny --seed 3 --router-skew 3 -o "$W/moe-skew" >/dev/null 2>&1
+check "moe gen --router-skew skews routing" bash -c "'$SPINE' moe run --model '$W/moe' --random 64 --batch 4 --gen 0 --trace-out '$W/flat.trace' >/dev/null && '$SPINE' moe run --model '$W/moe-skew' --random 64 --batch 4 --gen 0 --trace-out '$W/skew.trace' >/dev/null && python3 -c \"
+import sys
+def top(p):
+    rows = [list(map(int, l.split()[2:])) for l in open(p) if l[0].isdigit()]
+    return max(max(r) / sum(r) for r in rows)
+sys.exit(0 if top('$W/skew.trace') > top('$W/flat.trace') + 0.05 else 1)\""
 check "moe info" bash -c "'$SPINE' moe info --model '$W/moe' | grep -q '8 per MoE layer, top-2'"
 printf '1 2 3 4\n5 6 7 8\n' >"$W/tok.txt"
 check "moe run on a token file" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok.txt' --gen 3 | grep -q 'decode:  2 x 3 tokens'"
