@@ -57,6 +57,7 @@ int cli_dlrm_model(const char *cmd, cli_opt *o, int n, spine_model **m);
 
 int cmd_model(int argc, char **argv);
 int cmd_trace(int argc, char **argv);
+int cmd_bench_sls(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -344,6 +344,7 @@ static int profile_hot(spine_model *m, const dlrm_index_dist *dist, int lookups,
 }
 
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && strcmp(argv[0], "sls") == 0) return cmd_bench_sls(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "matmul") == 0) return bench_matmul(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "fma") == 0) return bench_fma(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "membw") == 0) return bench_membw(argc - 1, argv + 1);
