@@ -36,11 +36,12 @@ void metrics_init(metrics *m, double sla_s, int max_batch) {
     pthread_mutex_init(&m->window_mu, NULL);
 }
 
-void metrics_request_done(metrics *m, double total_s) {
+void metrics_request_done(metrics *m, double total_s, uint32_t samples) {
     hist_observe(&m->total_s, total_s);
     pthread_mutex_lock(&m->window_mu);
     m->window[m->window_n % WINDOW] = total_s;
     m->window_t[m->window_n % WINDOW] = spine_now();
+    m->window_samples[m->window_n % WINDOW] = samples;
     m->window_n++;
     pthread_mutex_unlock(&m->window_mu);
 }

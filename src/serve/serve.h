@@ -41,12 +41,13 @@ typedef struct metrics {
 #define WINDOW 4096
     double window[WINDOW];
     double window_t[WINDOW];
+    uint32_t window_samples[WINDOW]; /* samples answered (0 for a failure) */
     uint64_t window_n;
 } metrics;
 
 void metrics_init(metrics *m, double sla_s, int max_batch);
 void hist_observe(histogram *h, double v);
-void metrics_request_done(metrics *m, double total_s);
+void metrics_request_done(metrics *m, double total_s, uint32_t samples);
 const char *fail_reason_name(fail_reason r);
 
 /* ---- models ---- */

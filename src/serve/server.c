@@ -400,11 +400,26 @@ static void write_stats(server *s, spine_buf *b) {
     static _Thread_local double lat[WINDOW];
     size_t n = 0;
     double now = spine_now();
+    /* samples/s over the last RATE_S seconds, or over the span the ring still holds when it
+     * turned over faster than that: a rate the server measures, so the page needs no two polls */
+    const double RATE_S = 3.0;
+    double rate_samples = 0, oldest = now;
+    uint64_t in_rate = 0;
     pthread_mutex_lock(&m->window_mu);
     uint64_t have = SPINE_MIN(m->window_n, (uint64_t)WINDOW);
-    for (uint64_t i = 0; i < have; i++)
-        if (now - m->window_t[i] <= 10.0) lat[n++] = m->window[i];
+    for (uint64_t i = 0; i < have; i++) {
+        double age = now - m->window_t[i];
+        if (age <= 10.0) lat[n++] = m->window[i];
+        if (age <= RATE_S) {
+            rate_samples += m->window_samples[i];
+            in_rate++;
+            if (m->window_t[i] < oldest) oldest = m->window_t[i];
+        }
+    }
     pthread_mutex_unlock(&m->window_mu);
+    double span = have == WINDOW && in_rate == have ? now - oldest : RATE_S;
+    span = SPINE_MIN(span, SPINE_MIN(RATE_S, now - s->started));
+    double samples_per_s = span > 1e-3 ? rate_samples / span : 0.0;
     spine_sort_doubles(lat, n);
 #define P(q) (spine_percentile(lat, n, (q)*100) * 1e3)
     uint64_t bs = 0, bc = 0;
@@ -414,7 +429,8 @@ static void write_stats(server *s, spine_buf *b) {
                      "{\"time\":%.3f,\"requests\":%llu,\"inferences\":%llu,\"batches\":%llu,"
                      "\"failures\":%llu,\"queue_requests\":%d,\"inflight\":%d,"
                      "\"window_s\":10,\"window_requests\":%zu,\"p50_ms\":%.3f,\"p95_ms\":%.3f,"
-                     "\"p99_ms\":%.3f,\"mean_batch\":%.2f,\"sla_ms\":%g}",
+                     "\"p99_ms\":%.3f,\"mean_batch\":%.2f,\"sla_ms\":%g,"
+                     "\"samples_per_s\":%.3f,\"rate_s\":%g}",
                      now - s->started, (unsigned long long)atomic_load(&m->requests),
                      (unsigned long long)atomic_load(&m->inferences),
                      (unsigned long long)atomic_load(&m->batches),
@@ -425,7 +441,8 @@ static void write_stats(server *s, spine_buf *b) {
                                           atomic_load(&m->failures[FAIL_NOT_FOUND]) +
                                           atomic_load(&m->failures[FAIL_TOO_LARGE])),
                      atomic_load(&m->queue_requests), atomic_load(&m->inflight), n, P(0.5), P(0.95),
-                     P(0.99), bc ? (double)bs / (double)bc : 0.0, s->o.sla_ms);
+                     P(0.99), bc ? (double)bs / (double)bc : 0.0, s->o.sla_ms, samples_per_s,
+                     RATE_S);
 #undef P
 }
 
@@ -580,7 +597,7 @@ static enum MHD_Result moe_infer(server *s, struct MHD_Connection *c, conn *cs, 
         } else {
             ret = respond_json(c, 200, &b);
         }
-        metrics_request_done(&s->mx, spine_now() - t0);
+        metrics_request_done(&s->mx, spine_now() - t0, (uint32_t)r.batch);
     }
     free(logits);
     free(gen);
@@ -608,7 +625,7 @@ static enum MHD_Result finish_infer(server *s, struct MHD_Connection *c, conn *c
         }
     }
     double total = spine_now() - rq->t_arrival;
-    metrics_request_done(&s->mx, total);
+    metrics_request_done(&s->mx, total, status ? 0u : (uint32_t)rq->in.batch);
     free_request(rq);
     cs->rq = NULL;
     return ret;

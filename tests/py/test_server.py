@@ -212,6 +212,11 @@ try:
           int(bcount[0].split()[1]) <= int(rcount[0].split()[1]), (bcount, rcount))
     check("metrics histograms with SLA bucket",
           'spine_request_duration_seconds_bucket{le="5"}' in m and "spine_batch_size_bucket" in m)
+    st = json.loads(http("GET", srv.url("/v2/spine/stats"))[2])
+    sent = sum(1 + i % 9 for i in range(48))
+    check("stats: a live samples/s the server measures over its last rate_s seconds",
+          st["samples_per_s"] > 0 and st["rate_s"] == 3 and
+          st["samples_per_s"] * min(st["rate_s"], st["time"]) <= st["inferences"] * 1.01 and st["inferences"] >= sent, st)
 
     # the bad-request corpus, while good requests keep succeeding
     d, l, v = make_batch(cfg, 4)
