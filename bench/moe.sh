@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 PARTS=${PARTS:-limits,mini,gating}
 has() { case ",$PARTS," in *",$1,"*) return 0 ;; esac; return 1; }
 has limits || has mini && rm -f "$OUT/fma.jsonl" "$OUT/membw.jsonl"
-has mini && rm -f "$OUT"/spine-*.jsonl "$OUT"/torch-*.jsonl
+has mini && rm -f "$OUT"/spine-*.jsonl "$OUT"/torch-*.jsonl "$OUT"/round-*.jsonl
 has gating && rm -f "$OUT/gating.jsonl"
 for m in mixtral-mini:f32 mixtral-mini:bf16 moe-lm:f32; do
   p=${m%%:*} d=${m##*:}
@@ -35,12 +35,15 @@ PYS="/usr/bin/python3"
 [ -x build/venv-bench/bin/python ] && PYS="$PYS build/venv-bench/bin/python"
 has mini && for r in $(seq "$ROUNDS"); do
   echo "== round $r of $ROUNDS: mixtral-mini" >&2
-  # the limits again in every round: this machine's bandwidth drifts by 10-20% within minutes
+  # the limits again in every round: this machine's bandwidth drifts by 10-40% within minutes,
+  # so each spine run is bracketed by a bandwidth measurement just before and just after it
+  # (round-R.jsonl: membw, spine F32, membw, spine BF16, membw), all of them in the median
   "$S" bench fma --threads "$T" --json | tail -1 >>"$OUT/fma.jsonl"
-  "$S" bench membw --threads "$T" --repeat 1 --json | tail -1 >>"$OUT/membw.jsonl"
+  "$S" bench membw --threads "$T" --repeat 1 --json | tail -1 | tee -a "$OUT/membw.jsonl" >"$OUT/round-$r.jsonl"
   for d in f32 bf16; do
     "$S" moe run --model "$OUT/mixtral-mini-$d" --random 128 --gen 32 --threads "$T" \
-      --repeat 3 --json | tee -a "$OUT/spine-$d.jsonl" >&2
+      --repeat 3 --json | tee -a "$OUT/spine-$d.jsonl" "$OUT/round-$r.jsonl" >&2
+    "$S" bench membw --threads "$T" --repeat 1 --json | tail -1 | tee -a "$OUT/membw.jsonl" >>"$OUT/round-$r.jsonl"
   done
   for py in $PYS; do
     tag=$([ "$py" = /usr/bin/python3 ] && echo debian || echo pypi)
@@ -72,15 +75,30 @@ seq = med(rows("membw.jsonl"), "seq_gbps")
 print("machine: FMA peak %.1f GFLOP/s, sequential read %.2f GB/s (%s threads; medians of %d "
       "measurements spread over the run)" %
       (fma, seq, rows("fma.jsonl")[0]["threads"], len(rows("membw.jsonl"))))
+# decode against the bandwidth bracketing it, per round: shown to make the drift visible (it
+# moves faster than a 1 s probe can follow: some rounds read above their bracket), while the
+# headline ratio is median against median
+frac = {"f32": [], "bf16": []}
+r = 1
+while os.path.exists(os.path.join(out, "round-%d.jsonl" % r)):
+    lines = rows("round-%d.jsonl" % r)
+    for i, l in enumerate(lines):
+        if "decode_weight_gb_s" in l and 0 < i < len(lines) - 1:
+            lim = (lines[i - 1]["seq_gbps"] + lines[i + 1]["seq_gbps"]) / 2
+            frac[l["dtype"].lower()].append((l["decode_weight_gb_s"], lim))
+    r += 1
 print("\n| mixtral-mini | prefill tok/s (128) | decode tok/s (batch 1) |")
 print("|---|---|---|")
 sp = {}
 for d in ("f32", "bf16"):
     rs = rows("spine-%s.jsonl" % d)
     sp[d] = (med(rs, "prefill_tok_s"), med(rs, "decode_tok_s"))
-    print("| spine %s | %.1f (%.1f GFLOP/s = %.0f%% of FMA peak) | %.2f (%.2f GB/s = %.0f%% of sequential) |" % (
+    fr = frac[d]
+    paired = ("; per round, decode GB/s / mean of the membw just before and after: %s" %
+              ", ".join("%.1f/%.1f" % (g, l) for g, l in fr)) if fr else ""
+    print("| spine %s | %.1f (%.1f GFLOP/s = %.0f%% of FMA peak) | %.2f (%.2f GB/s = %.0f%% of the run's median sequential%s) |" % (
         d.upper(), sp[d][0], med(rs, "prefill_gflops"), 100 * med(rs, "prefill_gflops") / fma,
-        sp[d][1], med(rs, "decode_weight_gb_s"), 100 * med(rs, "decode_weight_gb_s") / seq))
+        sp[d][1], med(rs, "decode_weight_gb_s"), 100 * med(rs, "decode_weight_gb_s") / seq, paired))
 for tag in ("debian", "pypi"):
     rs = rows("torch-%s.jsonl" % tag)
     if not rs:

@@ -1,13 +1,15 @@
-/* cmd_load.c: `spine load`, an open-loop load generator for spine's (or any Open Inference
- * Protocol DLRM) server.
+/* cmd_load.c: `spine load`, an open-loop (or, with --concurrency, closed-loop) load generator
+ * for spine's (or any Open Inference Protocol DLRM) server.
  *
  * Arrivals are Poisson at the offered rate and are never held back by slow answers: a
  * dispatcher releases each request at its scheduled time to a pool of sender threads (one
  * keep-alive connection each), and latency is measured from the scheduled time, so time spent
  * waiting for a free sender counts (no coordinated omission). Query sizes come from a
  * distribution (DeepRecSys: normal(165, 16) samples, capped at 1024). Bodies use the binary
- * tensor extension with INT32 indices (half the bytes of INT64), assembled per request from
- * pools of random valid inputs. --find-max
+ * tensor extension with INT32 indices (half the bytes of INT64), each query a random window of
+ * pools of random valid inputs (8 x the largest query, at least 8192 samples), so consecutive
+ * queries read different rows. --concurrency N is perf_analyzer's mode instead: N senders, each
+ * sending its next query when the last is answered, latency from send to answer. --find-max
  * searches the highest rate whose p-th percentile latency stays within the SLA with at most 1%
  * of requests failed or refused: the latency-bounded throughput. */
 #include "cli.h"
@@ -43,20 +45,27 @@ typedef struct size_dist {
 typedef struct arrival {
     double t; /* scheduled, seconds on spine_now's clock */
     int size;
+    int off; /* first sample of its window of the input pools */
 } arrival;
 
 typedef struct run {
     const target *tg;
     /* pools of random inputs from which bodies are cut */
     float *dense_pool;
-    int32_t **value_pool; /* per table, max_size * lookups indices (INT32 on the wire) */
-    int max_size;
+    int32_t **value_pool;    /* per table, pool_size * lookups indices (INT32 on the wire) */
+    int max_size, pool_size; /* each query is a random window of pool_size >= 8 x max_size */
     /* the queue of released arrivals */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     arrival *q;
     size_t qhead, qtail, qcap;
     bool done;
+    /* closed loop (--concurrency): each sender sends its next request as soon as the last is
+     * answered, until `until`; sizes drawn under mu */
+    bool closed;
+    double until;
+    const struct size_dist *sd;
+    spine_rng *rng;
     /* results */
     double *lat;
     int *status; /* HTTP status, or -1 for an I/O error */
@@ -113,7 +122,7 @@ static int read_response(int fd, spine_buf *buf) {
     return status;
 }
 
-static void build_body(run *r, int size, spine_buf *b) {
+static void build_body(run *r, int size, int off, spine_buf *b) {
     const target *tg = r->tg;
     const int T = tg->num_tables, L = tg->lookups;
     b->len = 0;
@@ -137,25 +146,41 @@ static void build_body(run *r, int size, spine_buf *b) {
                       tg->path, tg->host, hl, (size_t)hl + nd + nl + nv);
     spine_buf_append(b, req, (size_t)rl);
     spine_buf_append(b, hdr, (size_t)hl);
-    spine_buf_append(b, r->dense_pool, nd);
+    spine_buf_append(b, r->dense_pool + (size_t)off * (size_t)tg->num_dense, nd);
     for (size_t i = 0; i < (size_t)T * (size_t)size; i++) spine_buf_append(b, &L, 4);
-    for (int t = 0; t < T; t++) spine_buf_append(b, r->value_pool[t], (size_t)size * (size_t)L * 4);
+    for (int t = 0; t < T; t++)
+        spine_buf_append(b, r->value_pool[t] + (size_t)off * (size_t)L,
+                         (size_t)size * (size_t)L * 4);
 }
+
+static int draw_size(const size_dist *sd, spine_rng *rng);
 
 static void *sender(void *arg) {
     run *r = arg;
     spine_buf body = {0}, resp = {0};
     int fd = -1;
     for (;;) {
+        arrival a;
         pthread_mutex_lock(&r->mu);
-        while (r->qhead == r->qtail && !r->done) pthread_cond_wait(&r->cv, &r->mu);
-        if (r->qhead == r->qtail) {
-            pthread_mutex_unlock(&r->mu);
-            break;
+        if (r->closed) {
+            double now = spine_now();
+            if (now >= r->until || r->qtail >= r->qcap) {
+                pthread_mutex_unlock(&r->mu);
+                break;
+            }
+            a = (arrival){now, draw_size(r->sd, r->rng), 0};
+            a.off = (int)spine_rng_below(r->rng, (uint64_t)(r->pool_size - a.size + 1));
+            r->qtail++;
+        } else {
+            while (r->qhead == r->qtail && !r->done) pthread_cond_wait(&r->cv, &r->mu);
+            if (r->qhead == r->qtail) {
+                pthread_mutex_unlock(&r->mu);
+                break;
+            }
+            a = r->q[r->qhead++ % r->qcap];
         }
-        arrival a = r->q[r->qhead++ % r->qcap];
         pthread_mutex_unlock(&r->mu);
-        build_body(r, a.size, &body);
+        build_body(r, a.size, a.off, &body);
         int status = -1;
         for (int attempt = 0; attempt < 2 && status < 0; attempt++) {
             if (fd < 0) fd = connect_to(r->tg);
@@ -200,26 +225,31 @@ typedef struct load_result {
     double offered, achieved, p50, p95, p99, pct;
     size_t sent, ok, refused, errors;
     double fail_frac;
+    int concurrency; /* closed loop with this many outstanding requests; 0: open loop */
 } load_result;
 
-/* One open-loop run at `qps` for `seconds`. */
+/* One open-loop run at `qps` for `seconds`; with concurrency > 0, a closed-loop run instead:
+ * that many senders, each with one request outstanding at a time (perf_analyzer's mode). */
 static int load_run(const target *tg, const size_dist *sd, double qps, double seconds,
-                    double percentile, uint64_t seed, load_result *res) {
-    run r = {.tg = tg};
+                    int concurrency, double percentile, uint64_t seed, load_result *res) {
+    run r = {.tg = tg, .closed = concurrency > 0, .sd = sd};
     pthread_mutex_init(&r.mu, NULL);
     pthread_cond_init(&r.cv, NULL);
     spine_rng rng;
     spine_rng_seed(&rng, seed);
     r.max_size = sd->fixed ? sd->fixed : 1024;
-    r.dense_pool = malloc((size_t)r.max_size * (size_t)tg->num_dense * 4);
+    /* distinct inputs per query (a fixed one would keep its rows cache-hot) */
+    r.pool_size = SPINE_MAX(8 * r.max_size, 8192);
+    r.dense_pool = malloc((size_t)r.pool_size * (size_t)tg->num_dense * 4);
     r.value_pool = calloc((size_t)tg->num_tables, sizeof *r.value_pool);
-    r.qcap = (size_t)(qps * seconds * 1.5) + 1024;
-    r.q = malloc(r.qcap * sizeof *r.q);
-    if (!r.dense_pool || !r.value_pool || !r.q) return 1;
-    for (size_t i = 0; i < (size_t)r.max_size * (size_t)tg->num_dense; i++)
+    r.qcap = r.closed ? (size_t)1 << 24 : (size_t)(qps * seconds * 1.5) + 1024;
+    r.q = r.closed ? NULL : malloc(r.qcap * sizeof *r.q);
+    r.rng = &rng;
+    if (!r.dense_pool || !r.value_pool || (!r.closed && !r.q)) return 1;
+    for (size_t i = 0; i < (size_t)r.pool_size * (size_t)tg->num_dense; i++)
         r.dense_pool[i] = spine_rng_uniform(&rng);
     for (int t = 0; t < tg->num_tables; t++) {
-        size_t n = (size_t)r.max_size * (size_t)tg->lookups;
+        size_t n = (size_t)r.pool_size * (size_t)tg->lookups;
         r.value_pool[t] = malloc((n + 1) * 4);
         if (!r.value_pool[t]) return 1;
         for (size_t i = 0; i < n; i++) /* tables beyond 2^31 rows would need INT64 */
@@ -227,10 +257,12 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
                 &rng, (uint64_t)SPINE_MIN(tg->rows[t], (int64_t)INT32_MAX));
     }
     pthread_t th[SENDERS];
-    for (int i = 0; i < SENDERS; i++) pthread_create(&th[i], NULL, sender, &r);
-    double t0 = spine_now() + 0.05, t = t0;
+    int nsend = r.closed ? concurrency : SENDERS;
+    double t0 = spine_now() + (r.closed ? 0 : 0.05), t = t0;
+    r.until = t0 + seconds;
+    for (int i = 0; i < nsend; i++) pthread_create(&th[i], NULL, sender, &r);
     size_t sent = 0;
-    while (t < t0 + seconds && sent < r.qcap) {
+    while (!r.closed && t < t0 + seconds && sent < r.qcap) {
         double u = ((double)(spine_rng_next(&rng) >> 11) + 1.0) * 0x1p-53;
         t += -log(u) / qps;
         double now = spine_now();
@@ -240,7 +272,9 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
             nanosleep(&ts, NULL);
         }
         pthread_mutex_lock(&r.mu);
-        r.q[r.qtail++ % r.qcap] = (arrival){t, draw_size(sd, &rng)};
+        arrival a = {t, draw_size(sd, &rng), 0};
+        a.off = (int)spine_rng_below(&rng, (uint64_t)(r.pool_size - a.size + 1));
+        r.q[r.qtail++ % r.qcap] = a;
         pthread_cond_signal(&r.cv);
         pthread_mutex_unlock(&r.mu);
         sent++;
@@ -249,10 +283,12 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
     r.done = true;
     pthread_cond_broadcast(&r.cv);
     pthread_mutex_unlock(&r.mu);
-    for (int i = 0; i < SENDERS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < nsend; i++) pthread_join(th[i], NULL);
     double wall = spine_now() - t0;
+    if (r.closed) sent = r.nres;
     memset(res, 0, sizeof *res);
-    res->offered = qps;
+    res->offered = r.closed ? 0 : qps;
+    res->concurrency = concurrency;
     res->sent = sent;
     size_t nok = 0;
     for (size_t i = 0; i < r.nres; i++) {
@@ -335,16 +371,21 @@ static int fetch_target(target *tg, const char *model, spine_error *err) {
 
 static void print_result(const load_result *r, bool json, double sla) {
     if (json)
-        printf("{\"bench\":\"load\",\"offered_qps\":%.2f,\"achieved_qps\":%.2f,\"sent\":%zu,"
+        printf("{\"bench\":\"load\",\"offered_qps\":%.2f,\"concurrency\":%d,"
+               "\"achieved_qps\":%.2f,\"sent\":%zu,"
                "\"ok\":%zu,\"refused_503\":%zu,\"errors\":%zu,\"p50_ms\":%.3f,\"p95_ms\":%.3f,"
                "\"p99_ms\":%.3f,\"sla_ms\":%g}\n",
-               r->offered, r->achieved, r->sent, r->ok, r->refused, r->errors, r->p50, r->p95,
-               r->p99, sla);
-    else
-        printf("offered %.1f qps, achieved %.1f qps: %zu sent, %zu ok, %zu refused (503), %zu "
-               "errors; p50 %.2f ms, p95 %.2f ms, p99 %.2f ms\n",
-               r->offered, r->achieved, r->sent, r->ok, r->refused, r->errors, r->p50, r->p95,
-               r->p99);
+               r->offered, r->concurrency, r->achieved, r->sent, r->ok, r->refused, r->errors,
+               r->p50, r->p95, r->p99, sla);
+    else {
+        if (r->concurrency)
+            printf("closed loop, %d outstanding", r->concurrency);
+        else
+            printf("offered %.1f qps", r->offered);
+        printf(", achieved %.1f qps: %zu sent, %zu ok, %zu refused (503), %zu "
+               "errors; p50 %.3f ms, p95 %.3f ms, p99 %.3f ms\n",
+               r->achieved, r->sent, r->ok, r->refused, r->errors, r->p50, r->p95, r->p99);
+    }
     fflush(stdout);
 }
 
@@ -356,6 +397,8 @@ int cmd_load(int argc, char **argv) {
         {"duration", true, "seconds per run (default 10)", NULL},
         {"sizes", true, "samples per query: normal:MEAN:SD (default normal:165:16) or fixed:N",
          NULL},
+        {"concurrency", true,
+         "closed loop instead: N requests outstanding, each sent when the last is answered", NULL},
         {"find-max", false, "search the highest rate meeting the SLA at the percentile", NULL},
         {"sla-ms", true, "latency target for --find-max (default 100)", NULL},
         {"percentile", true, "percentile for --find-max (default 95)", NULL},
@@ -367,8 +410,8 @@ int cmd_load(int argc, char **argv) {
     char *pos[1];
     if (cli_parse("load", argc, argv, o, n, pos, 0, &npos)) return 2;
     if (cli_get(o, n, "help")) {
-        cli_usage("usage: spine load --url URL [--qps R --duration S] [--sizes normal:165:16] "
-                  "[--find-max --sla-ms S --percentile 95]",
+        cli_usage("usage: spine load --url URL [--qps R | --concurrency N] [--duration S] "
+                  "[--sizes normal:165:16] [--find-max --sla-ms S --percentile 95]",
                   o, n);
         return 0;
     }
@@ -404,6 +447,13 @@ int cmd_load(int argc, char **argv) {
             return 2;
         }
     }
+    long long conc = 0;
+    if ((v = cli_get(o, n, "concurrency")) && !cli_int("--concurrency", v, 1, SENDERS, &conc))
+        return 2;
+    if (conc && (cli_get(o, n, "find-max") || cli_get(o, n, "qps"))) {
+        fprintf(stderr, "spine load: --concurrency is a closed loop: no --qps or --find-max\n");
+        return 2;
+    }
     bool json = cli_get(o, n, "json") != NULL;
     spine_error err = {0};
     if (fetch_target(&tg, model, &err)) {
@@ -413,7 +463,7 @@ int cmd_load(int argc, char **argv) {
     load_result r;
     int rc = 0;
     if (!cli_get(o, n, "find-max")) {
-        if (load_run(&tg, &sd, qps, duration, pctl, (uint64_t)seed, &r))
+        if (load_run(&tg, &sd, qps, duration, (int)conc, pctl, (uint64_t)seed, &r))
             rc = 1;
         else
             print_result(&r, json, sla);
@@ -425,7 +475,7 @@ int cmd_load(int argc, char **argv) {
         for (int step = 0; step < 16 && !rc; step++) {
             double rate = bounded ? (lo + hi) / 2 : hi;
             if (bounded && hi - lo < 0.05 * hi) break;
-            if (load_run(&tg, &sd, rate, duration, pctl, (uint64_t)seed + (uint64_t)step, &r)) {
+            if (load_run(&tg, &sd, rate, duration, 0, pctl, (uint64_t)seed + (uint64_t)step, &r)) {
                 rc = 1;
                 break;
             }

@@ -19,6 +19,10 @@ int cmd_serve(int argc, char **argv) {
         {"threads", true, "threads per worker (default 2)", NULL},
         {"max-batch", true, "samples per merged batch (default 256)", NULL},
         {"max-delay-us", true, "longest wait for a batch to fill (default 500)", NULL},
+        {"inline-max", true,
+         "requests of at most this many samples run at once on the HTTP thread when a worker "
+         "is idle and nothing is queued (default 16; 0: never)",
+         NULL},
         {"sla-ms", true, "latency target: each request's deadline (default 100)", NULL},
         {"max-queue", true, "requests waiting at most (default 1024)", NULL},
         {"max-body-mb", true, "largest request body (default 64)", NULL},
@@ -46,6 +50,7 @@ int cmd_serve(int argc, char **argv) {
                       .max_batch = 256,
                       .max_queue = 1024,
                       .max_delay_us = 500,
+                      .inline_max = 16,
                       .sla_ms = 100,
                       .http_threads = 2,
                       .max_connections = 4096,
@@ -90,6 +95,7 @@ int cmd_serve(int argc, char **argv) {
     INTOPT("max-connections", max_connections, 1, 1 << 20)
     INTOPT("idle-timeout-s", idle_timeout_s, 1, 86400)
     INTOPT("http-threads", http_threads, 1, 64)
+    INTOPT("inline-max", inline_max, 0, 1 << 20)
 #undef INTOPT
     if ((v = cli_get(o, n, "max-body-mb"))) {
         if (!cli_int("--max-body-mb", v, 1, 4096, &x)) return 2;

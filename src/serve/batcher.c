@@ -35,6 +35,8 @@ typedef struct worker {
     int32_t *lengths;
     int64_t *values;
     size_t dense_cap, values_cap, lengths_cap;
+    bool idle; /* waiting for work (under the batcher's mu) */
+    bool lent; /* its context is running a request inline on another thread */
 } worker;
 
 struct batcher {
@@ -47,6 +49,7 @@ struct batcher {
     int64_t queued_samples;
     bool stopping;
     worker *w;
+    int lent;            /* workers lent out for inline runs */
     _Atomic double rate; /* samples/s per worker, EWMA */
 };
 
@@ -109,6 +112,56 @@ static void account(batcher *b, int64_t samples, double dt) {
     atomic_store(&b->rate, r == 0 ? now_rate : 0.9 * r + 0.1 * now_rate);
 }
 
+/* The worker's context for model sm: kept while the model stays, made anew after a reload. */
+static spine_status worker_ctx(worker *w, served_model *sm, spine_error *err) {
+    if (w->ctx_model == sm && w->ctx) return SPINE_OK;
+    spine_ctx_free(w->ctx);
+    w->ctx = NULL;
+    if (w->ctx_model) served_model_release(w->ctx_model);
+    atomic_fetch_add(&sm->refs, 1);
+    w->ctx_model = sm;
+    return spine_ctx_create(sm->m, w->b->o.max_batch, w->pool, &w->ctx, err);
+}
+
+/* One whole request of at most max_batch samples, in place: no merge copy. */
+static spine_status run_whole(worker *w, request *rq, spine_error *err) {
+    spine_batch whole = {rq->in.batch, rq->in.dense, rq->in.lengths, rq->in.values, rq->in.weights};
+    double t0 = spine_now();
+    hist_observe(&w->b->mx->queue_s, t0 - rq->t_arrival);
+    spine_status st = spine_ctx_run(w->ctx, &whole, rq->out, 0, err);
+    account(w->b, rq->in.batch, spine_now() - t0);
+    return st;
+}
+
+bool batcher_run_inline(batcher *b, request *rq) {
+    if (rq->in.batch > b->o.inline_max || rq->in.batch > b->o.max_batch) return false;
+    pthread_mutex_lock(&b->mu);
+    worker *w = NULL;
+    if (!b->head && !b->stopping)
+        for (int i = 0; i < b->o.workers && !w; i++)
+            if (b->w[i].idle && !b->w[i].lent) w = &b->w[i];
+    if (w) {
+        w->lent = true;
+        b->lent++;
+    }
+    pthread_mutex_unlock(&b->mu);
+    if (!w) return false;
+    spine_error err = {0};
+    spine_status st = worker_ctx(w, rq->sm, &err);
+    if (!st) st = run_whole(w, rq, &err);
+    if (st) {
+        atomic_store(&rq->failed, 500);
+        snprintf(rq->fail_msg, sizeof rq->fail_msg, "%s", err.msg);
+        rq->reason = FAIL_INTERNAL;
+    }
+    pthread_mutex_lock(&b->mu);
+    w->lent = false;
+    b->lent--;
+    pthread_cond_broadcast(&b->cv); /* work queued meanwhile, or a stop waiting for it back */
+    pthread_mutex_unlock(&b->mu);
+    return true;
+}
+
 /* Merge parts into the worker's scratch as one KJT batch and run it. */
 static void run_parts(worker *w, part **ps, int np, int64_t samples) {
     batcher *b = w->b;
@@ -116,26 +169,14 @@ static void run_parts(worker *w, part **ps, int np, int64_t samples) {
     const spine_model_desc *d = spine_model_describe(sm->m);
     const int T = d->num_tables;
     spine_error err = {0};
-    if (w->ctx_model != sm) { /* a model we have no context for: the first batch, or a reload */
-        spine_ctx_free(w->ctx);
-        w->ctx = NULL;
-        if (w->ctx_model) served_model_release(w->ctx_model);
-        atomic_fetch_add(&sm->refs, 1);
-        w->ctx_model = sm;
-        if (spine_ctx_create(sm->m, b->o.max_batch, w->pool, &w->ctx, &err)) {
-            for (int i = 0; i < np; i++) fail_part(b, ps[i], 500, FAIL_INTERNAL, err.msg);
-            return;
-        }
+    if (worker_ctx(w, sm, &err)) {
+        for (int i = 0; i < np; i++) fail_part(b, ps[i], 500, FAIL_INTERNAL, err.msg);
+        return;
     }
     if (np == 1 && ps[0]->s0 == 0 && ps[0]->s1 == ps[0]->rq->in.batch) {
         /* the batch is one whole request: run it in place, no merge copy */
         request *rq = ps[0]->rq;
-        spine_batch whole = {rq->in.batch, rq->in.dense, rq->in.lengths, rq->in.values,
-                             rq->in.weights};
-        double t0 = spine_now();
-        hist_observe(&b->mx->queue_s, t0 - rq->t_arrival);
-        spine_status st = spine_ctx_run(w->ctx, &whole, rq->out, 0, &err);
-        account(b, samples, spine_now() - t0);
+        spine_status st = run_whole(w, rq, &err);
         if (st)
             fail_part(b, ps[0], 500, FAIL_INTERNAL, err.msg);
         else
@@ -211,7 +252,10 @@ static void *worker_main(void *arg) {
     if (!ps) return NULL;
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        while (!b->head && !b->stopping) pthread_cond_wait(&b->cv, &b->mu);
+        w->idle = true;
+        while ((!b->head || w->lent) && !b->stopping) pthread_cond_wait(&b->cv, &b->mu);
+        w->idle = false;
+        while (w->lent) pthread_cond_wait(&b->cv, &b->mu); /* stopping: wait for it back */
         if (!b->head && b->stopping) break;
         /* the batching window: wait for max_batch samples or max_delay past the oldest */
         double until = b->head->rq->t_arrival + b->o.max_delay_s;
@@ -339,7 +383,7 @@ bool batcher_submit(batcher *b, request *rq) {
     b->queued_samples += B;
     atomic_store(&b->mx->queue_requests, b->queued_requests);
     atomic_store(&b->mx->queue_samples, (int)b->queued_samples);
-    if (nparts > 1)
+    if (nparts > 1 || b->lent) /* a lent worker may take the signal and ignore it */
         pthread_cond_broadcast(&b->cv);
     else
         pthread_cond_signal(&b->cv);

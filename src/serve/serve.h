@@ -102,6 +102,7 @@ struct request {
 typedef struct batcher_opts {
     int workers, threads, max_batch, max_queue;
     double max_delay_s;
+    int inline_max; /* requests of at most this many samples may run on the receiving thread */
 } batcher_opts;
 
 typedef struct batcher batcher;
@@ -109,6 +110,10 @@ spine_status batcher_start(const batcher_opts *o, metrics *mx, batcher **out, sp
 /* Queue a decoded request (split into parts of at most max_batch). Refuses with 503 (sets
  * rq->failed and returns false) when the queue is full or the deadline cannot be met. */
 bool batcher_submit(batcher *b, request *rq);
+/* Run a small request (at most inline_max samples) at once on the calling thread, with the
+ * context of an idle worker, when nothing is queued: no queue hand-off and no wake-ups. True
+ * when it ran (rq->out written, or rq->failed set); false: submit it instead. */
+bool batcher_run_inline(batcher *b, request *rq);
 /* Stop after the queue is empty (drain) and join the workers. */
 void batcher_stop(batcher *b);
 /* samples/s the workers have been sustaining (0 before the first batches). */

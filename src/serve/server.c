@@ -463,6 +463,7 @@ static void free_request(request *rq) {
 
 static enum MHD_Result moe_infer(server *s, struct MHD_Connection *c, conn *cs, served_model *sm,
                                  double t0);
+static enum MHD_Result finish_infer(server *s, struct MHD_Connection *c, conn *cs);
 
 static enum MHD_Result start_infer(server *s, struct MHD_Connection *c, conn *cs, const char *name,
                                    size_t name_len) {
@@ -520,6 +521,7 @@ static enum MHD_Result start_infer(server *s, struct MHD_Connection *c, conn *cs
     rq->done = request_done;
     rq->done_arg = cs;
     cs->rq = rq;
+    if (batcher_run_inline(s->b, rq)) return finish_infer(s, c, cs); /* small, workers idle */
     /* suspend before submitting: a worker may finish (and resume) before submit returns */
     MHD_suspend_connection(c);
     if (!batcher_submit(s->b, rq)) {
@@ -838,7 +840,8 @@ int server_run(const server_opts *o) {
         snprintf(sl->cur->name, sizeof sl->cur->name, "%s", sl->name);
         s->nslots++;
     }
-    batcher_opts bo = {o->workers, o->threads, o->max_batch, o->max_queue, o->max_delay_us / 1e6};
+    batcher_opts bo = {o->workers,   o->threads, o->max_batch, o->max_queue, o->max_delay_us / 1e6,
+                       o->inline_max};
     if (batcher_start(&bo, &s->mx, &s->b, &err)) {
         fprintf(stderr, "spine serve: %s\n", err.msg);
         goto out;
@@ -854,7 +857,8 @@ int server_run(const server_opts *o) {
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->http_threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)o->max_header, MHD_OPTION_NOTIFY_COMPLETED,
-        completed, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        completed, s, MHD_OPTION_END); /* SO_REUSEADDR only (MHD's default): not
+                                        * SO_REUSEPORT, or a second server would share the port */
     if (!s->d) {
         fprintf(stderr, "spine serve: cannot listen on %s:%d: %s\n", o->host, o->port,
                 strerror(errno));

@@ -12,6 +12,7 @@ typedef struct server_opts {
     const char *models[SERVER_MAX_MODELS]; /* folders; none: the built-in default model */
     int nmodels;
     int workers, threads, max_batch, max_queue;
+    int inline_max; /* see batcher_run_inline */
     double max_delay_us, sla_ms;
     int http_threads, max_connections, idle_timeout_s;
     size_t max_body, max_header;

@@ -394,6 +394,22 @@ try:
     last = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
     check("spine load --find-max reports a latency-bounded rate",
           last.get("bench") == "load-max" and last.get("max_qps", 0) >= 20, out[-300:])
+    out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--model", "tiny",
+                          "--concurrency", "2", "--duration", "0.5", "--sizes", "fixed:1", "--json"],
+                         capture_output=True, text=True, timeout=60).stdout
+    r = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    # a closed loop sends only when answered: every request done, none in flight at the end
+    check("spine load --concurrency: closed loop, every request answered",
+          r.get("concurrency") == 2 and r.get("ok", 0) > 20 and r.get("ok") == r.get("sent") and
+          r.get("offered_qps") == 0 and 0 < r.get("p50_ms", 0) < 100, out[-300:])
+    out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--concurrency", "2",
+                          "--qps", "5"], capture_output=True, text=True, timeout=30)
+    check("spine load: --concurrency with --qps is a usage error", out.returncode == 2 and
+          "closed loop" in out.stderr, out.stderr)
+    out = subprocess.run([SPINE, "serve", "--model", tiny, "--port", str(srv.port)],
+                         capture_output=True, text=True, timeout=60)
+    check("a second server on a port in use fails clearly (no SO_REUSEPORT sharing)",
+          out.returncode == 1 and "cannot listen" in out.stderr, out.stderr[-300:])
     out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--model", "nope",
                           "--duration", "0.2"], capture_output=True, text=True, timeout=30)
     check("spine load: unknown model is a clear error", out.returncode == 1 and "404" in out.stderr,
