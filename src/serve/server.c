@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <microhttpd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -794,6 +795,10 @@ int server_run(const server_opts *o) {
     if (!s) return 1;
     s->o = *o;
     s->started = spine_now();
+    /* request bodies and decoded tensors are megabytes each: keep freed memory in the heap
+     * instead of mmap/munmap per request, which page-faulted every page of every request */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     pthread_mutex_init(&s->mu, NULL);
     metrics_init(&s->mx, o->sla_ms / 1e3, o->max_batch);
     spine_error err = {0};
