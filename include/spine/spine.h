@@ -94,6 +94,9 @@ typedef struct spine_store_ops {
     spine_status (*lookup)(spine_store *s, const spine_bags *bags, spine_error *err);
     void (*stats)(const spine_store *s, spine_store_stats *out);
     void (*destroy)(spine_store *s);
+    /* optional: pool the bags of n stores that all have this op, in one call */
+    spine_status (*lookup_many)(spine_store *const *s, const spine_bags *bags, int n,
+                                spine_error *err);
 } spine_store_ops;
 
 struct spine_store {
@@ -105,6 +108,13 @@ struct spine_store {
 };
 
 spine_status spine_store_lookup(spine_store *s, const spine_bags *bags, spine_error *err);
+/* The bags of n tables in one call, bags[i] against stores[i], each checked as
+ * spine_store_lookup checks it before any is read. Memory stores (plain or hot) run as one
+ * multi-table kernel call (FBGEMM's): the prefetch runs on from the end of one table into the
+ * start of the next, so no table but the first starts cold. Other stores are looked up one by
+ * one. Results are exactly those of n spine_store_lookup calls. */
+spine_status spine_store_lookup_many(spine_store *const *stores, const spine_bags *bags, int n,
+                                     spine_error *err);
 void spine_store_stats_get(const spine_store *s, spine_store_stats *out);
 void spine_store_free(spine_store *s);
 
@@ -205,6 +215,10 @@ void spine_ctx_free(spine_ctx *c);
  * every table in turn, with each chunk's dense work overlapping the next chunk's lookups. */
 typedef enum spine_schedule { SPINE_SCHED_TABLE = 0, SPINE_SCHED_SAMPLE = 1 } spine_schedule;
 void spine_ctx_set_schedule(spine_ctx *c, spine_schedule s);
+/* Tables per lookup task: each task pools its tables' bags in one multi-table call
+ * (spine_store_lookup_many). 0: automatic (enough tasks for two per thread, at most 32 tables
+ * each; the default); 1: a task per table. */
+void spine_ctx_set_table_group(spine_ctx *c, int tables_per_task);
 
 #define SPINE_RUN_LOGITS 1u /* write logits instead of probabilities */
 

@@ -361,6 +361,10 @@ int cmd_bench(int argc, char **argv) {
         {"json", false, "one JSON object per batch size", NULL},
         {"placement", true, "tables of --model: auto (default) | map | huge", NULL},
         {"schedule", true, "lookup order: table (default) | sample", NULL},
+        {"table-group", true,
+         "tables per lookup task, one multi-table kernel call each (default 0: automatic; 1: a "
+         "task and a call per table)",
+         NULL},
         {"zipf", true, "draw indices Zipf(A) (hot rows scattered), not uniformly", NULL},
         {"hot-mb", true,
          "cache the hottest rows in N MB (profile: --profile, or 20,000 samples drawn apart)",
@@ -416,6 +420,10 @@ int cmd_bench(int argc, char **argv) {
         return 1;
     }
     spine_ctx_set_schedule(ctx, sched);
+    long long tgroup = 0;
+    if ((v = cli_get(o, n, "table-group")) && !cli_int("--table-group", v, 0, 4096, &tgroup))
+        rc = 2;
+    spine_ctx_set_table_group(ctx, (int)tgroup);
     dlrm_index_dist dist = {0, (uint64_t)seed};
     double hot_mb = 0;
     if ((v = cli_get(o, n, "zipf")) && !cli_double("--zipf", v, 0, 5, &dist.alpha)) rc = 2;
@@ -490,13 +498,13 @@ int cmd_bench(int argc, char **argv) {
                        "\"lookups\":%lld,\"batch\":%d,\"samples_per_s\":%.1f,\"p50_ms\":%.4f,"
                        "\"p95_ms\":%.4f,\"p99_ms\":%.4f,\"mean_ms\":%.4f,\"iters\":%zu,"
                        "\"rows_per_s\":%.0f,\"isa\":\"%s\",\"huge_bytes\":%llu,\"schedule\":\"%s\","
-                       "\"zipf\":%g,\"hot_mb\":%g,\"hit_rate\":%.4f}\n",
+                       "\"zipf\":%g,\"hot_mb\":%g,\"hit_rate\":%.4f,\"table_group\":%lld}\n",
                        d->name, spine_rowtype_name(d->tables[0].rowtype), threads, lookups, B, sps,
                        p50, p95, p99, total / (double)nlat * 1e3, nlat,
                        sps * (double)lookups * d->num_tables, sls_isa_name(sls_best_isa()),
                        (unsigned long long)d->emb_bytes_huge,
                        sched == SPINE_SCHED_TABLE ? "table" : "sample", dist.alpha, hot_mb,
-                       hit_rate(m));
+                       hit_rate(m), tgroup);
             else
                 printf("%8d %14.1f %10.4f %10.4f %10.4f %8zu\n", B, sps, p50, p95, p99, nlat);
             if (!json && hot_mb > 0)

@@ -46,10 +46,37 @@ typedef struct run_arg {
     float *out; /* [threads][batch/chunks + 1][dim] */
     int dim;
     spine_status st;
+    bool multi;       /* a task per thread, its tables in one spine_store_lookup_many call */
+    float *out_multi; /* [threads][batch][dim] */
 } run_arg;
+
+/* task g of `chunks`: every bag of its share of the tables, 64 tables per call at most */
+static void run_multi(run_arg *a, int g, int thread) {
+    int per = (a->tables + a->chunks - 1) / a->chunks, g0 = g * per,
+        g1 = SPINE_MIN(a->tables, g0 + per);
+    int32_t nb = a->batch;
+    spine_bags bags[64];
+    for (int t0 = g0; t0 < g1; t0 += 64) {
+        int k = SPINE_MIN(64, g1 - t0);
+        for (int t = 0; t < k; t++)
+            bags[t] = (spine_bags){.nbags = nb,
+                                   .offsets = a->offsets + (size_t)(t0 + t) * (a->batch + 1),
+                                   .indices = a->values,
+                                   .pooling = SPINE_POOL_SUM,
+                                   .out = a->out_multi + (size_t)thread * a->batch * a->dim,
+                                   .out_stride = (size_t)a->dim};
+        spine_error e;
+        if (spine_store_lookup_many(a->stores + t0, bags, k, &e))
+            a->st = e.code ? e.code : SPINE_ERR_INVALID;
+    }
+}
 
 static void run_task(void *arg, int task, int thread) {
     run_arg *a = arg;
+    if (a->multi) {
+        run_multi(a, task, thread);
+        return;
+    }
     int t = task / a->chunks, c = task % a->chunks;
     int32_t per = (a->batch + a->chunks - 1) / a->chunks, b0 = c * per;
     int32_t nb = SPINE_MIN(a->batch, b0 + per) - b0;
@@ -79,6 +106,7 @@ int cmd_bench_sls(int argc, char **argv) {
         {"repeat", true, "measurements; the median is reported (default 3)", NULL},
         {"indices-out", true, "write the index sets as a batch file (for bench/sls_torch.py)",
          NULL},
+        {"multi", false, "all tables of a chunk in one multi-table call (FBGEMM's way)", NULL},
         {"json", false, "one JSON object", NULL},
         {"help", false, "this text", NULL},
     };
@@ -161,7 +189,7 @@ int cmd_bench_sls(int argc, char **argv) {
                 offsets[((size_t)s * T + t) * (batch + 1) + b] = ((int64_t)t * batch + b) * lookups;
     }
     int chunks = (int)SPINE_MAX(1, threads);
-    out = malloc((size_t)threads * ((size_t)batch / chunks + 2) * (size_t)dim * sizeof *out);
+    out = malloc((size_t)threads * ((size_t)batch + 2) * (size_t)dim * sizeof *out);
     if (!out) goto fail_msg;
     double *rates = calloc((size_t)repeat, sizeof *rates),
            *lim = calloc((size_t)repeat, sizeof *lim);
@@ -175,12 +203,14 @@ int cmd_bench_sls(int argc, char **argv) {
             break;
         uint64_t runs = 0;
         double t0 = spine_now(), t;
-        run_arg a = {stores, (int)T, chunks, (int32_t)batch, NULL, NULL, out, (int)dim, SPINE_OK};
+        run_arg a = {stores, (int)T, chunks,   (int32_t)batch, NULL,
+                     NULL,   out,    (int)dim, SPINE_OK,       cli_get(o, n, "multi") != NULL,
+                     out};
         do {
             int s = (int)(runs % NBATCHES);
             a.offsets = offsets + (size_t)s * T * (batch + 1);
             a.values = sets[s].values;
-            spine_pool_run(pool, (int)T * chunks, run_task, &a);
+            spine_pool_run(pool, a.multi ? chunks : (int)T * chunks, run_task, &a);
             runs++;
             t = spine_now() - t0;
         } while (t < seconds && a.st == SPINE_OK);
@@ -202,9 +232,9 @@ int cmd_bench_sls(int argc, char **argv) {
                 "{\"bench\":\"sls\",\"rowtype\":\"%s\",\"tables\":%lld,\"rows\":%lld,\"dim\":%lld,"
                 "\"batch\":%lld,\"lookups\":%lld,\"zipf\":%g,\"threads\":%lld,\"row_bytes\":%zu,"
                 "\"rows_per_s\":%.0f,\"limit_rows_per_s\":%.0f,\"fraction_of_limit\":%.4f,"
-                "\"lines_per_s\":%.0f}\n",
+                "\"lines_per_s\":%.0f,\"multi\":%s}\n",
                 spine_rowtype_name(rt), T, rows, dim, batch, lookups, alpha, threads, rb, rate,
-                limit, rate / limit, rate * lines);
+                limit, rate / limit, rate * lines, cli_get(o, n, "multi") ? "true" : "false");
         else
             printf("sls %s: %lld tables x %lld rows x dim %lld (%zu B rows), batch %lld x %lld "
                    "lookups, %lld threads: %.1f M rows/s = %.0f%% of this machine's random-read "

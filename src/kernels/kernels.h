@@ -46,6 +46,10 @@ const char *sls_isa_name(sls_isa isa);
  * it); `hot`: the variant that reads hot-tier rows (plain tables use the one without the
  * per-row check, which cost them 5-10% when it was shared). */
 sls_fn sls_kernel(spine_rowtype rt, sls_isa isa, bool hot);
+/* n tables' bags in one call, with the fastest kernels this CPU runs: on AVX2 the prefetch
+ * runs on from each table into the next (FBGEMM's multi-table kernel); results are exactly
+ * those of n single-table calls. `isa` as for sls_kernel. */
+void sls_multi(const sls_table *t, const spine_bags *b, int n, sls_isa isa);
 
 /* Row decoding (scalar), the reference every kernel is tested against. */
 void sls_decode_row(const sls_table *t, int64_t row, float *out);
@@ -62,6 +66,7 @@ void sls_f32_hot_avx2(const sls_table *t, const spine_bags *b);
 void sls_f16_hot_avx2(const sls_table *t, const spine_bags *b);
 void sls_int8_hot_avx2(const sls_table *t, const spine_bags *b);
 void sls_int4_hot_avx2(const sls_table *t, const spine_bags *b);
+void sls_multi_avx2(const sls_table *t, const spine_bags *b, int n);
 
 /* ---- dense ---- */
 /* y[m, n] (row stride ldy) = act(x[m, k] (stride ldx) . w[n, k]^T + bias[n]). */

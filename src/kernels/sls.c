@@ -203,13 +203,13 @@ sls_fn sls_kernel(spine_rowtype rt, sls_isa isa, bool hot) {
     if (isa == SLS_ISA_AVX2 && sls_best_isa() == SLS_ISA_AVX2) {
         switch (rt) {
         case SPINE_ROW_F32:
-            return sls_f32_avx2;
+            return hot ? sls_f32_hot_avx2 : sls_f32_avx2;
         case SPINE_ROW_F16:
-            return sls_f16_avx2;
+            return hot ? sls_f16_hot_avx2 : sls_f16_avx2;
         case SPINE_ROW_INT8:
-            return sls_int8_avx2;
+            return hot ? sls_int8_hot_avx2 : sls_int8_avx2;
         case SPINE_ROW_INT4:
-            return sls_int4_avx2;
+            return hot ? sls_int4_hot_avx2 : sls_int4_avx2;
         }
     }
 #else
@@ -217,4 +217,15 @@ sls_fn sls_kernel(spine_rowtype rt, sls_isa isa, bool hot) {
     (void)hot;
 #endif
     return NULL;
+}
+
+void sls_multi(const sls_table *t, const spine_bags *b, int n, sls_isa isa) {
+#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+    if (isa == SLS_ISA_AVX2 && sls_best_isa() == SLS_ISA_AVX2) {
+        sls_multi_avx2(t, b, n);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++)
+        if (b[i].nbags > 0) sls_scalar(&t[i], &b[i]);
 }

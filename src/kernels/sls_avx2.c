@@ -76,9 +76,23 @@ INLINE void scale_bias(const int rt, const uint8_t *row, int dim, float *s, floa
 }
 
 /* Accumulate elements [c0, c0 + 8*NV + tail) of one bag. c0 is a multiple of 64 (8 vectors). */
+/* The lookups the prefetch runs on into after this table's last one: the next table of a
+ * multi-table call (NULL: none). */
+typedef struct sls_next {
+    const sls_table *t;
+    const spine_bags *b;
+} sls_next;
+
+INLINE void prefetch_next(const sls_next *nx, int64_t k) {
+    if (!nx) return;
+    const int64_t p = nx->b->offsets[0] + k;
+    if (p < nx->b->offsets[nx->b->nbags])
+        prefetch_row(sls_row(nx->t, nx->b->indices[p]), nx->t->row_bytes);
+}
+
 INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_table *t,
                       const spine_bags *b, int64_t s, int64_t e, int c0, int tail, bool prefetch,
-                      int64_t pend, float *out) {
+                      int64_t pend, const sls_next *nx, float *out) {
     const bool quant = rt == SPINE_ROW_INT8 || rt == SPINE_ROW_INT4;
     const size_t rb = t->row_bytes;
     const int k0 = c0 / 8;
@@ -88,7 +102,12 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_tabl
     float tacc[8] = {0};
     float bsum = 0.0f;
     for (int64_t p = s; p < e; p++) {
-        if (prefetch && p + SLS_PF < pend) prefetch_row(sls_row(t, b->indices[p + SLS_PF]), rb);
+        if (prefetch) {
+            if (p + SLS_PF < pend)
+                prefetch_row(sls_row(t, b->indices[p + SLS_PF]), rb);
+            else
+                prefetch_next(nx, p + SLS_PF - pend);
+        }
         const uint8_t *row = HOT ? sls_row(t, b->indices[p]) : t->data + (size_t)b->indices[p] * rb;
         float w = b->weights ? b->weights[p] : 1.0f;
         if (quant) {
@@ -119,7 +138,8 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_tabl
     }
 }
 
-INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const spine_bags *b) {
+INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const spine_bags *b,
+                        const sls_next *nx) {
     const int dim = t->dim;
     const int64_t pend = b->offsets[b->nbags];
     for (int32_t bag = 0; bag < b->nbags; bag++) {
@@ -133,7 +153,7 @@ INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const 
             switch (nv) {
 #define CASE(N)                                                                                    \
     case N:                                                                                        \
-        bag_block(rt, N, HOT, t, b, s, e, c0, tail, pf, pend, out);                                \
+        bag_block(rt, N, HOT, t, b, s, e, c0, tail, pf, pend, nx, out);                            \
         break;
                 CASE(0) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
@@ -143,26 +163,65 @@ INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const 
 }
 
 void sls_f32_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_F32, false, t, b);
+    sls_generic(SPINE_ROW_F32, false, t, b, NULL);
 }
 void sls_f32_hot_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_F32, true, t, b);
+    sls_generic(SPINE_ROW_F32, true, t, b, NULL);
 }
 void sls_f16_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_F16, false, t, b);
+    sls_generic(SPINE_ROW_F16, false, t, b, NULL);
 }
 void sls_f16_hot_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_F16, true, t, b);
+    sls_generic(SPINE_ROW_F16, true, t, b, NULL);
 }
 void sls_int8_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_INT8, false, t, b);
+    sls_generic(SPINE_ROW_INT8, false, t, b, NULL);
 }
 void sls_int8_hot_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_INT8, true, t, b);
+    sls_generic(SPINE_ROW_INT8, true, t, b, NULL);
 }
 void sls_int4_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_INT4, false, t, b);
+    sls_generic(SPINE_ROW_INT4, false, t, b, NULL);
 }
 void sls_int4_hot_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_INT4, true, t, b);
+    sls_generic(SPINE_ROW_INT4, true, t, b, NULL);
+}
+
+/* FBGEMM's multi-table kernel: the tables of a batch in one call, the prefetch running on from
+ * the end of one table into the start of the next, so no table after the first starts cold. */
+void sls_multi_avx2(const sls_table *t, const spine_bags *b, int n) {
+    for (int i = 0; i < n; i++) {
+        if (b[i].nbags <= 0) continue;
+        sls_next nx = {NULL, NULL};
+        for (int j = i + 1; j < n && !nx.t; j++)
+            if (b[j].nbags > 0) nx = (sls_next){&t[j], &b[j]};
+        const sls_next *np = nx.t ? &nx : NULL;
+        const bool hot = t[i].hot_bits != NULL;
+        switch (t[i].rowtype) {
+        case SPINE_ROW_F32:
+            if (hot)
+                sls_generic(SPINE_ROW_F32, true, &t[i], &b[i], np);
+            else
+                sls_generic(SPINE_ROW_F32, false, &t[i], &b[i], np);
+            break;
+        case SPINE_ROW_F16:
+            if (hot)
+                sls_generic(SPINE_ROW_F16, true, &t[i], &b[i], np);
+            else
+                sls_generic(SPINE_ROW_F16, false, &t[i], &b[i], np);
+            break;
+        case SPINE_ROW_INT8:
+            if (hot)
+                sls_generic(SPINE_ROW_INT8, true, &t[i], &b[i], np);
+            else
+                sls_generic(SPINE_ROW_INT8, false, &t[i], &b[i], np);
+            break;
+        case SPINE_ROW_INT4:
+            if (hot)
+                sls_generic(SPINE_ROW_INT4, true, &t[i], &b[i], np);
+            else
+                sls_generic(SPINE_ROW_INT4, false, &t[i], &b[i], np);
+            break;
+        }
+    }
 }

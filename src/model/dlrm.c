@@ -338,11 +338,12 @@ struct spine_ctx {
     spine_pool *pool;
     int max_batch;
     spine_schedule schedule;
-    float *act[2];    /* MLP ping-pong, max_batch x max_width */
-    float *feat;      /* dot: max_batch x F x dim */
-    float *inter;     /* max_batch x interaction_dim */
-    int64_t *offsets; /* num_tables x (max_batch + 1) */
-    int64_t *cursor;  /* num_tables: where the chunk's values start */
+    int tgroup, ngroups; /* tables per lookup task, and lookup tasks per chunk */
+    float *act[2];       /* MLP ping-pong, max_batch x max_width */
+    float *feat;         /* dot: max_batch x F x dim */
+    float *inter;        /* max_batch x interaction_dim */
+    int64_t *offsets;    /* num_tables x (max_batch + 1) */
+    int64_t *cursor;     /* num_tables: where the chunk's values start */
     /* the chunk in flight */
     const spine_batch *b;
     int32_t b0, n;
@@ -368,6 +369,15 @@ void spine_ctx_free(spine_ctx *c) {
 
 void spine_ctx_set_schedule(spine_ctx *c, spine_schedule s) {
     c->schedule = s == SPINE_SCHED_SAMPLE ? SPINE_SCHED_SAMPLE : SPINE_SCHED_TABLE;
+}
+
+#define MAX_TABLE_GROUP 32
+
+void spine_ctx_set_table_group(spine_ctx *c, int g) {
+    const int T = c->m->desc.num_tables;
+    if (g <= 0) g = T / (2 * spine_pool_size(c->pool));
+    c->tgroup = SPINE_MAX(1, SPINE_MIN(SPINE_MIN(g, T), MAX_TABLE_GROUP));
+    c->ngroups = (T + c->tgroup - 1) / c->tgroup;
 }
 
 static void *alloc_floats(size_t a, size_t b, size_t c, bool *ok) {
@@ -406,6 +416,7 @@ spine_status spine_ctx_create(const spine_model *m, int max_batch, spine_pool *p
         spine_ctx_free(c);
         return spine_fail(err, SPINE_ERR_NOMEM, "cannot allocate scratch for batch %d", max_batch);
     }
+    spine_ctx_set_table_group(c, 0);
     *out = c;
     return SPINE_OK;
 }
@@ -426,12 +437,11 @@ static void run_mlp(const layer *ls, int nl, int32_t rows, const float *x, int l
 }
 
 /* A run is one parallel region. Each chunk of LOOKUP_CHUNK rows has a bottom-MLP task, one
- * lookup task per table, and a head task (interaction + top MLP) that depends on the others
- * through a per-chunk counter. The tasks a head waits on never wait themselves, and are handed
- * out before it, so the region cannot deadlock. Two orders:
- *   TABLE:  bottom(all chunks), lookups table by table (each table's chunks back to back),
- *           heads. One table's rows are gathered together: its cache and TLB footprint is
- *           shared by every thread at once.
+ * lookup task per group of tables (one multi-table kernel call), and a head task (interaction + top
+ * MLP) that depends on the others through a per-chunk counter. The tasks a head waits on never wait
+ * themselves, and are handed out before it, so the region cannot deadlock. Two orders: TABLE:
+ * bottom(all chunks), lookups table by table (each table's chunks back to back), heads. One table's
+ * rows are gathered together: its cache and TLB footprint is shared by every thread at once.
  *   SAMPLE: bottom(0), lookups(0), bottom(1), lookups(1), head(0), bottom(2), ...: head(c)
  *           lags a chunk, so dense compute overlaps the next chunk's lookups. */
 typedef enum task_kind { TASK_BOTTOM, TASK_LOOKUP, TASK_HEAD } task_kind;
@@ -441,8 +451,9 @@ static void chunk_rows(const spine_ctx *c, int ch, int32_t *r0, int32_t *r1) {
     *r1 = SPINE_MIN(c->n, *r0 + LOOKUP_CHUNK);
 }
 
+/* t: for a lookup task, its group of tables */
 static void task_decode(const spine_ctx *c, int task, task_kind *kind, int *ch, int *t) {
-    const int T = c->m->desc.num_tables, nc = c->nchunks;
+    const int T = c->ngroups, nc = c->nchunks;
     if (c->schedule == SPINE_SCHED_TABLE) {
         if (task < nc) {
             *kind = TASK_BOTTOM;
@@ -505,20 +516,25 @@ static void run_task(void *arg, int task, int thread) {
         atomic_fetch_sub_explicit(&c->pending[ch], 1, memory_order_release);
         return;
     }
-    if (kind == TASK_LOOKUP) {
-        size_t col = dot ? (size_t)(t + 1) * (size_t)d->emb_dim
-                         : (size_t)d->bottom[d->n_bottom - 1] + (size_t)t * (size_t)d->emb_dim;
-        spine_bags bags = {
-            .nbags = r1 - r0,
-            .offsets = c->offsets + (size_t)t * (size_t)(c->max_batch + 1) + r0,
-            .indices = c->b->values,
-            .weights = c->b->weights,
-            .pooling = m->tables[t].pooling,
-            .out = dst + (size_t)r0 * fstride + col,
-            .out_stride = fstride,
-        };
+    if (kind == TASK_LOOKUP) { /* tables [t0, t1) in one multi-table call */
+        const int t0 = t * c->tgroup, t1 = SPINE_MIN(d->num_tables, t0 + c->tgroup);
+        spine_bags bags[MAX_TABLE_GROUP];
+        for (int k = t0; k < t1; k++) {
+            size_t col = dot ? (size_t)(k + 1) * (size_t)d->emb_dim
+                             : (size_t)d->bottom[d->n_bottom - 1] + (size_t)k * (size_t)d->emb_dim;
+            bags[k - t0] = (spine_bags){
+                .nbags = r1 - r0,
+                .offsets = c->offsets + (size_t)k * (size_t)(c->max_batch + 1) + r0,
+                .indices = c->b->values,
+                .weights = c->b->weights,
+                .pooling = m->tables[k].pooling,
+                .out = dst + (size_t)r0 * fstride + col,
+                .out_stride = fstride,
+            };
+        }
         spine_error e;
-        if (spine_store_lookup(m->stores[t], &bags, &e) != SPINE_OK) fail_task(c, &e);
+        if (spine_store_lookup_many(m->stores + t0, bags, t1 - t0, &e) != SPINE_OK)
+            fail_task(c, &e);
         atomic_fetch_sub_explicit(&c->pending[ch], 1, memory_order_release);
         return;
     }
@@ -581,9 +597,9 @@ spine_status spine_ctx_run(spine_ctx *c, const spine_batch *b, float *out, unsig
             c->cursor[t] = o;
         }
         for (int ch = 0; ch < c->nchunks; ch++)
-            atomic_store_explicit(&c->pending[ch], d->num_tables + 1, memory_order_relaxed);
+            atomic_store_explicit(&c->pending[ch], c->ngroups + 1, memory_order_relaxed);
         atomic_store(&c->failed, 0);
-        spine_pool_run(c->pool, c->nchunks * (d->num_tables + 2), run_task, c);
+        spine_pool_run(c->pool, c->nchunks * (c->ngroups + 2), run_task, c);
         if (atomic_load(&c->failed)) {
             if (err) *err = c->err;
             return c->err.code;

@@ -4,7 +4,7 @@
  * index from outside is bounds-checked, for every store. */
 #include "../base/base.h"
 
-spine_status spine_store_lookup(spine_store *s, const spine_bags *b, spine_error *err) {
+static spine_status check(const spine_store *s, const spine_bags *b, spine_error *err) {
     if (b->nbags < 0 || !b->offsets || (b->nbags > 0 && !b->out))
         return spine_fail(err, SPINE_ERR_INVALID, "table '%s': malformed bag batch", s->name);
     if (b->nbags == 0) return SPINE_OK;
@@ -33,7 +33,35 @@ spine_status spine_store_lookup(spine_store *s, const spine_bags *b, spine_error
                                   s->name, (long long)idx[p], (long long)p, (long long)s->rows);
         }
     }
-    return s->ops->lookup(s, b, err);
+    return SPINE_OK;
+}
+
+spine_status spine_store_lookup(spine_store *s, const spine_bags *b, spine_error *err) {
+    spine_status st = check(s, b, err);
+    return st || b->nbags == 0 ? st : s->ops->lookup(s, b, err);
+}
+
+spine_status spine_store_lookup_many(spine_store *const *s, const spine_bags *b, int n,
+                                     spine_error *err) {
+    if (n < 0 || (n > 0 && (!s || !b)))
+        return spine_fail(err, SPINE_ERR_INVALID, "malformed multi-table lookup");
+    for (int i = 0; i < n; i++) {
+        spine_status st = check(s[i], &b[i], err);
+        if (st) return st;
+    }
+    for (int i = 0; i < n;) {
+        spine_status st;
+        int j = i + 1;
+        if (s[i]->ops->lookup_many) { /* the run of stores sharing it */
+            while (j < n && s[j]->ops->lookup_many == s[i]->ops->lookup_many) j++;
+            st = s[i]->ops->lookup_many(s + i, b + i, j - i, err);
+        } else {
+            st = b[i].nbags ? s[i]->ops->lookup(s[i], &b[i], err) : SPINE_OK;
+        }
+        if (st) return st;
+        i = j;
+    }
+    return SPINE_OK;
 }
 
 void spine_store_stats_get(const spine_store *s, spine_store_stats *out) {

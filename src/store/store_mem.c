@@ -19,10 +19,32 @@ typedef struct store_mem {
     size_t hot_bytes;
 } store_mem;
 
+static void mem_account(store_mem *m, const spine_bags *b);
+
 static spine_status mem_lookup(spine_store *s, const spine_bags *b, spine_error *err) {
     (void)err;
     store_mem *m = (store_mem *)s;
     m->kernel(&m->table, b);
+    mem_account(m, b);
+    return SPINE_OK;
+}
+
+static spine_status mem_lookup_many(spine_store *const *s, const spine_bags *b, int n,
+                                    spine_error *err) {
+    (void)err;
+    enum { GROUP = 64 };
+    sls_table t[GROUP];
+    for (int i0 = 0; i0 < n; i0 += GROUP) {
+        int k = SPINE_MIN(GROUP, n - i0);
+        for (int i = 0; i < k; i++) t[i] = ((const store_mem *)s[i0 + i])->table;
+        sls_multi(t, b + i0, k, sls_best_isa());
+        for (int i = 0; i < k; i++) mem_account((store_mem *)s[i0 + i], &b[i0 + i]);
+    }
+    return SPINE_OK;
+}
+
+static void mem_account(store_mem *m, const spine_bags *b) {
+    if (b->nbags <= 0) return;
     atomic_fetch_add_explicit(&m->lookups, (uint64_t)b->nbags, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->rows_read, (uint64_t)(b->offsets[b->nbags] - b->offsets[0]),
                               memory_order_relaxed);
@@ -32,7 +54,6 @@ static spine_status mem_lookup(spine_store *s, const spine_bags *b, spine_error 
             h += (m->bits[b->indices[p] >> 6] >> (b->indices[p] & 63)) & 1;
         atomic_fetch_add_explicit(&m->hits, h, memory_order_relaxed);
     }
-    return SPINE_OK;
 }
 
 static void mem_stats(const spine_store *s, spine_store_stats *out) {
@@ -53,7 +74,8 @@ static void mem_destroy(spine_store *s) {
     free(s);
 }
 
-static const spine_store_ops mem_ops = {"memory", mem_lookup, mem_stats, mem_destroy};
+static const spine_store_ops mem_ops = {"memory", mem_lookup, mem_stats, mem_destroy,
+                                        mem_lookup_many};
 
 spine_status spine_store_mem_create(const char *name, const void *data, int64_t rows, int dim,
                                     spine_rowtype rowtype, spine_store **out, spine_error *err) {

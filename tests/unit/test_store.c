@@ -4,6 +4,8 @@
 
 #include "../../src/kernels/kernels.h"
 
+#include <math.h>
+
 static spine_store *make_store(float *rows, int64_t n, int dim) {
     for (int64_t i = 0; i < n * dim; i++) rows[i] = (float)i;
     spine_store *s;
@@ -149,6 +151,18 @@ static void hot_store_returns_exactly_what_the_plain_store_returns(void **state)
             }
             if (budget > 0) assert_true(st.hits > 0);
             if (budget == 0) assert_int_equal(st.hits, 0);
+            if (budget >= 1000 * rb) {
+                /* every listed row is hot, so the hot store must not read them from the table:
+                 * scribble over them there and the answers must not change */
+                uint8_t *saved = malloc((size_t)rows * rb);
+                memcpy(saved, data, (size_t)rows * rb);
+                for (int i = 0; i < 800; i++) memset(data + (size_t)hot[i] * rb, 0xff, rb);
+                spine_bags bb = {64, off, idx, NULL, SPINE_POOL_MEAN, b, 37};
+                assert_int_equal(spine_store_lookup(h, &bb, NULL), SPINE_OK);
+                assert_memory_equal(a, b, sizeof a); /* a: the plain store's mean, above */
+                memcpy(data, saved, (size_t)rows * rb);
+                free(saved);
+            }
             spine_store_free(h);
         }
         int64_t bad = rows;
@@ -160,6 +174,97 @@ static void hot_store_returns_exactly_what_the_plain_store_returns(void **state)
     }
 }
 
+static uint8_t *random_rows(spine_rowtype rt, int64_t rows, int dim, spine_rng *r) {
+    size_t rb = spine_row_bytes(rt, dim);
+    uint8_t *data = malloc((size_t)rows * rb);
+    float *f = malloc((size_t)dim * sizeof *f);
+    for (int64_t i = 0; i < rows; i++) {
+        for (int d = 0; d < dim; d++) f[d] = spine_rng_normal(r);
+        sls_encode_row(rt, f, dim, data + (size_t)i * rb);
+    }
+    free(f);
+    return data;
+}
+
+/* spine_store_lookup_many: bitwise what one spine_store_lookup per table gives, across row
+ * types, dims, plain and hot stores, tables with no bags and bags with no rows; every batch is
+ * checked before any table is read. */
+static void lookup_many_equals_one_by_one(void **state) {
+    (void)state;
+    enum { N = 7, ROWS = 3000, BAGS = 40 };
+    const int dims[N] = {1, 8, 37, 64, 130, 16, 5};
+    spine_rng r;
+    spine_rng_seed(&r, 77);
+    uint8_t *data[N];
+    spine_store *st[N];
+    int64_t hot[600];
+    for (int i = 0; i < 600; i++) hot[i] = (int64_t)spine_rng_below(&r, ROWS);
+    for (int t = 0; t < N; t++) {
+        spine_rowtype rt = (spine_rowtype)((t * 3) % 4);
+        data[t] = random_rows(rt, ROWS, dims[t], &r);
+        if (t % 2)
+            assert_int_equal(spine_store_hot_create("t", data[t], ROWS, dims[t], rt, hot, 600,
+                                                    300 * spine_row_bytes(rt, dims[t]), &st[t],
+                                                    NULL),
+                             SPINE_OK);
+        else
+            assert_int_equal(spine_store_mem_create("t", data[t], ROWS, dims[t], rt, &st[t], NULL),
+                             SPINE_OK);
+    }
+    int64_t off[N][BAGS + 1], idx[N * BAGS * 25];
+    int64_t p = 0;
+    spine_bags many[N], one[N];
+    float *out_many = calloc((size_t)N * BAGS * 130, sizeof(float));
+    float *out_one = calloc((size_t)N * BAGS * 130, sizeof(float));
+    for (int t = 0; t < N; t++) {
+        int nb = t == 2 ? 0 : BAGS; /* table 2: no bags at all */
+        off[t][0] = p;
+        for (int b = 0; b < nb; b++) {
+            int len = t == 4 ? 0 : (int)spine_rng_below(&r, 25); /* table 4: empty bags */
+            for (int k = 0; k < len; k++)
+                idx[p++] = spine_rng_below(&r, 2) ? hot[spine_rng_below(&r, 600)]
+                                                  : (int64_t)spine_rng_below(&r, ROWS);
+            off[t][b + 1] = p;
+        }
+        many[t] = (spine_bags){
+            nb, off[t], idx, NULL, (spine_pooling)(t % 2), out_many + (size_t)t * BAGS * 130, 130};
+        one[t] = many[t];
+        one[t].out = out_one + (size_t)t * BAGS * 130;
+    }
+    assert_int_equal(spine_store_lookup_many(st, many, N, NULL), SPINE_OK);
+    for (int t = 0; t < N; t++)
+        assert_int_equal(spine_store_lookup(st[t], &one[t], NULL), SPINE_OK);
+    assert_memory_equal(out_many, out_one, (size_t)N * BAGS * 130 * sizeof(float));
+    /* and the multi-table kernel alone, portable against AVX2 within float tolerance */
+    sls_table tabs[N];
+    for (int t = 0; t < N; t++) {
+        spine_rowtype rt = (spine_rowtype)((t * 3) % 4);
+        tabs[t] =
+            (sls_table){data[t], ROWS, spine_row_bytes(rt, dims[t]), dims[t], rt, NULL, NULL, NULL};
+        one[t].out = out_one + (size_t)t * BAGS * 130;
+    }
+    sls_multi(tabs, many, N, sls_best_isa());
+    sls_multi(tabs, one, N, SLS_ISA_SCALAR);
+    for (size_t i = 0; i < (size_t)N * BAGS * 130; i++)
+        assert_true(fabsf(out_many[i] - out_one[i]) <= 1e-4f * (1.0f + fabsf(out_one[i])));
+    /* a bad index in a later table: refused, naming it, before any table is read */
+    for (size_t i = 0; i < (size_t)N * BAGS * 130; i++) out_many[i] = 12345.0f;
+    int64_t keep = idx[off[5][0]];
+    idx[off[5][0]] = ROWS;
+    assert_fails_with(spine_store_lookup_many(st, many, N, err), SPINE_ERR_RANGE,
+                      "index 3000 at values");
+    for (size_t i = 0; i < (size_t)N * BAGS * 130; i++) assert_true(out_many[i] == 12345.0f);
+    idx[off[5][0]] = keep;
+    assert_int_equal(spine_store_lookup_many(st, many, 0, NULL), SPINE_OK);
+    assert_fails_with(spine_store_lookup_many(st, many, -1, err), SPINE_ERR_INVALID, "malformed");
+    for (int t = 0; t < N; t++) {
+        spine_store_free(st[t]);
+        free(data[t]);
+    }
+    free(out_many);
+    free(out_one);
+}
+
 int test_group_store(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(out_of_range_index_names_table_and_position),
@@ -167,6 +272,7 @@ int test_group_store(void) {
         cmocka_unit_test(lookups_pool_rows_and_count),
         cmocka_unit_test(create_refuses_empty_tables),
         cmocka_unit_test(hot_store_returns_exactly_what_the_plain_store_returns),
+        cmocka_unit_test(lookup_many_equals_one_by_one),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
