@@ -88,6 +88,48 @@ bool cli_double(const char *opt, const char *s, double lo, double hi, double *ou
     return true;
 }
 
+bool cli_bytes(const char *opt, const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = 0;
+    switch (*end) {
+    case 'K':
+    case 'k':
+        shift = 10;
+        end++;
+        break;
+    case 'M':
+    case 'm':
+        shift = 20;
+        end++;
+        break;
+    case 'G':
+    case 'g':
+        shift = 30;
+        end++;
+        break;
+    case 'T':
+    case 't':
+        shift = 40;
+        end++;
+        break;
+    default:
+        break;
+    }
+    if (shift && (*end == 'i' || *end == 'I')) end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (errno || end == s || *end || s[0] == '-' || v == 0 || (shift && v > (~0ull >> shift))) {
+        fprintf(stderr,
+                "spine: %s must be a positive byte count (K, M, G, T suffixes: powers of "
+                "1024), not '%s'\n",
+                opt, s);
+        return false;
+    }
+    *out = (uint64_t)v << shift;
+    return true;
+}
+
 int cli_int_list(const char *opt, const char *s, int *out, int max) {
     int n = 0;
     const char *p = s;

@@ -23,6 +23,8 @@ const char *cli_get(const cli_opt *opts, int nopts, const char *name);
 /* Numeric option readers: print an error and return false on a bad value. */
 bool cli_int(const char *opt, const char *s, long long lo, long long hi, long long *out);
 bool cli_double(const char *opt, const char *s, double lo, double hi, double *out);
+/* A byte count: digits with an optional K/M/G/T (powers of 1024, "KiB"/"MB" spellings too). */
+bool cli_bytes(const char *opt, const char *s, uint64_t *out);
 /* Comma-separated positive ints ("1,16,256"). */
 int cli_int_list(const char *opt, const char *s, int *out, int max);
 

@@ -225,6 +225,9 @@ static int moe_run(int argc, char **argv) {
         {"placement", true, "weights: auto | map | huge (default auto)", NULL},
         {"logits-out", true, "write logits, generated ids and drops to a safetensors file", NULL},
         {"json", false, "print the report as one JSON object", NULL},
+        {"expert-budget", true,
+         "expert buffering: fast-tier bytes for all MoE layers' experts (e.g. 512M), as slots",
+         NULL},
         {"expert-slots", true, "expert buffering: K fast-tier experts per MoE layer (default: all)",
          NULL},
         {"expert-policy", true, "eviction: lifo (default) | fifo | lru | lfu", NULL},
@@ -360,6 +363,25 @@ static int moe_run(int argc, char **argv) {
         if (moe_model_create(&c, &ts, &m, &err)) goto fail;
     }
     const moe_config *cf = &m->c;
+    if ((v = cli_get(o, n, "expert-budget"))) {
+        uint64_t budget;
+        if (cli_get(o, n, "expert-slots")) {
+            fprintf(stderr, "spine moe run: --expert-budget or --expert-slots, not both\n");
+            rc = 2;
+            goto out;
+        }
+        if (!cli_bytes("--expert-budget", v, &budget)) {
+            rc = 2;
+            goto out;
+        }
+        ro.expert_slots = moe_slots_for_budget(m, budget);
+        if (!ro.expert_slots) {
+            spine_fail(&err, SPINE_ERR_INVALID,
+                       "--expert-budget %s holds less than one expert per MoE layer", v);
+            goto fail;
+        }
+        if (!json) printf("expert budget %s: %d slots per MoE layer\n", v, ro.expert_slots);
+    }
     if (!tokfile) {
         int B = batch ? (int)batch : 1;
         toks.ids = malloc((size_t)B * (size_t)randn * sizeof *toks.ids);

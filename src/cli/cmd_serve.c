@@ -31,6 +31,8 @@ int cmd_serve(int argc, char **argv) {
         {"http-threads", true, "threads reading and writing HTTP (default 2)", NULL},
         {"drain-timeout-s", true, "longest wait for accepted requests on SIGTERM (default 30)",
          NULL},
+        {"expert-budget", true,
+         "MoE models: fast-tier bytes for all MoE layers' experts (e.g. 512M), as slots", NULL},
         {"expert-slots", true, "MoE models: K fast-tier experts per MoE layer (default: all)",
          NULL},
         {"expert-policy", true, "MoE models: eviction lifo (default) | fifo | lru | lfu", NULL},
@@ -112,6 +114,13 @@ int cmd_serve(int argc, char **argv) {
     if ((v = cli_get(o, n, "drain-timeout-s"))) {
         if (!cli_double("--drain-timeout-s", v, 0, 3600, &d)) return 2;
         so.drain_timeout_s = d;
+    }
+    if ((v = cli_get(o, n, "expert-budget"))) {
+        if (cli_get(o, n, "expert-slots")) {
+            fprintf(stderr, "spine serve: --expert-budget or --expert-slots, not both\n");
+            return 2;
+        }
+        if (!cli_bytes("--expert-budget", v, &so.expert_budget)) return 2;
     }
     if ((v = cli_get(o, n, "expert-slots"))) {
         if (!cli_int("--expert-slots", v, 1, 4096, &x)) return 2;

@@ -69,6 +69,10 @@ spine_status moe_model_load(const char *dir, spine_placement placement, moe_mode
 spine_status moe_model_create(const moe_config *c, spine_tensors *ts, moe_model **out,
                               spine_error *err);
 void moe_model_free(moe_model *m);
+/* Fast-tier slots per MoE layer that fit a byte budget for the experts of every MoE layer
+ * (--expert-budget): floor(budget / (MoE layers x bytes of one expert)), at most the experts
+ * per layer; 0 when the budget holds less than one expert per MoE layer. */
+int moe_slots_for_budget(const moe_model *m, uint64_t budget);
 /* Bytes of weights one token touches in a decode step with top_k experts per MoE layer. */
 uint64_t moe_decode_bytes_per_token(const moe_model *m);
 

@@ -300,6 +300,16 @@ spine_status moe_model_load(const char *dir, spine_placement placement, moe_mode
     return SPINE_OK;
 }
 
+int moe_slots_for_budget(const moe_model *m, uint64_t budget) {
+    const moe_config *c = &m->c;
+    uint64_t nmoe = 0;
+    for (int i = 0; i < c->layers; i++) nmoe += moe_layer_is_moe(c, i);
+    if (!nmoe || c->experts < 1 || !m->expert_bytes) return 0;
+    uint64_t per_layer_slot = m->expert_bytes / ((uint64_t)c->experts * nmoe) * nmoe;
+    uint64_t k = per_layer_slot ? budget / per_layer_slot : 0;
+    return (int)SPINE_MIN(k, (uint64_t)c->experts);
+}
+
 uint64_t moe_decode_bytes_per_token(const moe_model *m) {
     const moe_config *c = &m->c;
     uint64_t b = 0;

@@ -86,15 +86,20 @@ static spine_status load_moe(const char *dir, const server_opts *o, moe_served *
         ms->max_seq = SPINE_MIN(MOE_SERVE_MAX_SEQ, ms->model->c.max_pos);
         if (ms->model->c.sliding_window > 0)
             ms->max_seq = SPINE_MIN(ms->max_seq, ms->model->c.sliding_window);
+        int slots = o->expert_slots;
+        if (o->expert_budget && !(slots = moe_slots_for_budget(ms->model, o->expert_budget)))
+            st = spine_fail(err, SPINE_ERR_INVALID,
+                            "--expert-budget %llu bytes holds less than one expert per MoE layer",
+                            (unsigned long long)o->expert_budget);
         moe_run_opts ro = {.max_batch = MOE_SERVE_MAX_BATCH,
                            .max_seq = ms->max_seq,
-                           .expert_slots = o->expert_slots,
+                           .expert_slots = slots,
                            .expert_policy = o->expert_policy,
                            .slow_gbps = o->slow_gbps,
                            .expert_prefetch = o->expert_prefetch,
                            .placement = ms->placement,
                            .n_placement = ms->n_placement};
-        st = moe_ctx_create(ms->model, &ro, ms->pool, &ms->ctx, err);
+        if (!st) st = moe_ctx_create(ms->model, &ro, ms->pool, &ms->ctx, err);
     }
     if (!st) {
         moe_ctx_group_rows(ms->ctx, &ms->ngroups);
@@ -365,6 +370,10 @@ static void write_metrics(server *s, spine_buf *b) {
                 (unsigned long long)atomic_load(&sm->moe->tokens_out), sm->name,
                 (unsigned long long)ts.hits, sm->name, (unsigned long long)ts.misses, sm->name,
                 (unsigned long long)ts.bytes_moved, sm->name, (unsigned long long)sm->generation);
+            spine_buf_printf(b,
+                             "spine_moe_expert_slots{model=\"%s\"} %d\n"
+                             "spine_moe_expert_fast_bytes{model=\"%s\"} %llu\n",
+                             sm->name, ts.slots, sm->name, (unsigned long long)ts.fast_bytes);
             if (ts.pred_total)
                 spine_buf_printf(b, "spine_moe_prefetch_precision{model=\"%s\"} %.4f\n", sm->name,
                                  (double)ts.pred_hits / (double)ts.pred_total);

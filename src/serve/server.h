@@ -19,6 +19,7 @@ typedef struct server_opts {
     double drain_timeout_s;
     /* MoE models: expert buffering, prefetch and expert parallelism (see docs/MOE.md) */
     int expert_slots, expert_policy;
+    uint64_t expert_budget; /* bytes for all MoE layers' experts, as slots (0: expert_slots) */
     double slow_gbps;
     bool expert_prefetch;
     const char *expert_placement; /* a placement file, or NULL */

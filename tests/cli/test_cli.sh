@@ -151,6 +151,12 @@ done
 "$SPINE" moe run --model "$W/moe" --tokens "$W/tok8.txt" --gen 2 --gating static --capacity-factor 0.5 --logits-out "$W/all-static.st" >/dev/null
 check "expert tier under static gating: outputs identical" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 2 --gating static --capacity-factor 0.5 --expert-slots 2 --slow-gbps 50 --logits-out '$W/tier-static.st' >/dev/null && cmp -s '$W/all-static.st' '$W/tier-static.st'"
 check "expert prefetch: outputs identical, precision reported" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 4 --expert-slots 3 --expert-prefetch --slow-gbps 1 --logits-out '$W/pf.st' | grep -q 'prediction precision' && cmp -s '$W/all.st' '$W/pf.st'"
+# --expert-budget: bytes for all MoE layers' experts, as slots (moe-tiny: 73,728 B an expert, 2 MoE layers)
+check "expert budget 300K: 2 slots, outputs identical" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 4 --expert-budget 300K --logits-out '$W/budget.st' | grep -q 'expert budget 300K: 2 slots per MoE layer' && cmp -s '$W/all.st' '$W/budget.st'"
+refuses "moe: budget below one expert per layer" 1 "less than one expert per MoE layer" "$SPINE" moe run --model "$W/moe" --random 4 --expert-budget 100K
+refuses "moe: bad budget" 2 "positive byte count" "$SPINE" moe run --model "$W/moe" --random 4 --expert-budget 3x
+refuses "moe: budget and slots" 2 "not both" "$SPINE" moe run --model "$W/moe" --random 4 --expert-budget 1G --expert-slots 2
+refuses "serve: bad budget" 2 "positive byte count" "$SPINE" serve --expert-budget -5
 refuses "moe: belady is offline only" 2 "lifo, fifo, lru or lfu" "$SPINE" moe run --model "$W/moe" --random 4 --expert-slots 2 --expert-policy belady
 
 # expert parallelism: experts on worker groups by a placement file; same outputs

@@ -221,5 +221,23 @@ hits = [l for l in body.decode().splitlines() if l.startswith("spine_moe_expert_
 check("metrics: expert-tier misses counted", hits and int(hits[0].split()[-1]) > 0, hits)
 srv.send_signal(signal.SIGTERM)
 check("drains and exits 0 (tiered)", srv.wait(60) == 0)
+# --expert-budget: as slots (moe-tiny: 73,728 B an expert, 2 MoE layers: 300K = 2 slots)
+port = free_port()
+srv = subprocess.Popen([SPINE, "serve", "--port", str(port), "--model", moe, "--expert-budget", "300K"],
+                       stdout=subprocess.PIPE, stderr=open(errpath + "4", "w"), text=True)
+line = srv.stdout.readline()
+base = f"http://127.0.0.1:{port}"
+st, body = infer(prompts, max_tokens=4) if "listening" in line else (0, b"")
+st2, mbody = http("GET", base + "/metrics") if st else (0, b"")
+slots = [l for l in mbody.decode().splitlines() if l.startswith("spine_moe_expert_slots")]
+check("expert budget: the same generated ids, 2 slots", st == 200 and
+      np.array_equal(np.array(json.loads(body)["outputs"][0]["data"]).reshape(2, 4),
+                     ref["generated"]) and slots and slots[0].split()[-1] == "2", (body[:200], slots))
+srv.send_signal(signal.SIGTERM)
+srv.wait(60)
+out = subprocess.run([SPINE, "serve", "--port", str(free_port()), "--model", moe, "--expert-budget", "1K"],
+                     capture_output=True, text=True, timeout=60)
+check("expert budget below one expert per layer: a clear error at start",
+      out.returncode != 0 and "less than one expert per MoE layer" in out.stderr, out.stderr[-300:])
 print(f"{sum(results)} of {len(results)} checks passed")
 sys.exit(0 if all(results) else 1)
