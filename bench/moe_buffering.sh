@@ -26,7 +26,7 @@ echo "== recorded: moe-lm, 4 x 64-token prompts + 48 decode steps"
 "$S" moe cache-sim --trace "$OUT/moe-lm.trace" --sweep --out "$OUT/cache-sweep-moe-lm" | tail -1
 echo "== mixtral-mini: expert tier vs all-resident ($ROUNDS rounds, alternating)"
 for r in $(seq "$ROUNDS"); do
-  for args in "" "--expert-slots 4" "--expert-slots 2" "--expert-slots 5 --slow-gbps 12" \
+  for args in "" "--expert-slots 4 --slow-gbps 0" "--expert-slots 2 --slow-gbps 0" "--expert-slots 5 --slow-gbps 12" \
     "--expert-slots 4 --slow-gbps 12" "--expert-slots 5 --slow-gbps 12 --expert-prefetch" \
     "--expert-prefetch"; do
     echo "-- ${args:-all resident}"

@@ -235,7 +235,10 @@ static int moe_run(int argc, char **argv) {
          "predict the next MoE layer's experts (report precision; with --expert-slots, load "
          "them early)",
          NULL},
-        {"slow-gbps", true, "throttle expert copies to this GB/s (e.g. 12, a PCIe link)", NULL},
+        {"slow-gbps", true,
+         "throttle expert copies to this GB/s (default 12, a PCIe link, for weights in memory; "
+         "0 = unthrottled, the default for a mapped file)",
+         NULL},
         {"expert-placement", true,
          "run experts on worker groups by this placement file (spine moe place -o)", NULL},
         {"trace-out", true, "record routing (experts per layer per batch) to a trace file", NULL},
@@ -295,8 +298,8 @@ static int moe_run(int argc, char **argv) {
         ro.expert_policy = (int)p;
     }
     ro.expert_prefetch = cli_get(o, n, "expert-prefetch") != NULL;
-    if ((v = cli_get(o, n, "slow-gbps")) &&
-        !cli_double("--slow-gbps", v, 0.001, 1e4, &ro.slow_gbps))
+    ro.slow_gbps = -1;
+    if ((v = cli_get(o, n, "slow-gbps")) && !cli_double("--slow-gbps", v, 0, 1e4, &ro.slow_gbps))
         return 2;
     spine_placement placement;
     if (!cli_placement(cli_get(o, n, "placement"), &placement)) return 2;
@@ -363,6 +366,7 @@ static int moe_run(int argc, char **argv) {
         if (moe_model_create(&c, &ts, &m, &err)) goto fail;
     }
     const moe_config *cf = &m->c;
+    if (ro.slow_gbps < 0) ro.slow_gbps = moe_default_slow_gbps(m);
     if ((v = cli_get(o, n, "expert-budget"))) {
         uint64_t budget;
         if (cli_get(o, n, "expert-slots")) {
@@ -499,24 +503,25 @@ static int moe_run(int argc, char **argv) {
     moe_ctx_tier_stats(ctx, &ts);
     double per = 1.0 / (double)repeat;
     if (json) {
-        printf(
-            "{\"batch\": %d, \"prompt\": %d, \"gen\": %d, \"gating\": \"%s\", "
-            "\"capacity_factor\": %g, \"threads\": %d, \"repeat\": %lld, \"dtype\": \"%s\", "
-            "\"prefill_s\": %.6f, \"prefill_tok_s\": %.3f, \"prefill_gflops\": %.3f, "
-            "\"decode_s\": %.6f, \"decode_tok_s\": %.3f, \"decode_weight_gb_s\": %.3f, "
-            "\"bytes_per_token\": %llu, \"assignments\": %.0f, \"dropped\": %.0f, "
-            "\"tokens_dropped\": %.0f, \"waste_factor\": %.4f, \"act_bytes_peak\": %llu, "
-            "\"decode_dropped\": %.0f, \"decode_waste_factor\": %.4f, \"expert_slots\": %d, "
-            "\"expert_hits\": %.0f, \"expert_misses\": %.0f, \"expert_bytes_moved\": %.0f, "
-            "\"expert_load_s\": %.4f, \"expert_fast_bytes\": %llu, \"expert_bytes_all\": %llu}\n",
-            B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
-            spine_pool_size(pool), repeat, spine_dtype_name(m->embed.dt), tpm, prefill_tps, gflops,
-            tdm, decode_tps, dec_gbs, (unsigned long long)bpt, pre.assignments * per_run,
-            pre.dropped * per_run, pre.tokens_dropped * per_run, waste,
-            (unsigned long long)pre.act_bytes_peak, dec.dropped * per_run, dwaste, ro.expert_slots,
-            ts.hits * per, ts.misses * per, ts.bytes_moved * per, ts.load_s * per,
-            (unsigned long long)(ro.expert_slots ? ts.fast_bytes : m->expert_bytes),
-            (unsigned long long)m->expert_bytes);
+        printf("{\"batch\": %d, \"prompt\": %d, \"gen\": %d, \"gating\": \"%s\", "
+               "\"capacity_factor\": %g, \"threads\": %d, \"repeat\": %lld, \"dtype\": \"%s\", "
+               "\"prefill_s\": %.6f, \"prefill_tok_s\": %.3f, \"prefill_gflops\": %.3f, "
+               "\"decode_s\": %.6f, \"decode_tok_s\": %.3f, \"decode_weight_gb_s\": %.3f, "
+               "\"bytes_per_token\": %llu, \"assignments\": %.0f, \"dropped\": %.0f, "
+               "\"tokens_dropped\": %.0f, \"waste_factor\": %.4f, \"act_bytes_peak\": %llu, "
+               "\"decode_dropped\": %.0f, \"decode_waste_factor\": %.4f, \"expert_slots\": %d, "
+               "\"expert_hits\": %.0f, \"expert_misses\": %.0f, \"expert_bytes_moved\": %.0f, "
+               "\"expert_load_s\": %.4f, \"expert_fast_bytes\": %llu, \"expert_bytes_all\": %llu, "
+               "\"slow_gbps\": %g}\n",
+               B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
+               spine_pool_size(pool), repeat, spine_dtype_name(m->embed.dt), tpm, prefill_tps,
+               gflops, tdm, decode_tps, dec_gbs, (unsigned long long)bpt, pre.assignments * per_run,
+               pre.dropped * per_run, pre.tokens_dropped * per_run, waste,
+               (unsigned long long)pre.act_bytes_peak, dec.dropped * per_run, dwaste,
+               ro.expert_slots, ts.hits * per, ts.misses * per, ts.bytes_moved * per,
+               ts.load_s * per,
+               (unsigned long long)(ro.expert_slots ? ts.fast_bytes : m->expert_bytes),
+               (unsigned long long)m->expert_bytes, ro.slow_gbps);
     } else {
         printf("model: %s, %d layers, %d experts top-%d, %s weights, %d threads\n",
                dir ? dir : preset, cf->layers, cf->experts, cf->top_k,
@@ -536,16 +541,22 @@ static int moe_run(int argc, char **argv) {
             printf("         gating %s: %.0f assignments, %.0f dropped, waste factor %.2f\n", gname,
                    dec.assignments * per_run, dec.dropped * per_run, dwaste);
         }
+        char slow[64];
+        if (ro.slow_gbps > 0)
+            snprintf(slow, sizeof slow, "copies at %g GB/s", ro.slow_gbps);
+        else
+            snprintf(slow, sizeof slow, "copies unthrottled");
         if (ro.expert_slots)
-            printf("experts: %d fast-tier slots per layer (%s%s): %.0f hits, %.0f misses (hit rate "
-                   "%.3f), %.3f GB moved in %.3f s; fast tier %.3f GB of %.3f GB of experts "
-                   "(%.2fx less)\n",
-                   ts.slots, moe_policy_name((moe_policy)ro.expert_policy),
-                   ro.slow_gbps > 0 ? ", throttled" : "", ts.hits * per, ts.misses * per,
-                   ts.hits + ts.misses ? (double)ts.hits / (double)(ts.hits + ts.misses) : 0.0,
-                   ts.bytes_moved * per / 1e9, ts.load_s * per, (double)ts.fast_bytes / 1e9,
-                   (double)m->expert_bytes / 1e9,
-                   ts.fast_bytes ? (double)m->expert_bytes / (double)ts.fast_bytes : 0.0);
+            printf(
+                "experts: %d fast-tier slots per layer (%s, %s): %.0f hits, %.0f misses (hit rate "
+                "%.3f), %.3f GB moved in %.3f s; fast tier %.3f GB of %.3f GB of experts "
+                "(%.2fx less)\n",
+                ts.slots, moe_policy_name((moe_policy)ro.expert_policy), slow, ts.hits * per,
+                ts.misses * per,
+                ts.hits + ts.misses ? (double)ts.hits / (double)(ts.hits + ts.misses) : 0.0,
+                ts.bytes_moved * per / 1e9, ts.load_s * per, (double)ts.fast_bytes / 1e9,
+                (double)m->expert_bytes / 1e9,
+                ts.fast_bytes ? (double)m->expert_bytes / (double)ts.fast_bytes : 0.0);
         if (ro.expert_prefetch)
             printf("prefetch: next-layer prediction precision %.3f, recall %.3f (%.0f predicted, "
                    "%.0f used); %.0f experts loaded early\n",

@@ -36,7 +36,10 @@ int cmd_serve(int argc, char **argv) {
         {"expert-slots", true, "MoE models: K fast-tier experts per MoE layer (default: all)",
          NULL},
         {"expert-policy", true, "MoE models: eviction lifo (default) | fifo | lru | lfu", NULL},
-        {"slow-gbps", true, "MoE models: throttle expert copies to this GB/s", NULL},
+        {"slow-gbps", true,
+         "MoE models: throttle expert copies to this GB/s (default 12 for weights in memory, 0 = "
+         "unthrottled for a mapped file)",
+         NULL},
         {"expert-prefetch", false, "MoE models: predict and preload the next layer's experts",
          NULL},
         {"expert-placement", true, "MoE models: run experts on worker groups by this file", NULL},
@@ -59,7 +62,8 @@ int cmd_serve(int argc, char **argv) {
                       .idle_timeout_s = 30,
                       .max_body = (size_t)64 << 20,
                       .max_header = 256 << 10,
-                      .drain_timeout_s = 30};
+                      .drain_timeout_s = 30,
+                      .slow_gbps = -1};
     char *rest[256];
     int nrest = 0;
     for (int i = 0; i < argc; i++) {
@@ -135,7 +139,7 @@ int cmd_serve(int argc, char **argv) {
         so.expert_policy = (int)p;
     }
     if ((v = cli_get(o, n, "slow-gbps"))) {
-        if (!cli_double("--slow-gbps", v, 0.001, 1e4, &d)) return 2;
+        if (!cli_double("--slow-gbps", v, 0, 1e4, &d)) return 2;
         so.slow_gbps = d;
     }
     so.expert_prefetch = cli_get(o, n, "expert-prefetch") != NULL;

@@ -57,6 +57,7 @@ typedef struct moe_model {
     float *norm;     /* [H] */
     mm_weight lm_head;
     uint64_t params, weight_bytes, expert_bytes;
+    bool mapped; /* weights read in place from the mapped files (placement map) */
     double rope_inv_freq[MOE_MAX_HEAD_DIM / 2];
 } moe_model;
 
@@ -69,6 +70,11 @@ spine_status moe_model_load(const char *dir, spine_placement placement, moe_mode
 spine_status moe_model_create(const moe_config *c, spine_tensors *ts, moe_model **out,
                               spine_error *err);
 void moe_model_free(moe_model *m);
+/* The default copy rate of the slow expert tier: 0 (as fast as it goes) when the weights are
+ * read from the mapped file, where the disk is the slow tier; 12 GB/s (a PCIe host-to-device
+ * link, the paper's setting) when they sit in memory. */
+#define MOE_DEFAULT_SLOW_GBPS 12.0
+double moe_default_slow_gbps(const moe_model *m);
 /* Fast-tier slots per MoE layer that fit a byte budget for the experts of every MoE layer
  * (--expert-budget): floor(budget / (MoE layers x bytes of one expert)), at most the experts
  * per layer; 0 when the budget holds less than one expert per MoE layer. */

@@ -286,6 +286,7 @@ spine_status moe_model_load(const char *dir, spine_placement placement, moe_mode
         placement = avail > 0 && total <= (uint64_t)avail / 2 ? SPINE_PLACE_HUGE : SPINE_PLACE_MAP;
     }
     bool huge = placement == SPINE_PLACE_HUGE;
+    m->mapped = !huge;
     for (int f = 0; f < m->nfiles && huge && !st; f++)
         for (size_t t = 0; t < m->files[f].n && !st; t++)
             if (m->files[f].t[t].nbytes >= HUGE_MIN_TENSOR)
@@ -298,6 +299,10 @@ spine_status moe_model_load(const char *dir, spine_placement placement, moe_mode
     }
     *out = m;
     return SPINE_OK;
+}
+
+double moe_default_slow_gbps(const moe_model *m) {
+    return m->mapped ? 0.0 : MOE_DEFAULT_SLOW_GBPS;
 }
 
 int moe_slots_for_budget(const moe_model *m, uint64_t budget) {

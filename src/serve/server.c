@@ -95,7 +95,8 @@ static spine_status load_moe(const char *dir, const server_opts *o, moe_served *
                            .max_seq = ms->max_seq,
                            .expert_slots = slots,
                            .expert_policy = o->expert_policy,
-                           .slow_gbps = o->slow_gbps,
+                           .slow_gbps =
+                               o->slow_gbps < 0 ? moe_default_slow_gbps(ms->model) : o->slow_gbps,
                            .expert_prefetch = o->expert_prefetch,
                            .placement = ms->placement,
                            .n_placement = ms->n_placement};

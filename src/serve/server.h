@@ -20,7 +20,7 @@ typedef struct server_opts {
     /* MoE models: expert buffering, prefetch and expert parallelism (see docs/MOE.md) */
     int expert_slots, expert_policy;
     uint64_t expert_budget; /* bytes for all MoE layers' experts, as slots (0: expert_slots) */
-    double slow_gbps;
+    double slow_gbps;       /* < 0: moe_default_slow_gbps */
     bool expert_prefetch;
     const char *expert_placement; /* a placement file, or NULL */
 } server_opts;

@@ -151,6 +151,10 @@ done
 "$SPINE" moe run --model "$W/moe" --tokens "$W/tok8.txt" --gen 2 --gating static --capacity-factor 0.5 --logits-out "$W/all-static.st" >/dev/null
 check "expert tier under static gating: outputs identical" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 2 --gating static --capacity-factor 0.5 --expert-slots 2 --slow-gbps 50 --logits-out '$W/tier-static.st' >/dev/null && cmp -s '$W/all-static.st' '$W/tier-static.st'"
 check "expert prefetch: outputs identical, precision reported" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 4 --expert-slots 3 --expert-prefetch --slow-gbps 1 --logits-out '$W/pf.st' | grep -q 'prediction precision' && cmp -s '$W/all.st' '$W/pf.st'"
+# the slow tier's copy rate: 12 GB/s by default for weights in memory, unthrottled from a mapped file
+check "slow tier default: 12 GB/s in memory" bash -c "'$SPINE' moe run --model '$W/moe' --placement huge --random 4 --gen 1 --expert-slots 2 | grep -q 'copies at 12 GB/s'"
+check "slow tier default: unthrottled from a mapped file" bash -c "'$SPINE' moe run --model '$W/moe' --placement map --random 4 --gen 1 --expert-slots 2 | grep -q 'copies unthrottled'"
+check "slow tier: --slow-gbps 0 unthrottles" bash -c "'$SPINE' moe run --model '$W/moe' --placement huge --random 4 --gen 1 --expert-slots 2 --slow-gbps 0 | grep -q 'copies unthrottled'"
 # --expert-budget: bytes for all MoE layers' experts, as slots (moe-tiny: 73,728 B an expert, 2 MoE layers)
 check "expert budget 300K: 2 slots, outputs identical" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 4 --expert-budget 300K --logits-out '$W/budget.st' | grep -q 'expert budget 300K: 2 slots per MoE layer' && cmp -s '$W/all.st' '$W/budget.st'"
 refuses "moe: budget below one expert per layer" 1 "less than one expert per MoE layer" "$SPINE" moe run --model "$W/moe" --random 4 --expert-budget 100K
