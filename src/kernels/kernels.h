@@ -7,6 +7,8 @@
 
 #include "../base/base.h"
 
+#include <stdatomic.h>
+
 /* A table as kernels see it: rows of row_bytes bytes, each decoding to dim floats. An optional
  * hot tier holds copies of some rows in a compact table: row i is hot when bit i of hot_bits is
  * set, and then lives at hot_data + (hot_rank[i / 64] + hot rows before it in its word) *
@@ -20,7 +22,13 @@ typedef struct sls_table {
     const uint64_t *hot_bits; /* NULL: no hot tier */
     const uint32_t *hot_rank;
     const uint8_t *hot_data;
+    atomic_uint_fast64_t *hot_hits; /* with a hot tier: rows served from it are added here */
 } sls_table;
+
+/* Whether a row address (from sls_row) lies in the hot copy rather than the table. */
+static inline bool sls_is_hot(const sls_table *t, const uint8_t *row) {
+    return (size_t)(row - t->data) >= (size_t)t->rows * t->row_bytes;
+}
 
 /* Where row idx is read from (the hot copy when there is one). */
 static inline const uint8_t *sls_row(const sls_table *t, int64_t idx) {

@@ -147,6 +147,7 @@ void sls_encode_row(spine_rowtype rt, const float *in, int dim, uint8_t *out) {
  * arithmetic is arranged as the vector kernels do it: sum(w*s*q) + sum(w*b). */
 static void sls_scalar(const sls_table *t, const spine_bags *b) {
     int dim = t->dim;
+    uint64_t hits = 0;
     for (int32_t bag = 0; bag < b->nbags; bag++) {
         float *out = b->out + (size_t)bag * b->out_stride;
         for (int d = 0; d < dim; d++) out[d] = 0.0f;
@@ -156,6 +157,7 @@ static void sls_scalar(const sls_table *t, const spine_bags *b) {
             int64_t idx = b->indices[p];
             float w = b->weights ? b->weights[p] : 1.0f;
             const uint8_t *row = sls_row(t, idx);
+            hits += t->hot_bits && sls_is_hot(t, row);
             switch (t->rowtype) {
             case SPINE_ROW_F32:
                 for (int d = 0; d < dim; d++) out[d] = fmaf(rd_f32(row + 4 * (size_t)d), w, out[d]);
@@ -180,6 +182,7 @@ static void sls_scalar(const sls_table *t, const spine_bags *b) {
         if (b->pooling == SPINE_POOL_MEAN && e > s)
             for (int d = 0; d < dim; d++) out[d] /= (float)(e - s);
     }
+    if (hits && t->hot_hits) atomic_fetch_add_explicit(t->hot_hits, hits, memory_order_relaxed);
 }
 
 sls_isa sls_best_isa(void) {

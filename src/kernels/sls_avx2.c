@@ -90,9 +90,13 @@ INLINE void prefetch_next(const sls_next *nx, int64_t k) {
         prefetch_row(sls_row(nx->t, nx->b->indices[p]), nx->t->row_bytes);
 }
 
+/* ring (hot tables, the first block of each bag): the row address of index p, resolved once
+ * for its prefetch SLS_PF positions earlier and kept at ring[p % SLS_PF] for its read; p0: the
+ * first position of the call (earlier ones were never resolved) */
 INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_table *t,
                       const spine_bags *b, int64_t s, int64_t e, int c0, int tail, bool prefetch,
-                      int64_t pend, const sls_next *nx, float *out) {
+                      int64_t pend, const sls_next *nx, const uint8_t **ring, int64_t p0,
+                      uint64_t *hits, float *out) {
     const bool quant = rt == SPINE_ROW_INT8 || rt == SPINE_ROW_INT4;
     const size_t rb = t->row_bytes;
     const int k0 = c0 / 8;
@@ -102,13 +106,22 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_tabl
     float tacc[8] = {0};
     float bsum = 0.0f;
     for (int64_t p = s; p < e; p++) {
+        const uint8_t *row;
+        if (HOT && ring && p >= p0 + SLS_PF)
+            row = ring[p % SLS_PF]; /* resolved by its prefetch */
+        else
+            row = HOT ? sls_row(t, b->indices[p]) : t->data + (size_t)b->indices[p] * rb;
+        if (HOT && prefetch) *hits += sls_is_hot(t, row); /* counted once, in the first block */
         if (prefetch) {
-            if (p + SLS_PF < pend)
-                prefetch_row(sls_row(t, b->indices[p + SLS_PF]), rb);
-            else
+            if (p + SLS_PF < pend) {
+                const uint8_t *q = HOT ? sls_row(t, b->indices[p + SLS_PF])
+                                       : t->data + (size_t)b->indices[p + SLS_PF] * rb;
+                if (HOT && ring) ring[(p + SLS_PF) % SLS_PF] = q;
+                prefetch_row(q, rb);
+            } else {
                 prefetch_next(nx, p + SLS_PF - pend);
+            }
         }
-        const uint8_t *row = HOT ? sls_row(t, b->indices[p]) : t->data + (size_t)b->indices[p] * rb;
         float w = b->weights ? b->weights[p] : 1.0f;
         if (quant) {
             float sc, bi;
@@ -141,7 +154,9 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_tabl
 INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const spine_bags *b,
                         const sls_next *nx) {
     const int dim = t->dim;
-    const int64_t pend = b->offsets[b->nbags];
+    const int64_t pend = b->offsets[b->nbags], p0 = b->offsets[0];
+    const uint8_t *ring[SLS_PF];
+    uint64_t hits = 0;
     for (int32_t bag = 0; bag < b->nbags; bag++) {
         int64_t s = b->offsets[bag], e = b->offsets[bag + 1];
         float *out = b->out + (size_t)bag * b->out_stride;
@@ -153,13 +168,16 @@ INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const 
             switch (nv) {
 #define CASE(N)                                                                                    \
     case N:                                                                                        \
-        bag_block(rt, N, HOT, t, b, s, e, c0, tail, pf, pend, nx, out);                            \
+        bag_block(rt, N, HOT, t, b, s, e, c0, tail, pf, pend, nx, pf ? ring : NULL, p0, &hits,     \
+                  out);                                                                            \
         break;
                 CASE(0) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
             }
         }
     }
+    if (HOT && hits && t->hot_hits)
+        atomic_fetch_add_explicit(t->hot_hits, hits, memory_order_relaxed);
 }
 
 void sls_f32_avx2(const sls_table *t, const spine_bags *b) {

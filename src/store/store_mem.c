@@ -48,12 +48,7 @@ static void mem_account(store_mem *m, const spine_bags *b) {
     atomic_fetch_add_explicit(&m->lookups, (uint64_t)b->nbags, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->rows_read, (uint64_t)(b->offsets[b->nbags] - b->offsets[0]),
                               memory_order_relaxed);
-    if (m->bits) { /* count hot rows: the bitmap is cache-resident, this pass is cheap */
-        uint64_t h = 0;
-        for (int64_t p = b->offsets[0]; p < b->offsets[b->nbags]; p++)
-            h += (m->bits[b->indices[p] >> 6] >> (b->indices[p] & 63)) & 1;
-        atomic_fetch_add_explicit(&m->hits, h, memory_order_relaxed);
-    }
+    /* hot rows are counted by the kernels themselves (sls_table.hot_hits) */
 }
 
 static void mem_stats(const spine_store *s, spine_store_stats *out) {
@@ -155,6 +150,7 @@ spine_status spine_store_hot_create(const char *name, const void *data, int64_t 
     m->table.hot_bits = m->bits;
     m->table.hot_rank = m->rank;
     m->table.hot_data = m->hot;
+    m->table.hot_hits = &m->hits;
     sls_fn hk = sls_kernel(rowtype, sls_best_isa(), true);
     m->kernel = hk ? hk : sls_kernel(rowtype, SLS_ISA_SCALAR, true);
     return SPINE_OK;

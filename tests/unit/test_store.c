@@ -239,8 +239,11 @@ static void lookup_many_equals_one_by_one(void **state) {
     sls_table tabs[N];
     for (int t = 0; t < N; t++) {
         spine_rowtype rt = (spine_rowtype)((t * 3) % 4);
-        tabs[t] =
-            (sls_table){data[t], ROWS, spine_row_bytes(rt, dims[t]), dims[t], rt, NULL, NULL, NULL};
+        tabs[t] = (sls_table){.data = data[t],
+                              .rows = ROWS,
+                              .row_bytes = spine_row_bytes(rt, dims[t]),
+                              .dim = dims[t],
+                              .rowtype = rt};
         one[t].out = out_one + (size_t)t * BAGS * 130;
     }
     sls_multi(tabs, many, N, sls_best_isa());
