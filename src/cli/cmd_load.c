@@ -258,9 +258,11 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
     }
     pthread_t th[SENDERS];
     int nsend = r.closed ? concurrency : SENDERS;
-    double t0 = spine_now() + (r.closed ? 0 : 0.05), t = t0;
-    r.until = t0 + seconds;
+    double t0 = spine_now();
+    r.until = t0 + seconds; /* closed loop: its senders start at once */
     for (int i = 0; i < nsend; i++) pthread_create(&th[i], NULL, sender, &r);
+    if (!r.closed) t0 = spine_now() + 0.05; /* open loop: the schedule starts after the senders */
+    double t = t0;
     size_t sent = 0;
     while (!r.closed && t < t0 + seconds && sent < r.qcap) {
         double u = ((double)(spine_rng_next(&rng) >> 11) + 1.0) * 0x1p-53;

@@ -390,7 +390,7 @@ try:
           r.get("p95_ms", 1e9) < 1000, out[-300:])
     out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--model", "tiny",
                           "--qps", "20", "--duration", "0.5", "--sizes", "normal:8:2", "--find-max",
-                          "--sla-ms", "50", "--json"], capture_output=True, text=True, timeout=120).stdout
+                          "--sla-ms", "500", "--json"], capture_output=True, text=True, timeout=120).stdout
     last = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
     check("spine load --find-max reports a latency-bounded rate",
           last.get("bench") == "load-max" and last.get("max_qps", 0) >= 20, out[-300:])
