@@ -9,7 +9,7 @@ RUN_PKGS     = build-essential cmake pkg-config libopenblas-dev libmicrohttpd-de
 TEST_PKGS    = $(RUN_PKGS) libcmocka-dev clang libclang-rt-14-dev python3-torch python3-numpy curl procps chromium clang-format
 FUZZ_SECONDS ?= 15
 
-.PHONY: all build run test deps-run deps-test test-release test-asan test-fuzz fuzz bench bench-moe format format-check clean
+.PHONY: all build run test deps-run deps-test test-release test-asan test-fuzz fuzz bench bench-moe bench-sls bench-serve format format-check clean
 
 all: build
 
@@ -53,6 +53,14 @@ bench: deps-test build
 
 bench-moe: deps-test build
 	bench/moe.sh $(BUILD)/release
+
+bench-sls: deps-test build
+	bench/sls.sh $(BUILD)/release
+	bench/sls_shapes.sh $(BUILD)/release
+
+bench-serve: deps-test build
+	bench/serve_overhead.sh $(BUILD)/release
+	bench/serve_lbt.sh $(BUILD)/release 100
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
