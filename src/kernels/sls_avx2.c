@@ -75,7 +75,6 @@ INLINE void scale_bias(const int rt, const uint8_t *row, int dim, float *s, floa
     }
 }
 
-/* Accumulate elements [c0, c0 + 8*NV + tail) of one bag. c0 is a multiple of 64 (8 vectors). */
 /* The lookups the prefetch runs on into after this table's last one: the next table of a
  * multi-table call (NULL: none). */
 typedef struct sls_next {
@@ -90,7 +89,8 @@ INLINE void prefetch_next(const sls_next *nx, int64_t k) {
         prefetch_row(sls_row(nx->t, nx->b->indices[p]), nx->t->row_bytes);
 }
 
-/* ring (hot tables, the first block of each bag): the row address of index p, resolved once
+/* Accumulate elements [c0, c0 + 8*NV + tail) of one bag. c0 is a multiple of 64 (8 vectors).
+ * ring (hot tables, the first block of each bag): the row address of index p, resolved once
  * for its prefetch SLS_PF positions earlier and kept at ring[p % SLS_PF] for its read; p0: the
  * first position of the call (earlier ones were never resolved) */
 INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_table *t,
@@ -215,31 +215,22 @@ void sls_multi_avx2(const sls_table *t, const spine_bags *b, int n) {
             if (b[j].nbags > 0) nx = (sls_next){&t[j], &b[j]};
         const sls_next *np = nx.t ? &nx : NULL;
         const bool hot = t[i].hot_bits != NULL;
+#define RUN(RT)                                                                                    \
+    (hot ? sls_generic(RT, true, &t[i], &b[i], np) : sls_generic(RT, false, &t[i], &b[i], np))
         switch (t[i].rowtype) {
         case SPINE_ROW_F32:
-            if (hot)
-                sls_generic(SPINE_ROW_F32, true, &t[i], &b[i], np);
-            else
-                sls_generic(SPINE_ROW_F32, false, &t[i], &b[i], np);
+            RUN(SPINE_ROW_F32);
             break;
         case SPINE_ROW_F16:
-            if (hot)
-                sls_generic(SPINE_ROW_F16, true, &t[i], &b[i], np);
-            else
-                sls_generic(SPINE_ROW_F16, false, &t[i], &b[i], np);
+            RUN(SPINE_ROW_F16);
             break;
         case SPINE_ROW_INT8:
-            if (hot)
-                sls_generic(SPINE_ROW_INT8, true, &t[i], &b[i], np);
-            else
-                sls_generic(SPINE_ROW_INT8, false, &t[i], &b[i], np);
+            RUN(SPINE_ROW_INT8);
             break;
         case SPINE_ROW_INT4:
-            if (hot)
-                sls_generic(SPINE_ROW_INT4, true, &t[i], &b[i], np);
-            else
-                sls_generic(SPINE_ROW_INT4, false, &t[i], &b[i], np);
+            RUN(SPINE_ROW_INT4);
             break;
+#undef RUN
         }
     }
 }
