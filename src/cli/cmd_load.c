@@ -7,8 +7,9 @@
  * waiting for a free sender counts (no coordinated omission). Query sizes come from a
  * distribution (DeepRecSys: normal(165, 16) samples, capped at 1024). Bodies use the binary
  * tensor extension with INT32 indices (half the bytes of INT64), each query a random window of
- * pools of random valid inputs (8 x the largest query, at least 8192 samples), so consecutive
- * queries read different rows. --concurrency N is perf_analyzer's mode instead: N senders, each
+ * pools of random valid inputs (8 x the largest query, at least 8192 samples, at most ~256 MB
+ * of indices unless one query needs more), so consecutive queries read different rows.
+ * --concurrency N is perf_analyzer's mode instead: N senders, each
  * sending its next query when the last is answered, latency from send to answer. --find-max
  * searches the highest rate whose p-th percentile latency stays within the SLA with at most 1%
  * of requests failed or refused: the latency-bounded throughput. */
@@ -240,6 +241,11 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
     r.max_size = sd->fixed ? sd->fixed : 1024;
     /* distinct inputs per query (a fixed one would keep its rows cache-hot) */
     r.pool_size = SPINE_MAX(8 * r.max_size, 8192);
+    /* but no more than ~256 MB of indices (wide models), and never below one query */
+    size_t per_sample =
+        (size_t)SPINE_MAX(1, tg->num_tables) * (size_t)SPINE_MAX(1, tg->lookups) * 4;
+    size_t cap = ((size_t)256 << 20) / per_sample;
+    if ((size_t)r.pool_size > cap) r.pool_size = (int)SPINE_MAX(cap, (size_t)r.max_size);
     r.dense_pool = malloc((size_t)r.pool_size * (size_t)tg->num_dense * 4);
     r.value_pool = calloc((size_t)tg->num_tables, sizeof *r.value_pool);
     r.qcap = r.closed ? (size_t)1 << 24 : (size_t)(qps * seconds * 1.5) + 1024;
