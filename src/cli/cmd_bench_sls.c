@@ -43,11 +43,10 @@ typedef struct run_arg {
     int32_t batch;
     const int64_t *offsets; /* [tables][batch + 1] for the current index set */
     const int64_t *values;
-    float *out; /* [threads][batch/chunks + 1][dim] */
+    float *out; /* [threads][batch + 2][dim]: each thread's bags land in its own part */
     int dim;
     spine_status st;
-    bool multi;       /* a task per thread, its tables in one spine_store_lookup_many call */
-    float *out_multi; /* [threads][batch][dim] */
+    bool multi; /* a task per thread, its tables in one spine_store_lookup_many call */
 } run_arg;
 
 /* task g of `chunks`: every bag of its share of the tables, 64 tables per call at most */
@@ -63,7 +62,7 @@ static void run_multi(run_arg *a, int g, int thread) {
                                    .offsets = a->offsets + (size_t)(t0 + t) * (a->batch + 1),
                                    .indices = a->values,
                                    .pooling = SPINE_POOL_SUM,
-                                   .out = a->out_multi + (size_t)thread * a->batch * a->dim,
+                                   .out = a->out + (size_t)thread * (a->batch + 2) * a->dim,
                                    .out_stride = (size_t)a->dim};
         spine_error e;
         if (spine_store_lookup_many(a->stores + t0, bags, k, &e))
@@ -203,9 +202,13 @@ int cmd_bench_sls(int argc, char **argv) {
             break;
         uint64_t runs = 0;
         double t0 = spine_now(), t;
-        run_arg a = {stores, (int)T, chunks,   (int32_t)batch, NULL,
-                     NULL,   out,    (int)dim, SPINE_OK,       cli_get(o, n, "multi") != NULL,
-                     out};
+        run_arg a = {.stores = stores,
+                     .tables = (int)T,
+                     .chunks = chunks,
+                     .batch = (int32_t)batch,
+                     .out = out,
+                     .dim = (int)dim,
+                     .multi = cli_get(o, n, "multi") != NULL};
         do {
             int s = (int)(runs % NBATCHES);
             a.offsets = offsets + (size_t)s * T * (batch + 1);

@@ -8,12 +8,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+
+from serve_util import start_serve
 
 SPINE, WORK = sys.argv[1], sys.argv[2]
 os.makedirs(WORK, exist_ok=True)
@@ -33,13 +34,7 @@ if not chrome:
 
 tiny = os.path.join(WORK, "tiny")
 subprocess.run([SPINE, "model", "gen", "--preset", "tiny", "-o", tiny], check=True, capture_output=True)
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-port = s.getsockname()[1]
-s.close()
-srv = subprocess.Popen([SPINE, "serve", "--model", tiny, "--port", str(port)],
-                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-srv.stdout.readline()
+srv, port, _ = start_serve(SPINE, ["--model", tiny], None)
 base = f"http://127.0.0.1:{port}"
 body = json.dumps({"inputs": [
     {"name": "dense", "datatype": "FP32", "shape": [2, 13], "data": [0.5] * 26},

@@ -10,7 +10,6 @@ usage: test_serve_moe.py SPINE_BINARY WORKDIR
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
 from spine_export import st_read  # noqa: E402
+from serve_util import free_port, start_serve  # noqa: E402
 
 SPINE, WORK = sys.argv[1], sys.argv[2]
 os.makedirs(WORK, exist_ok=True)
@@ -29,14 +29,6 @@ results = []
 def check(name, ok, detail=""):
     results.append(bool(ok))
     print(f"{'PASS' if ok else 'FAIL'} {name}{'' if ok else ': ' + str(detail)}", flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def http(method, url, body=None, headers=None):
@@ -64,14 +56,19 @@ subprocess.run([SPINE, "moe", "run", "--model", moe, "--tokens", tok, "--gen", "
                 "--logits-out", ref_path], check=True, capture_output=True)
 ref = st_read(ref_path)
 
-port = free_port()
 errpath = os.path.join(WORK, "server.stderr")
-srv = subprocess.Popen([SPINE, "serve", "--port", str(port), "--model", moe, "--model", dlrm],
-                       stdout=subprocess.PIPE, stderr=open(errpath, "w"), text=True)
-if "listening" not in srv.stdout.readline():
-    print(open(errpath).read())
-    sys.exit(1)
-base = f"http://127.0.0.1:{port}"
+
+
+def serve_or_exit(args, err):
+    """start_serve, and stop the test with the server's stderr when it does not come up"""
+    srv, port, line = start_serve(SPINE, args, err)
+    if "listening" not in line:
+        print(open(err).read())
+        sys.exit(1)
+    return srv, f"http://127.0.0.1:{port}", line
+
+
+srv, base, _ = serve_or_exit(["--model", moe, "--model", dlrm], errpath)
 
 
 def infer(ids, max_tokens=None, dtype="INT64", extra=None):
@@ -183,15 +180,8 @@ subprocess.run([SPINE, "moe", "run", "--model", moe, "--random", "8", "--batch",
 place = os.path.join(WORK, "place.txt")
 subprocess.run([SPINE, "moe", "place", "--trace", trace, "--groups", "2", "--policy", "greedy",
                 "-o", place], check=True, capture_output=True)
-port = free_port()
-srv = subprocess.Popen([SPINE, "serve", "--port", str(port), "--model", moe,
-                        "--expert-prefetch", "--expert-placement", place],
-                       stdout=subprocess.PIPE, stderr=open(errpath + "2", "w"), text=True)
-line = srv.stdout.readline()
-if "listening" not in line:
-    print(open(errpath + "2").read())
-    sys.exit(1)
-base = f"http://127.0.0.1:{port}"
+srv, base, line = serve_or_exit(["--model", moe, "--expert-prefetch", "--expert-placement", place],
+                               errpath + "2")
 st, body = infer(prompts)
 got = np.array(json.loads(body)["outputs"][0]["data"]).reshape(2, -1) if st == 200 else None
 check("placement on 2 groups: the same logits", "listening" in line and st == 200 and
@@ -203,15 +193,8 @@ check("metrics: per-group rows and prefetch precision",
       "spine_moe_prefetch_precision" in text, [l for l in text.splitlines() if "moe" in l])
 srv.send_signal(signal.SIGTERM)
 srv.wait(60)
-port = free_port()
-srv = subprocess.Popen([SPINE, "serve", "--port", str(port), "--model", moe, "--expert-slots", "3",
-                        "--expert-prefetch"],
-                       stdout=subprocess.PIPE, stderr=open(errpath + "3", "w"), text=True)
-line = srv.stdout.readline()
-if "listening" not in line:
-    print(open(errpath + "3").read())
-    sys.exit(1)
-base = f"http://127.0.0.1:{port}"
+srv, base, line = serve_or_exit(["--model", moe, "--expert-slots", "3", "--expert-prefetch"],
+                               errpath + "3")
 st, body = infer(prompts, max_tokens=4)
 check("expert tier: the same generated ids", "listening" in line and st == 200 and
       np.array_equal(np.array(json.loads(body)["outputs"][0]["data"]).reshape(2, 4),
@@ -222,10 +205,7 @@ check("metrics: expert-tier misses counted", hits and int(hits[0].split()[-1]) >
 srv.send_signal(signal.SIGTERM)
 check("drains and exits 0 (tiered)", srv.wait(60) == 0)
 # --expert-budget: as slots (moe-tiny: 73,728 B an expert, 2 MoE layers: 300K = 2 slots)
-port = free_port()
-srv = subprocess.Popen([SPINE, "serve", "--port", str(port), "--model", moe, "--expert-budget", "300K"],
-                       stdout=subprocess.PIPE, stderr=open(errpath + "4", "w"), text=True)
-line = srv.stdout.readline()
+srv, port, line = start_serve(SPINE, ["--model", moe, "--expert-budget", "300K"], errpath + "4")
 base = f"http://127.0.0.1:{port}"
 st, body = infer(prompts, max_tokens=4) if "listening" in line else (0, b"")
 st2, mbody = http("GET", base + "/metrics") if st else (0, b"")

@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
 from spine_export import write_batch  # noqa: E402
+from serve_util import start_serve  # noqa: E402
 
 SPINE, WORK = sys.argv[1], sys.argv[2]
 os.makedirs(WORK, exist_ok=True)
@@ -47,22 +48,11 @@ def check(name, ok, detail=""):
                 print(f"--- {sv.errpath}:\n{tail}", flush=True)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 class Server:
     def __init__(self, *args):
-        self.port = free_port()
-        self.errpath = os.path.join(WORK, f"server-{self.port}.stderr")
-        self.p = subprocess.Popen([SPINE, "serve", "--port", str(self.port), *args],
-                                  stdout=subprocess.PIPE, stderr=open(self.errpath, "w"), text=True)
+        self.errpath = os.path.join(WORK, f"server-{len(SERVERS)}.stderr")
+        self.p, self.port, line = start_serve(SPINE, args, self.errpath)
         SERVERS.append(self)
-        line = self.p.stdout.readline()  # "listening on" once ready
         if "listening" not in line:
             raise RuntimeError("server did not start: " + line + open(self.errpath).read())
 
