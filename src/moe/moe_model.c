@@ -310,8 +310,10 @@ int moe_slots_for_budget(const moe_model *m, uint64_t budget) {
     uint64_t nmoe = 0;
     for (int i = 0; i < c->layers; i++) nmoe += moe_layer_is_moe(c, i);
     if (!nmoe || c->experts < 1 || !m->expert_bytes) return 0;
-    uint64_t per_layer_slot = m->expert_bytes / ((uint64_t)c->experts * nmoe) * nmoe;
-    uint64_t k = per_layer_slot ? budget / per_layer_slot : 0;
+    /* a slot holds one expert rounded up to 64 bytes, as moe_tier_init lays them out */
+    uint64_t slot = (m->expert_bytes / ((uint64_t)c->experts * nmoe) + 63) / 64 * 64;
+    uint64_t one_slot_per_layer = slot * nmoe;
+    uint64_t k = one_slot_per_layer ? budget / one_slot_per_layer : 0;
     return (int)SPINE_MIN(k, (uint64_t)c->experts);
 }
 
