@@ -53,6 +53,7 @@ bench: deps-test build
 
 bench-moe: deps-test build
 	bench/moe.sh $(BUILD)/release
+	bench/moe_place.sh $(BUILD)/release
 
 bench-sls: deps-test build
 	bench/sls.sh $(BUILD)/release
@@ -61,6 +62,7 @@ bench-sls: deps-test build
 bench-serve: deps-test build
 	bench/serve_overhead.sh $(BUILD)/release
 	bench/serve_lbt.sh $(BUILD)/release 100
+	bench/serve_lbt.sh $(BUILD)/release 400
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

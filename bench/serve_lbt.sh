@@ -35,4 +35,4 @@ print(f"latency-bounded throughput: {m['max_qps']:.1f} qps x {m['mean_size']:.0f
 PY
 RATE=$(python3 -c "import json,sys; print(2*json.loads(sys.argv[1])['max_qps'])" "$MAX")
 echo "2x overload at $RATE qps for 10 s:"
-"$B/spine" load --url "http://127.0.0.1:$PORT" --qps "$RATE" --duration 10 --json
+"$B/spine" load --url "http://127.0.0.1:$PORT" --qps "$RATE" --duration 10 --sla-ms "$SLA" --json

@@ -222,6 +222,12 @@ static int moe_run(int argc, char **argv) {
         {"encoder", false, "bidirectional attention over the whole sequence, no decode", NULL},
         {"threads", true, "threads (default 2)", NULL},
         {"repeat", true, "run N times, report medians (default 1)", NULL},
+        {"warmup", true,
+         "run N times first, not counted (an expert tier stays warm from them; default 0)", NULL},
+        {"fresh-prompts", false,
+         "with --random: every run (warm-up or counted) draws a new prompt, as a stream of "
+         "requests would",
+         NULL},
         {"placement", true, "weights: auto | map | huge (default auto)", NULL},
         {"logits-out", true, "write logits, generated ids and drops to a safetensors file", NULL},
         {"json", false, "print the report as one JSON object", NULL},
@@ -280,6 +286,13 @@ static int moe_run(int argc, char **argv) {
     if ((v = cli_get(o, n, "random")) && !cli_int("--random", v, 1, 1 << 20, &randn)) return 2;
     if ((v = cli_get(o, n, "seed")) && !cli_int("--seed", v, 0, INT64_MAX, &seed)) return 2;
     if ((v = cli_get(o, n, "repeat")) && !cli_int("--repeat", v, 1, 1000, &repeat)) return 2;
+    long long warmup = 0;
+    if ((v = cli_get(o, n, "warmup")) && !cli_int("--warmup", v, 0, 1000, &warmup)) return 2;
+    bool fresh = cli_get(o, n, "fresh-prompts") != NULL;
+    if (fresh && tokfile) {
+        fprintf(stderr, "spine moe run: --fresh-prompts needs --random\n");
+        return 2;
+    }
     if (ro.encoder && gen > 0) {
         fprintf(stderr, "spine moe run: --encoder runs no decode steps (drop --gen)\n");
         return 2;
@@ -386,6 +399,8 @@ static int moe_run(int argc, char **argv) {
         }
         if (!json) printf("expert budget %s: %d slots per MoE layer\n", v, ro.expert_slots);
     }
+    spine_rng prompt_rng;
+    spine_rng_seed(&prompt_rng, (uint64_t)seed * 7919 + 17);
     if (!tokfile) {
         int B = batch ? (int)batch : 1;
         toks.ids = malloc((size_t)B * (size_t)randn * sizeof *toks.ids);
@@ -395,10 +410,8 @@ static int moe_run(int argc, char **argv) {
         }
         toks.n_seq = B;
         toks.len = (int)randn;
-        spine_rng r;
-        spine_rng_seed(&r, (uint64_t)seed * 7919 + 17);
         for (size_t i = 0; i < (size_t)B * randn; i++)
-            toks.ids[i] = (int64_t)spine_rng_below(&r, (uint64_t)cf->vocab);
+            toks.ids[i] = (int64_t)spine_rng_below(&prompt_rng, (uint64_t)cf->vocab);
     }
     int B = toks.n_seq, T = toks.len, G = (int)gen;
     ro.max_batch = B;
@@ -422,7 +435,7 @@ static int moe_run(int argc, char **argv) {
         const moe_ffn *f = &m->layers[cf->layers - 1].experts[0];
         moe_trace_init(&trace, SPINE_MAX(cf->experts, 1), cf->top_k,
                        3ull * f->w1.n * f->w1.k * spine_dtype_size(f->w1.dt));
-        moe_ctx_set_trace(ctx, &trace); /* the first repeat is recorded */
+        moe_ctx_set_trace(ctx, &trace); /* the first run (warm-up or not) is recorded */
     }
     size_t V = (size_t)cf->vocab;
     logits = malloc((size_t)B * (ro.logits_all ? (size_t)T : 1) * V * sizeof *logits);
@@ -437,15 +450,25 @@ static int moe_run(int argc, char **argv) {
         goto fail;
     }
     uint64_t prefill_flops = 0;
-    moe_report pre = {0}; /* the prefill's share of the report, summed over repeats */
-    for (int r = 0; r < repeat; r++) {
+    moe_report pre = {0};  /* the prefill's share of the report, summed over repeats */
+    moe_report base = {0}; /* the report and tier counters as the warm-up left them */
+    moe_tier_stats ts0 = {0};
+    for (int r = -(int)warmup; r < repeat; r++) {
+        if (r == 0 && warmup > 0) {
+            base = *moe_ctx_report(ctx);
+            moe_ctx_tier_stats(ctx, &ts0);
+        }
+        if (fresh && r > -(int)warmup)
+            for (size_t i = 0; i < (size_t)toks.n_seq * toks.len; i++)
+                toks.ids[i] = (int64_t)spine_rng_below(&prompt_rng, (uint64_t)cf->vocab);
         moe_ctx_reset(ctx);
         uint64_t f0 = moe_ctx_mm(ctx)->flops;
         moe_report r0 = *moe_ctx_report(ctx);
         double t0 = spine_now();
         if (moe_forward(ctx, toks.ids, B, T, logits, &err)) goto fail;
-        tp[r] = spine_now() - t0;
+        if (r >= 0) tp[r] = spine_now() - t0;
         const moe_report *r1 = moe_ctx_report(ctx);
+        if (r < 0) r0 = *r1; /* a warm-up run: its prefill is not counted */
         pre.assignments += r1->assignments - r0.assignments;
         pre.dropped += r1->dropped - r0.dropped;
         pre.tokens_dropped += r1->tokens_dropped - r0.tokens_dropped;
@@ -473,7 +496,7 @@ static int moe_run(int argc, char **argv) {
             lstride = V;
             loff = 0;
         }
-        td[r] = spine_now() - t0;
+        if (r >= 0) td[r] = spine_now() - t0;
         moe_ctx_set_trace(ctx, NULL);
     }
     if (trace_out) {
@@ -486,10 +509,11 @@ static int moe_run(int argc, char **argv) {
     }
     double tpm = median(tp, (int)repeat), tdm = G ? median(td, (int)repeat) : 0.0;
     const moe_report *rep = moe_ctx_report(ctx);
-    moe_report dec = {.assignments = rep->assignments - pre.assignments,
-                      .dropped = rep->dropped - pre.dropped,
-                      .tokens_dropped = rep->tokens_dropped - pre.tokens_dropped,
-                      .slots_computed = rep->slots_computed - pre.slots_computed};
+    moe_report dec = {
+        .assignments = rep->assignments - base.assignments - pre.assignments,
+        .dropped = rep->dropped - base.dropped - pre.dropped,
+        .tokens_dropped = rep->tokens_dropped - base.tokens_dropped - pre.tokens_dropped,
+        .slots_computed = rep->slots_computed - base.slots_computed - pre.slots_computed};
     uint64_t bpt = moe_decode_bytes_per_token(m);
     double per_run = 1.0 / (double)repeat;
     double waste = pre.assignments ? (double)pre.slots_computed / (double)pre.assignments : 0;
@@ -501,6 +525,10 @@ static int moe_run(int argc, char **argv) {
     const char *gname = ro.gating == MOE_GATING_STATIC ? "static" : "dynamic";
     moe_tier_stats ts;
     moe_ctx_tier_stats(ctx, &ts);
+    ts.hits -= ts0.hits, ts.misses -= ts0.misses, ts.bytes_moved -= ts0.bytes_moved;
+    ts.prefetched -= ts0.prefetched, ts.load_s -= ts0.load_s;
+    ts.pred_hits -= ts0.pred_hits, ts.pred_total -= ts0.pred_total;
+    ts.actual_total -= ts0.actual_total;
     double per = 1.0 / (double)repeat;
     if (json) {
         printf("{\"batch\": %d, \"prompt\": %d, \"gen\": %d, \"gating\": \"%s\", "

@@ -27,8 +27,10 @@ typedef struct moe_tier {
     uint64_t hits, misses, bytes_moved, prefetched;
     double load_s;
 } moe_tier;
+/* Allocates the fast tier and touches every page of it now (over the pool), so that a miss later
+ * pays for its copy alone, not for the kernel zeroing fresh memory. */
 spine_status moe_tier_init(moe_tier *t, const moe_model *m, int slots, moe_policy p,
-                           double slow_gbps, spine_error *err);
+                           double slow_gbps, spine_pool *pool, spine_error *err);
 void moe_tier_free(moe_tier *t);
 /* Make expert e of layer li resident (evicting none of `pinned`) and describe its weights in the
  * fast tier. batch_counts: the current batch's tokens per expert (for lifo). */

@@ -108,7 +108,7 @@ spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_poo
     }
     if (o->expert_slots > 0) {
         st = moe_tier_init(&c->tier, m, o->expert_slots, (moe_policy)o->expert_policy, o->slow_gbps,
-                           err);
+                           pool, err);
         if (st) {
             moe_ctx_free(c);
             return st;

@@ -7,6 +7,7 @@
  * group about to run. Values are copied bit for bit, so outputs equal the all-resident run. */
 #include "moe_ctx.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -24,8 +25,23 @@ void moe_tier_free(moe_tier *t) {
     memset(t, 0, sizeof *t);
 }
 
+#define TOUCH_CHUNK ((size_t)2 << 20)
+
+typedef struct touch_arg {
+    uint8_t *buf;
+    size_t bytes;
+} touch_arg;
+
+/* write one byte in every 4 KiB page of chunk `task` (the kernel zeroes the rest) */
+static void touch_task(void *arg, int task, int thread) {
+    (void)thread;
+    touch_arg *a = arg;
+    size_t from = (size_t)task * TOUCH_CHUNK, to = SPINE_MIN(a->bytes, from + TOUCH_CHUNK);
+    for (size_t i = from; i < to; i += 4096) a->buf[i] = 0;
+}
+
 spine_status moe_tier_init(moe_tier *t, const moe_model *m, int slots, moe_policy p,
-                           double slow_gbps, spine_error *err) {
+                           double slow_gbps, spine_pool *pool, spine_error *err) {
     memset(t, 0, sizeof *t);
     const moe_config *c = &m->c;
     if (p == MOE_POLICY_BELADY)
@@ -79,6 +95,13 @@ spine_status moe_tier_init(moe_tier *t, const moe_model *m, int slots, moe_polic
                           ns * t->expert_bytes);
     }
     for (size_t i = 0; i < ns; i++) t->slot_expert[i] = -1;
+    size_t nchunks = (t->buf_bytes + TOUCH_CHUNK - 1) / TOUCH_CHUNK;
+    if (nchunks > INT_MAX) {
+        moe_tier_free(t);
+        return spine_fail(err, SPINE_ERR_LIMIT, "expert tier too large");
+    }
+    touch_arg ta = {t->buf, t->buf_bytes};
+    spine_pool_run(pool, (int)nchunks, touch_task, &ta);
     return SPINE_OK;
 }
 

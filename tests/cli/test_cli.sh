@@ -155,6 +155,14 @@ check "expert prefetch: outputs identical, precision reported" bash -c "'$SPINE'
 check "slow tier default: 12 GB/s in memory" bash -c "'$SPINE' moe run --model '$W/moe' --placement huge --random 4 --gen 1 --expert-slots 2 | grep -q 'copies at 12 GB/s'"
 check "slow tier default: unthrottled from a mapped file" bash -c "'$SPINE' moe run --model '$W/moe' --placement map --random 4 --gen 1 --expert-slots 2 | grep -q 'copies unthrottled'"
 check "slow tier: --slow-gbps 0 unthrottles" bash -c "'$SPINE' moe run --model '$W/moe' --placement huge --random 4 --gen 1 --expert-slots 2 --slow-gbps 0 | grep -q 'copies unthrottled'"
+# --warmup: uncounted runs first, the tier stays warm; --fresh-prompts: a new prompt every run
+misses() { "$SPINE" moe run --model "$W/moe" --random 16 --gen 4 --expert-slots 8 --json "$@" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["expert_misses"]))'; }
+check "warm-up: a cold tier misses" test "$(misses)" -gt 0
+check "warm-up: the same prompt again, all experts fit: no misses counted" test "$(misses --warmup 1)" -eq 0
+"$SPINE" moe run --model "$W/moe" --random 16 --gen 4 --warmup 2 --repeat 2 --fresh-prompts --logits-out "$W/fresh-all.st" >/dev/null
+check "fresh prompts: the tier gives identical outputs" bash -c "'$SPINE' moe run --model '$W/moe' --random 16 --gen 4 --warmup 2 --repeat 2 --fresh-prompts --expert-slots 3 --logits-out '$W/fresh-tier.st' >/dev/null && cmp -s '$W/fresh-all.st' '$W/fresh-tier.st'"
+check "fresh prompts: another prompt than without" bash -c "'$SPINE' moe run --model '$W/moe' --random 16 --gen 4 --warmup 2 --repeat 2 --logits-out '$W/same.st' >/dev/null && ! cmp -s '$W/fresh-all.st' '$W/same.st'"
+refuses "moe: fresh prompts need --random" 2 "needs --random" "$SPINE" moe run --model "$W/moe" --tokens "$W/tok8.txt" --fresh-prompts
 # --expert-budget: bytes for all MoE layers' experts, as slots (moe-tiny: 73,728 B an expert, 2 MoE layers)
 check "expert budget 300K: 2 slots, outputs identical" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 4 --expert-budget 300K --logits-out '$W/budget.st' | grep -q 'expert budget 300K: 2 slots per MoE layer' && cmp -s '$W/all.st' '$W/budget.st'"
 refuses "moe: budget below one expert per layer" 1 "less than one expert per MoE layer" "$SPINE" moe run --model "$W/moe" --random 4 --expert-budget 100K
