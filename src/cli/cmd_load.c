@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define SENDERS 64
@@ -54,6 +55,7 @@ typedef struct run {
     /* pools of random inputs from which bodies are cut */
     float *dense_pool;
     int32_t **value_pool;    /* per table, pool_size * lookups indices (INT32 on the wire) */
+    int32_t *lengths;        /* num_tables * max_size copies of `lookups`: every query's lengths */
     int max_size, pool_size; /* each query is a random window of pool_size >= 8 x max_size */
     /* the queue of released arrivals */
     pthread_mutex_t mu;
@@ -98,6 +100,20 @@ static bool write_all(int fd, const char *p, size_t n) {
     return true;
 }
 
+/* Send every byte of iov[0..n) (modified: advanced past what was sent). */
+static bool writev_all(int fd, struct iovec *iov, int n) {
+    while (n > 0) {
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)SPINE_MIN(n, 1024)};
+        ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        size_t left = (size_t)w;
+        while (n > 0 && left >= iov->iov_len) left -= iov->iov_len, iov++, n--;
+        if (n > 0) iov->iov_base = (char *)iov->iov_base + left, iov->iov_len -= left;
+    }
+    return true;
+}
+
 /* Read one HTTP response; returns its status or -1. buf is scratch. */
 static int read_response(int fd, spine_buf *buf) {
     buf->len = 0;
@@ -123,10 +139,13 @@ static int read_response(int fd, spine_buf *buf) {
     return status;
 }
 
-static void build_body(run *r, int size, int off, spine_buf *b) {
+/* A query as the pieces of its HTTP request: the request line, headers and JSON header in
+ * `head`, then the binary tensors straight from the input pools (no copy of the body). Returns
+ * the number of pieces in iov (2 + num_tables + 1). */
+static int build_request(run *r, int size, int off, spine_buf *head, struct iovec *iov) {
     const target *tg = r->tg;
     const int T = tg->num_tables, L = tg->lookups;
-    b->len = 0;
+    head->len = 0;
     size_t nd = (size_t)size * (size_t)tg->num_dense * 4, nl = (size_t)T * (size_t)size * 4,
            nv = (size_t)T * (size_t)size * (size_t)L * 4;
     char hdr[1024];
@@ -145,21 +164,31 @@ static void build_body(run *r, int size, int off, spine_buf *b) {
                       "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
                       "Inference-Header-Content-Length: %d\r\nContent-Length: %zu\r\n\r\n",
                       tg->path, tg->host, hl, (size_t)hl + nd + nl + nv);
-    spine_buf_append(b, req, (size_t)rl);
-    spine_buf_append(b, hdr, (size_t)hl);
-    spine_buf_append(b, r->dense_pool + (size_t)off * (size_t)tg->num_dense, nd);
-    for (size_t i = 0; i < (size_t)T * (size_t)size; i++) spine_buf_append(b, &L, 4);
+    spine_buf_append(head, req, (size_t)rl);
+    spine_buf_append(head, hdr, (size_t)hl);
+    int n = 0;
+    iov[n++] = (struct iovec){head->data, head->len};
+    iov[n++] = (struct iovec){r->dense_pool + (size_t)off * (size_t)tg->num_dense, nd};
+    iov[n++] = (struct iovec){r->lengths, nl}; /* every bag holds `lookups` indices */
     for (int t = 0; t < T; t++)
-        spine_buf_append(b, r->value_pool[t] + (size_t)off * (size_t)L,
-                         (size_t)size * (size_t)L * 4);
+        iov[n++] = (struct iovec){r->value_pool[t] + (size_t)off * (size_t)L,
+                                  (size_t)size * (size_t)L * 4};
+    return n;
 }
 
 static int draw_size(const size_dist *sd, spine_rng *rng);
 
 static void *sender(void *arg) {
     run *r = arg;
-    spine_buf body = {0}, resp = {0};
+    spine_buf head = {0}, resp = {0};
+    struct iovec *iov = malloc(((size_t)r->tg->num_tables + 3) * sizeof *iov),
+                 *todo = malloc(((size_t)r->tg->num_tables + 3) * sizeof *todo);
     int fd = -1;
+    if (!iov || !todo) {
+        free(iov);
+        free(todo);
+        return NULL; /* its requests stay queued for the other senders */
+    }
     for (;;) {
         arrival a;
         pthread_mutex_lock(&r->mu);
@@ -181,12 +210,13 @@ static void *sender(void *arg) {
             a = r->q[r->qhead++ % r->qcap];
         }
         pthread_mutex_unlock(&r->mu);
-        build_body(r, a.size, a.off, &body);
+        int niov = build_request(r, a.size, a.off, &head, iov);
         int status = -1;
         for (int attempt = 0; attempt < 2 && status < 0; attempt++) {
             if (fd < 0) fd = connect_to(r->tg);
             if (fd < 0) break;
-            if (write_all(fd, body.data, body.len)) status = read_response(fd, &resp);
+            memcpy(todo, iov, (size_t)niov * sizeof *iov); /* writev_all advances its copy */
+            if (!head.failed && writev_all(fd, todo, niov)) status = read_response(fd, &resp);
             if (status < 0 || status == 413 ||
                 strcasestr(resp.data ? resp.data : "", "connection: close")) {
                 close(fd);
@@ -210,8 +240,10 @@ static void *sender(void *arg) {
         pthread_mutex_unlock(&r->mu);
     }
     if (fd >= 0) close(fd);
-    spine_buf_free(&body);
+    spine_buf_free(&head);
     spine_buf_free(&resp);
+    free(iov);
+    free(todo);
     return NULL;
 }
 
@@ -248,10 +280,13 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
     if ((size_t)r.pool_size > cap) r.pool_size = (int)SPINE_MAX(cap, (size_t)r.max_size);
     r.dense_pool = malloc((size_t)r.pool_size * (size_t)tg->num_dense * 4);
     r.value_pool = calloc((size_t)tg->num_tables, sizeof *r.value_pool);
+    r.lengths = malloc(((size_t)tg->num_tables * (size_t)r.max_size + 1) * 4);
     r.qcap = r.closed ? (size_t)1 << 24 : (size_t)(qps * seconds * 1.5) + 1024;
     r.q = r.closed ? NULL : malloc(r.qcap * sizeof *r.q);
     r.rng = &rng;
-    if (!r.dense_pool || !r.value_pool || (!r.closed && !r.q)) return 1;
+    if (!r.dense_pool || !r.value_pool || !r.lengths || (!r.closed && !r.q)) return 1;
+    for (size_t i = 0; i < (size_t)tg->num_tables * (size_t)r.max_size; i++)
+        r.lengths[i] = tg->lookups;
     for (size_t i = 0; i < (size_t)r.pool_size * (size_t)tg->num_dense; i++)
         r.dense_pool[i] = spine_rng_uniform(&rng);
     for (int t = 0; t < tg->num_tables; t++) {
@@ -320,6 +355,7 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
     free(r.status);
     free(r.q);
     free(r.dense_pool);
+    free(r.lengths);
     for (int t2 = 0; t2 < tg->num_tables; t2++) free(r.value_pool[t2]);
     free(r.value_pool);
     return 0;

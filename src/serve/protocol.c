@@ -105,6 +105,21 @@ static spine_status load(const json_doc *d, const in_desc *in, const char *name,
     return SPINE_OK;
 }
 
+/* dst[i] = src[i] (little-endian INT32, any alignment) for i < n; true when every value is in
+ * [0, lim) (lim <= 2^31, so a negative value, read unsigned, is out). One pass, and it
+ * runs without a branch per value; on false, the caller finds the bad one in dst. */
+static bool widen_in_range(const uint8_t *restrict src, int64_t *restrict dst, int64_t n,
+                           uint32_t lim) {
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, src + 4 * i, 4);
+        bad |= u >= lim;
+        dst[i] = (int32_t)u;
+    }
+    return !bad;
+}
+
 static spine_status parse_inputs(const json_doc *d, const json_node *inputs, in_desc *ins,
                                  const char *bin, size_t bin_len, spine_error *err) {
     if (!inputs || inputs->type != JSON_ARRAY)
@@ -248,9 +263,14 @@ spine_status proto_decode_infer(const spine_model *m, const char *body, size_t l
     r->batch = (int32_t)B;
     r->nvalues = vl->count;
     int64_t *len64 = NULL;
+    /* binary values are converted below, table by table, as their range is checked: one pass */
+    if (vl->bin && !(r->values = malloc((size_t)SPINE_MAX(vl->count, 1) * 8))) {
+        st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+        goto out;
+    }
     if ((st = load(&d, dn, "dense", false, (void **)&r->dense, err)) ||
         (st = load(&d, ln, "lengths", true, (void **)&len64, err)) ||
-        (st = load(&d, vl, "values", true, (void **)&r->values, err)) ||
+        (!vl->bin && (st = load(&d, vl, "values", true, (void **)&r->values, err))) ||
         (wt->node && (st = load(&d, wt, "weights", false, (void **)&r->weights, err)))) {
         free(len64);
         goto out;
@@ -279,8 +299,14 @@ spine_status proto_decode_infer(const spine_model *m, const char *body, size_t l
         int64_t tsum = 0;
         for (int64_t i = 0; i < B; i++) tsum += r->lengths[t * B + i];
         uint64_t rows = (uint64_t)md->tables[t].rows;
-        for (int64_t k = pos; k < pos + tsum; k++) {
-            if ((uint64_t)r->values[k] >= rows) {
+        int64_t *v = r->values;
+        /* INT32 on the wire: widened and checked in one pass (the usual case, and the hot one) */
+        bool checked = vl->bin && vl->type == W_INT32 &&
+                       widen_in_range(vl->bin + 4 * pos, v + pos, tsum,
+                                      rows < ((uint64_t)1 << 31) ? (uint32_t)rows : 1u << 31);
+        if (vl->bin && vl->type == W_INT64) memcpy(v + pos, vl->bin + 8 * pos, (size_t)tsum * 8);
+        for (int64_t k = pos; k < pos + tsum && !checked; k++) {
+            if ((uint64_t)v[k] >= rows) {
                 st = spine_fail(err, SPINE_ERR_RANGE,
                                 "table '%s': index %lld at values[%lld] is outside [0, %lld)",
                                 md->tables[t].name, (long long)r->values[k], (long long)k,

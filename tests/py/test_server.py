@@ -96,15 +96,15 @@ def json_body(dense, lengths, values, rid="", binary_out=False):
     return json.dumps(b).encode()
 
 
-def binary_body(dense, lengths, values):
+def binary_body(dense, lengths, values, vtype="INT64"):
     parts = [dense.astype(np.float32).tobytes(), lengths.astype(np.int32).tobytes(),
-             values.astype(np.int64).tobytes()]
+             values.astype(np.int64 if vtype == "INT64" else np.int32).tobytes()]
     hdr = {"inputs": [
         {"name": "dense", "datatype": "FP32", "shape": list(dense.shape),
          "parameters": {"binary_data_size": len(parts[0])}},
         {"name": "lengths", "datatype": "INT32", "shape": list(lengths.shape),
          "parameters": {"binary_data_size": len(parts[1])}},
-        {"name": "values", "datatype": "INT64", "shape": [int(values.size)],
+        {"name": "values", "datatype": vtype, "shape": [int(values.size)],
          "parameters": {"binary_data_size": len(parts[2])}}],
         "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}
     h = json.dumps(hdr).encode()
@@ -169,6 +169,17 @@ try:
     got = probs_of(st, hd, data)
     check("binary infer equals spine infer", got is not None and np.max(np.abs(got - want)) < 1e-6,
           (st, data[:200]))
+    # INT32 indices (what spine load sends): widened and range-checked in one pass
+    body, hl = binary_body(dense, lengths, values, "INT32")
+    got = probs_of(*http("POST", srv.url(infer_url), body, {"Inference-Header-Content-Length": str(hl)}))
+    check("binary INT32 infer equals spine infer", got is not None and np.max(np.abs(got - want)) < 1e-6)
+    last = values.size - 1
+    for name, k, bad in (("negative", 0, -1), ("too large", last, 2**31 - 1)):
+        body, hl = binary_body(dense, lengths, np.where(np.arange(values.size) == k, bad, values), "INT32")
+        st, _, data = http("POST", srv.url(infer_url), body, {"Inference-Header-Content-Length": str(hl)})
+        msg = json.loads(data).get("error", "") if st == 400 else ""
+        check(f"binary INT32 index {name}: 400 naming it", f"index {bad} at values[{k}] is outside" in msg,
+              (st, data[:200]))
     # a request larger than max-batch is split and reassembled in order
     dense, lengths, values = make_batch(cfg, 300)
     want = expected(tiny, dense, lengths, values, "b300")
