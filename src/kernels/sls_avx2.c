@@ -41,6 +41,26 @@ INLINE __m256 ld8(const int rt, const uint8_t *row, int k) {
     }
 }
 
+/* acc[k] += w * (values 8k .. 8k+7) for a whole block of 64 INT4 values (32 bytes at p): one
+ * load and one split into nibbles for all of them, where ld8 would take eight of each. Byte j
+ * holds values 2j (low nibble) and 2j+1; unpacking the low and high nibbles interleaves them
+ * back into order within each 128-bit lane: a = values 0-15 | 32-47, c = 16-31 | 48-63. */
+INLINE void fma_int4_64(const uint8_t *p, __m256 wv, __m256 *acc) {
+    const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)p);
+    const __m256i m = _mm256_set1_epi8(0x0f);
+    const __m256i lo = _mm256_and_si256(x, m), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m);
+    const __m256i a = _mm256_unpacklo_epi8(lo, hi), c = _mm256_unpackhi_epi8(lo, hi);
+    const __m128i q[4] = {_mm256_castsi256_si128(a), _mm256_castsi256_si128(c),
+                          _mm256_extracti128_si256(a, 1), _mm256_extracti128_si256(c, 1)};
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        __m256 v0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q[i]));
+        __m256 v1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q[i], 8)));
+        acc[2 * i] = _mm256_fmadd_ps(v0, wv, acc[2 * i]);
+        acc[2 * i + 1] = _mm256_fmadd_ps(v1, wv, acc[2 * i + 1]);
+    }
+}
+
 /* one value (tails) */
 INLINE float ld1(const int rt, const uint8_t *row, int d) {
     switch (rt) {
@@ -130,8 +150,11 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_tabl
             w *= sc;
         }
         __m256 wv = _mm256_set1_ps(w);
+        if (rt == SPINE_ROW_INT4 && NV == 8)
+            fma_int4_64(row + c0 / 2, wv, acc);
+        else
 #pragma GCC unroll 8
-        for (int k = 0; k < NV; k++) acc[k] = _mm256_fmadd_ps(ld8(rt, row, k0 + k), wv, acc[k]);
+            for (int k = 0; k < NV; k++) acc[k] = _mm256_fmadd_ps(ld8(rt, row, k0 + k), wv, acc[k]);
         for (int j = 0; j < tail; j++)
             tacc[j] = __builtin_fmaf(ld1(rt, row, c0 + 8 * NV + j), w, tacc[j]);
     }
