@@ -5,12 +5,14 @@
 # the built-in default model, 1 worker x 2 threads. Note: the load generator runs on the same
 # 2 cores as the server. Then 2x that rate for 10 s: every request must be answered (served or
 # refused) within 2x the SLA.
-# WORKERS and THREADS (default 1 and 2) set the server's --workers and --threads.
+# WORKERS, THREADS and MAX_BATCH (default 1, 2 and the server's own) set the server's
+# --workers, --threads and --max-batch.
 set -euo pipefail
 B=${1:-build/release}
 SLA=${2:-100}
 PORT=${PORT:-18555}
-"$B/spine" serve --port "$PORT" --sla-ms "$SLA" --workers "${WORKERS:-1}" --threads "${THREADS:-2}" >/dev/null 2>&1 &
+"$B/spine" serve --port "$PORT" --sla-ms "$SLA" --workers "${WORKERS:-1}" --threads "${THREADS:-2}" \
+  ${MAX_BATCH:+--max-batch "$MAX_BATCH"} >/dev/null 2>&1 &
 SP=$!
 trap 'kill -TERM $SP 2>/dev/null; wait $SP 2>/dev/null || true' EXIT
 until curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null; do sleep 0.2; done
