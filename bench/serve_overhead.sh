@@ -5,7 +5,9 @@
 # Through the server in two modes: closed loop with one query outstanding (`spine load
 # --concurrency 1`, perf_analyzer's default mode: each query sent when the last is answered)
 # and open loop at 100 qps (Poisson; every thread sleeps between queries, so each query also
-# pays the wake-ups of the client's dispatcher and sender and of the server's threads).
+# pays the wake-ups of the client's dispatcher and sender and of the server's threads). For
+# scale, the same closed loop sends GET /v2/health/ready (`spine load --get`): the HTTP round
+# trip with no inference, this machine's floor under any served request.
 set -euo pipefail
 B=${1:-build/release}
 ROUNDS=${2:-5}
@@ -24,6 +26,8 @@ for r in $(seq "$ROUNDS"); do
     tee -a "$OUT/closed.jsonl" >&2
   "$B/spine" load --url "http://127.0.0.1:$PORT" --qps 100 --duration 3 --sizes fixed:1 --json |
     tee -a "$OUT/open.jsonl" >&2
+  "$B/spine" load --url "http://127.0.0.1:$PORT" --concurrency 1 --duration 3 \
+    --get /v2/health/ready --json | tee -a "$OUT/get.jsonl" >&2
   kill -TERM $SP
   wait $SP || true
 done
@@ -40,4 +44,7 @@ for name, label in (("closed.jsonl", "through the server, closed loop, 1 outstan
     p = st.median(r["p50_ms"] for r in rows(name))
     print("| %s | %.3f | %.0f us (rounds: %s) |" % (label, p, (p - eng) * 1e3,
           ", ".join("%.3f" % r["p50_ms"] for r in rows(name))))
+g = st.median(r["p50_ms"] for r in rows("get.jsonl"))
+print("| GET /v2/health/ready, closed loop (no inference: the HTTP round trip) | %.3f | (rounds: %s) |"
+      % (g, ", ".join("%.3f" % r["p50_ms"] for r in rows("get.jsonl"))))
 PY

@@ -35,6 +35,7 @@ typedef struct target {
     char host[64];
     int port;
     char path[512];
+    char get[256]; /* --get: this path, GET, instead of inferences ("" = infer) */
     int num_dense, num_tables, lookups;
     int64_t *rows;
 } target;
@@ -146,6 +147,14 @@ static int build_request(run *r, int size, int off, spine_buf *head, struct iove
     const target *tg = r->tg;
     const int T = tg->num_tables, L = tg->lookups;
     head->len = 0;
+    if (tg->get[0]) { /* the transport alone: a GET with no body */
+        char req[512];
+        int rl =
+            snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", tg->get, tg->host);
+        spine_buf_append(head, req, (size_t)rl);
+        iov[0] = (struct iovec){head->data, head->len};
+        return 1;
+    }
     size_t nd = (size_t)size * (size_t)tg->num_dense * 4, nl = (size_t)T * (size_t)size * 4,
            nv = (size_t)T * (size_t)size * (size_t)L * 4;
     char hdr[1024];
@@ -447,6 +456,10 @@ int cmd_load(int argc, char **argv) {
         {"sla-ms", true, "latency target for --find-max (default 100)", NULL},
         {"percentile", true, "percentile for --find-max (default 95)", NULL},
         {"seed", true, "random seed (default 1)", NULL},
+        {"get", true,
+         "send GET PATH (e.g. /v2/health/ready) instead of inferences: the HTTP round trip "
+         "alone, for comparison",
+         NULL},
         {"json", false, "JSON lines", NULL},
         {"help", false, "this text", NULL},
     };
@@ -470,6 +483,13 @@ int cmd_load(int argc, char **argv) {
     if (!tg.port) tg.port = 80;
     if (strcmp(tg.host, "localhost") == 0) snprintf(tg.host, sizeof tg.host, "127.0.0.1");
     snprintf(tg.path, sizeof tg.path, "/v2/models/%s/infer", model);
+    if ((v = cli_get(o, n, "get"))) {
+        if (v[0] != '/' || strlen(v) >= sizeof tg.get || strpbrk(v, " \r\n")) {
+            fprintf(stderr, "spine load: --get takes a path such as /v2/health/ready\n");
+            return 2;
+        }
+        snprintf(tg.get, sizeof tg.get, "%s", v);
+    }
     double qps = 10, duration = 10, sla = 100, pctl = 95;
     long long seed = 1;
     size_dist sd = {0, 165, 16};

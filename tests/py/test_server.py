@@ -403,6 +403,21 @@ try:
     check("spine load --concurrency: closed loop, every request answered",
           r.get("concurrency") == 2 and r.get("ok", 0) > 20 and r.get("ok") == r.get("sent") and
           r.get("offered_qps") == 0 and 0 < r.get("p50_ms", 0) < 100, out[-300:])
+    # --get: the HTTP round trip alone (GET, no inference), the floor under the batch-1 overhead
+    inf0 = json.loads(http("GET", srv.url("/v2/spine/stats"))[2])["inferences"]
+    out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--model", "tiny",
+                          "--concurrency", "1", "--duration", "0.5", "--get", "/v2/health/ready",
+                          "--json"], capture_output=True, text=True, timeout=60).stdout
+    r = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    inf1 = json.loads(http("GET", srv.url("/v2/spine/stats"))[2])["inferences"]
+    check("spine load --get: GETs answered 200, no inference run",
+          r.get("ok", 0) > 20 and r.get("errors") == 0 and inf1 == inf0, (out[-300:], inf0, inf1))
+    out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--model", "tiny",
+                          "--concurrency", "1", "--duration", "0.3", "--get", "/v2/nothing", "--json"],
+                         capture_output=True, text=True, timeout=60).stdout
+    r = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    check("spine load --get: a 404 path counts as errors", r.get("ok") == 0 and
+          r.get("errors", 0) > 0 and r.get("errors") == r.get("sent"), out[-300:])
     out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--concurrency", "2",
                           "--qps", "5"], capture_output=True, text=True, timeout=30)
     check("spine load: --concurrency with --qps is a usage error", out.returncode == 2 and
