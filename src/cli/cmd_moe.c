@@ -532,7 +532,8 @@ static int moe_run(int argc, char **argv) {
     double per = 1.0 / (double)repeat;
     if (json) {
         printf("{\"batch\": %d, \"prompt\": %d, \"gen\": %d, \"gating\": \"%s\", "
-               "\"capacity_factor\": %g, \"threads\": %d, \"repeat\": %lld, \"dtype\": \"%s\", "
+               "\"capacity_factor\": %g, \"threads\": %d, \"repeat\": %lld, \"warmup\": %lld, "
+               "\"fresh_prompts\": %s, \"dtype\": \"%s\", "
                "\"prefill_s\": %.6f, \"prefill_tok_s\": %.3f, \"prefill_gflops\": %.3f, "
                "\"decode_s\": %.6f, \"decode_tok_s\": %.3f, \"decode_weight_gb_s\": %.3f, "
                "\"bytes_per_token\": %llu, \"assignments\": %.0f, \"dropped\": %.0f, "
@@ -542,12 +543,12 @@ static int moe_run(int argc, char **argv) {
                "\"expert_load_s\": %.4f, \"expert_fast_bytes\": %llu, \"expert_bytes_all\": %llu, "
                "\"slow_gbps\": %g}\n",
                B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
-               spine_pool_size(pool), repeat, spine_dtype_name(m->embed.dt), tpm, prefill_tps,
-               gflops, tdm, decode_tps, dec_gbs, (unsigned long long)bpt, pre.assignments * per_run,
-               pre.dropped * per_run, pre.tokens_dropped * per_run, waste,
-               (unsigned long long)pre.act_bytes_peak, dec.dropped * per_run, dwaste,
-               ro.expert_slots, ts.hits * per, ts.misses * per, ts.bytes_moved * per,
-               ts.load_s * per,
+               spine_pool_size(pool), repeat, warmup, fresh ? "true" : "false",
+               spine_dtype_name(m->embed.dt), tpm, prefill_tps, gflops, tdm, decode_tps, dec_gbs,
+               (unsigned long long)bpt, pre.assignments * per_run, pre.dropped * per_run,
+               pre.tokens_dropped * per_run, waste, (unsigned long long)pre.act_bytes_peak,
+               dec.dropped * per_run, dwaste, ro.expert_slots, ts.hits * per, ts.misses * per,
+               ts.bytes_moved * per, ts.load_s * per,
                (unsigned long long)(ro.expert_slots ? ts.fast_bytes : m->expert_bytes),
                (unsigned long long)m->expert_bytes, ro.slow_gbps);
     } else {
