@@ -105,13 +105,20 @@ spine_tensor *st_add_owned_huge(spine_tensors *ts, const char *name, spine_dtype
     return t;
 }
 
-spine_status st_move_to_huge(spine_tensor *t, spine_error *err) {
+spine_status st_move_to_huge(spine_tensors *ts, spine_tensor *t, spine_error *err) {
     if (t->nbytes == 0 || t->owned_huge) return SPINE_OK;
     void *p = spine_alloc_huge(t->nbytes);
     if (!p)
         return spine_fail(err, SPINE_ERR_NOMEM, "tensor '%s': cannot allocate %zu bytes", t->name,
                           t->nbytes);
     memcpy(p, t->data, t->nbytes);
+    uintptr_t old = (uintptr_t)t->data, map = (uintptr_t)ts->map;
+    if (!t->owned && ts->map && old >= map && old + t->nbytes <= map + ts->map_len) {
+        /* the file pages wholly inside the tensor (its neighbours may still read the rest) */
+        const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t a = (old + pg - 1) & ~(pg - 1), e = (old + t->nbytes) & ~(pg - 1);
+        if (e > a) madvise((void *)a, e - a, MADV_DONTNEED); /* advice: harmless if refused */
+    }
     spine_free_aligned(t->owned);
     t->data = p;
     t->owned = p;

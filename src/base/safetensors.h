@@ -67,8 +67,10 @@ spine_tensor *st_add_owned(spine_tensors *ts, const char *name, spine_dtype dt, 
                            const int64_t *shape, void *data, size_t nbytes);
 spine_tensor *st_add_owned_huge(spine_tensors *ts, const char *name, spine_dtype dt, int ndim,
                                 const int64_t *shape, void *data, size_t nbytes);
-/* Move a tensor's bytes into owned memory on 2 MiB pages (from a file mapping, say). */
-spine_status st_move_to_huge(spine_tensor *t, spine_error *err);
+/* Move tensor t of ts into owned memory on 2 MiB pages. When its bytes were in ts's file
+ * mapping, the process stops mapping the file pages the tensor alone covered (the page cache
+ * keeps them): the weights are then counted once in this process's memory, not twice. */
+spine_status st_move_to_huge(spine_tensors *ts, spine_tensor *t, spine_error *err);
 
 /* Write tensors in collection order to path (atomically: path.tmp then rename). Tensor data
  * start at 64-byte aligned file offsets whenever the sizes before them allow. metadata_json,

@@ -105,7 +105,7 @@ static spine_status place_tables(spine_model *m, spine_placement placement, spin
         spine_tensor *t = &m->tensors.t[i];
         if (strncmp(t->name, "emb_l.", 6) != 0) continue;
         if (placement == SPINE_PLACE_HUGE && t->nbytes >= HUGE_MIN_TABLE) {
-            spine_status st = st_move_to_huge(t, err);
+            spine_status st = st_move_to_huge(&m->tensors, t, err);
             if (st) return st;
         }
         if (t->owned_huge) m->desc.emb_bytes_huge += t->nbytes;

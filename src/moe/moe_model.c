@@ -290,7 +290,7 @@ spine_status moe_model_load(const char *dir, spine_placement placement, moe_mode
     for (int f = 0; f < m->nfiles && huge && !st; f++)
         for (size_t t = 0; t < m->files[f].n && !st; t++)
             if (m->files[f].t[t].nbytes >= HUGE_MIN_TENSOR)
-                st = st_move_to_huge(&m->files[f].t[t], err);
+                st = st_move_to_huge(&m->files[f], &m->files[f].t[t], err);
     if (!st) st = bind(m, err);
     if (st) {
         spine_error_prefix(err, "%s: ", dir);

@@ -174,6 +174,58 @@ static void every_truncation_is_refused_cleanly(void **state) {
     unlink(path);
 }
 
+/* The file pages this process maps, in bytes: RssFile + RssShmem (a file on tmpfs counts as
+ * shared memory) from /proc/self/status; -1 if absent */
+static long long rss_file(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long long kb, file = -1, shmem = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "RssFile: %lld kB", &kb) == 1) file = kb;
+        if (sscanf(line, "RssShmem: %lld kB", &kb) == 1) shmem = kb;
+    }
+    fclose(f);
+    return file < 0 || shmem < 0 ? -1 : (file + shmem) * 1024;
+}
+
+/* Moving a mapped tensor onto 2 MiB pages keeps its bytes, leaves its neighbours readable, and
+ * stops counting the file pages it alone covered in this process's memory. */
+static void move_to_huge_releases_file_pages(void **state) {
+    (void)state;
+    const size_t big = (size_t)8 << 20;
+    spine_tensors ts = {0};
+    uint8_t *pb = spine_alloc_aligned(big), *ps = spine_alloc_aligned(4);
+    for (size_t i = 0; i < big; i++) pb[i] = (uint8_t)(i * 7 + 3);
+    memcpy(ps, "abcd", 4);
+    int64_t sbig[1] = {(int64_t)big}, ssmall[1] = {4};
+    st_add_owned(&ts, "big", SPINE_DT_U8, 1, sbig, pb, big);
+    st_add_owned(&ts, "small", SPINE_DT_U8, 1, ssmall, ps, 4);
+    char path[] = "/tmp/spine_st_XXXXXX";
+    close(mkstemp(path));
+    assert_int_equal(st_write(path, &ts, NULL, NULL, NULL, NULL), SPINE_OK);
+    st_free(&ts);
+    spine_tensors rd;
+    assert_int_equal(st_open(path, &rd, NULL), SPINE_OK);
+    spine_tensor *t = (spine_tensor *)st_find(&rd, "big");
+    unsigned sum = 0;
+    for (size_t i = 0; i < big; i += 64) sum += ((const uint8_t *)t->data)[i]; /* map it all */
+    long long before = rss_file();
+    assert_int_equal(st_move_to_huge(&rd, t, NULL), SPINE_OK);
+    long long after = rss_file();
+    assert_true(t->owned_huge);
+    unsigned sum2 = 0;
+    for (size_t i = 0; i < big; i += 64) sum2 += ((const uint8_t *)t->data)[i];
+    assert_int_equal(sum, sum2);
+    for (size_t i = 0; i < big; i += 4099)
+        assert_int_equal(((const uint8_t *)t->data)[i], (uint8_t)(i * 7 + 3));
+    assert_memory_equal(st_find(&rd, "small")->data, "abcd", 4);
+    if (before >= 0) /* its pages are no longer mapped in (other mappings move a little too) */
+        assert_true(before - after >= (long long)big * 3 / 4);
+    st_free(&rd);
+    unlink(path);
+}
+
 static void open_reports_missing_file(void **state) {
     (void)state;
     spine_tensors ts;
@@ -188,6 +240,7 @@ int test_group_safetensors(void) {
         cmocka_unit_test(rejects_hostile_headers),
         cmocka_unit_test(rejects_bad_lengths),
         cmocka_unit_test(every_truncation_is_refused_cleanly),
+        cmocka_unit_test(move_to_huge_releases_file_pages),
         cmocka_unit_test(open_reports_missing_file),
     };
     return cmocka_run_group_tests_name("safetensors", tests, NULL, NULL);
