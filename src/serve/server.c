@@ -883,8 +883,9 @@ int server_run(const server_opts *o) {
     int port = di ? di->port : o->port;
     printf("spine serve: listening on http://%s:%d (models:", o->host, port);
     for (int i = 0; i < s->nslots; i++) printf(" %s", s->slots[i].name);
-    printf("; %d workers x %d threads, max batch %d, max delay %.0f us, SLA %g ms)\n", o->workers,
-           o->threads, o->max_batch, o->max_delay_us, o->sla_ms);
+    printf("; %d worker%s x %d thread%s, max batch %d, max delay %.0f us, SLA %g ms)\n", o->workers,
+           o->workers == 1 ? "" : "s", o->threads, o->threads == 1 ? "" : "s", o->max_batch,
+           o->max_delay_us, o->sla_ms);
     fflush(stdout);
     for (;;) {
         int sig = 0;
