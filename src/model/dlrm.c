@@ -437,11 +437,13 @@ static void run_mlp(const layer *ls, int nl, int32_t rows, const float *x, int l
 }
 
 /* A run is one parallel region. Each chunk of LOOKUP_CHUNK rows has a bottom-MLP task, one
- * lookup task per group of tables (one multi-table kernel call), and a head task (interaction + top
- * MLP) that depends on the others through a per-chunk counter. The tasks a head waits on never wait
- * themselves, and are handed out before it, so the region cannot deadlock. Two orders: TABLE:
- * bottom(all chunks), lookups table by table (each table's chunks back to back), heads. One table's
- * rows are gathered together: its cache and TLB footprint is shared by every thread at once.
+ * lookup task per group of tables (one multi-table kernel call), and a head task (interaction +
+ * top MLP) that depends on the others through a per-chunk counter. The tasks a head waits on
+ * never wait themselves, and are handed out before it, so the region cannot deadlock. Two
+ * orders:
+ *   TABLE:  bottom(all chunks), lookups group by group (each group's chunks back to back),
+ *           heads. One group's rows are gathered together: its cache and TLB footprint is
+ *           shared by every thread at once.
  *   SAMPLE: bottom(0), lookups(0), bottom(1), lookups(1), head(0), bottom(2), ...: head(c)
  *           lags a chunk, so dense compute overlaps the next chunk's lookups. */
 typedef enum task_kind { TASK_BOTTOM, TASK_LOOKUP, TASK_HEAD } task_kind;

@@ -19,7 +19,13 @@ typedef struct store_mem {
     size_t hot_bytes;
 } store_mem;
 
-static void mem_account(store_mem *m, const spine_bags *b);
+static void mem_account(store_mem *m, const spine_bags *b) {
+    if (b->nbags <= 0) return;
+    atomic_fetch_add_explicit(&m->lookups, (uint64_t)b->nbags, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->rows_read, (uint64_t)(b->offsets[b->nbags] - b->offsets[0]),
+                              memory_order_relaxed);
+    /* hot rows are counted by the kernels themselves (sls_table.hot_hits) */
+}
 
 static spine_status mem_lookup(spine_store *s, const spine_bags *b, spine_error *err) {
     (void)err;
@@ -41,14 +47,6 @@ static spine_status mem_lookup_many(spine_store *const *s, const spine_bags *b, 
         for (int i = 0; i < k; i++) mem_account((store_mem *)s[i0 + i], &b[i0 + i]);
     }
     return SPINE_OK;
-}
-
-static void mem_account(store_mem *m, const spine_bags *b) {
-    if (b->nbags <= 0) return;
-    atomic_fetch_add_explicit(&m->lookups, (uint64_t)b->nbags, memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->rows_read, (uint64_t)(b->offsets[b->nbags] - b->offsets[0]),
-                              memory_order_relaxed);
-    /* hot rows are counted by the kernels themselves (sls_table.hot_hits) */
 }
 
 static void mem_stats(const spine_store *s, spine_store_stats *out) {
