@@ -1,7 +1,8 @@
 /* cmd_bench_sls.c: `spine bench sls`: pooled embedding lookups alone (SparseLengthsSum over T
  * tables, every row type), rows/s and the fraction of this machine's random-read limit for
  * that row size, measured in the same run; --indices-out writes the indices so that
- * bench/sls_torch.py runs PyTorch's nn.EmbeddingBag on the same lookups. */
+ * bench/sls_torch.py runs PyTorch's nn.EmbeddingBag on the same lookups; --hot-mb measures the
+ * same tables with hot tiers (from a profile drawn apart) against without, alternating. */
 #include "cli.h"
 
 #include "../base/pool.h"
@@ -11,6 +12,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 #define NBATCHES 8 /* distinct index sets cycled, so one batch's rows do not stay cached */
 
@@ -70,6 +73,56 @@ static void run_multi(run_arg *a, int g, int thread) {
     }
 }
 
+#define PROFILE_SAMPLES 20000 /* a hot tier's profile: as `spine bench --hot-mb` draws it */
+
+typedef struct hot_cand {
+    uint32_t count;
+    int64_t row;
+} hot_cand;
+
+static int by_count_desc(const void *a, const void *b) {
+    const hot_cand *x = a, *y = b;
+    if (x->count != y->count) return x->count < y->count ? 1 : -1;
+    return (x->row > y->row) - (x->row < y->row);
+}
+
+/* Hot stores over the tables of d: each table's rows seen at least twice in PROFILE_SAMPLES
+ * samples drawn from dist with another seed than the measured ones, hottest first, budget/T
+ * bytes each (the tables are alike, so this is the global split too). */
+static spine_status make_hot_stores(const spine_model_desc *d, uint8_t *const *data, int dim,
+                                    spine_rowtype rt, int lookups, const dlrm_index_dist *dist,
+                                    size_t budget, spine_store **hot, spine_error *err) {
+    const int T = d->num_tables;
+    const int64_t rows = d->tables[0].rows;
+    uint32_t *counts = calloc((size_t)rows, sizeof *counts);
+    hot_cand *c = malloc((size_t)rows * sizeof *c);
+    int64_t *list = malloc((size_t)rows * sizeof *list);
+    spine_status st = SPINE_OK;
+    if (!counts || !c || !list) st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory (profile)");
+    spine_rng rng;
+    spine_rng_seed(&rng, 424242);
+    dlrm_inputs in = {0};
+    if (!st) st = dlrm_inputs_random(d, PROFILE_SAMPLES, lookups, false, dist, &rng, &in, err);
+    for (int t = 0; !st && t < T; t++) {
+        memset(counts, 0, (size_t)rows * sizeof *counts);
+        const int64_t *v = in.values + (size_t)t * PROFILE_SAMPLES * lookups;
+        for (size_t i = 0; i < (size_t)PROFILE_SAMPLES * lookups; i++)
+            if (counts[v[i]] < UINT32_MAX) counts[v[i]]++; /* drawn in [0, rows) */
+        size_t n = 0;
+        for (int64_t r = 0; r < rows; r++)
+            if (counts[r] >= 2) c[n++] = (hot_cand){counts[r], r};
+        qsort(c, n, sizeof *c, by_count_desc);
+        for (size_t i = 0; i < n; i++) list[i] = c[i].row;
+        st = spine_store_hot_create(d->tables[t].name, data[t], rows, dim, rt, list, n,
+                                    budget / (size_t)T, &hot[t], err);
+    }
+    dlrm_inputs_free(&in);
+    free(counts);
+    free(c);
+    free(list);
+    return st;
+}
+
 static void run_task(void *arg, int task, int thread) {
     run_arg *a = arg;
     if (a->multi) {
@@ -91,6 +144,24 @@ static void run_task(void *arg, int task, int thread) {
     if (spine_store_lookup(a->stores[t], &bags, &e)) a->st = e.code ? e.code : SPINE_ERR_INVALID;
 }
 
+/* Rows/s of one store set for `seconds`, cycling the index sets. */
+static spine_status time_run(spine_pool *pool, run_arg a, const int64_t *offsets,
+                             const dlrm_inputs *sets, double seconds, int64_t lookups,
+                             double *rate) {
+    uint64_t runs = 0;
+    double t0 = spine_now(), t;
+    do {
+        int s = (int)(runs % NBATCHES);
+        a.offsets = offsets + (size_t)s * a.tables * (a.batch + 1);
+        a.values = sets[s].values;
+        spine_pool_run(pool, a.multi ? a.chunks : a.tables * a.chunks, run_task, &a);
+        runs++;
+        t = spine_now() - t0;
+    } while (t < seconds && a.st == SPINE_OK);
+    *rate = (double)runs * (double)a.batch * (double)lookups * (double)a.tables / t;
+    return a.st;
+}
+
 int cmd_bench_sls(int argc, char **argv) {
     cli_opt o[] = {
         {"tables", true, "tables (default 8)", NULL},
@@ -106,6 +177,11 @@ int cmd_bench_sls(int argc, char **argv) {
         {"indices-out", true, "write the index sets as a batch file (for bench/sls_torch.py)",
          NULL},
         {"multi", false, "all tables of a chunk in one multi-table call (FBGEMM's way)", NULL},
+        {"pages", true, "tables on 2m pages (default) or 4k (as a mapped model file's are)", NULL},
+        {"hot-mb", true,
+         "also measure with hot tiers of N MB in all (profile: 20,000 samples drawn apart), "
+         "alternating with the plain tables",
+         NULL},
         {"json", false, "one JSON object", NULL},
         {"help", false, "this text", NULL},
     };
@@ -117,7 +193,7 @@ int cmd_bench_sls(int argc, char **argv) {
         return 0;
     }
     long long T = 8, rows = 1000000, dim = 64, batch = 256, lookups = 80, threads = 2, repeat = 3;
-    double alpha = 0, seconds = 2;
+    double alpha = 0, seconds = 2, hot_mb = 0;
     const char *v;
     spine_rowtype rt = SPINE_ROW_F32;
     if ((v = cli_get(o, n, "tables")) && !cli_int("--tables", v, 1, 1024, &T)) return 2;
@@ -129,11 +205,20 @@ int cmd_bench_sls(int argc, char **argv) {
     if ((v = cli_get(o, n, "threads")) && !cli_int("--threads", v, 1, 256, &threads)) return 2;
     if ((v = cli_get(o, n, "repeat")) && !cli_int("--repeat", v, 1, 99, &repeat)) return 2;
     if ((v = cli_get(o, n, "zipf")) && !cli_double("--zipf", v, 0, 5, &alpha)) return 2;
+    if ((v = cli_get(o, n, "hot-mb")) && !cli_double("--hot-mb", v, 0, 1 << 20, &hot_mb)) return 2;
     if ((v = cli_get(o, n, "seconds")) && !cli_double("--seconds", v, 0.01, 600, &seconds))
         return 2;
     if ((v = cli_get(o, n, "rowtype")) && spine_rowtype_parse(v, &rt)) {
         fprintf(stderr, "spine bench sls: --rowtype must be f32, f16, int8 or int4\n");
         return 2;
+    }
+    bool small_pages = false;
+    if ((v = cli_get(o, n, "pages"))) {
+        if (strcmp(v, "4k") != 0 && strcmp(v, "2m") != 0) {
+            fprintf(stderr, "spine bench sls: --pages must be 2m or 4k, not '%s'\n", v);
+            return 2;
+        }
+        small_pages = strcmp(v, "4k") == 0;
     }
     size_t rb = spine_row_bytes(rt, (int)dim), tbytes;
     if (!spine_mul_size((size_t)rows, rb, &tbytes)) {
@@ -146,6 +231,7 @@ int cmd_bench_sls(int argc, char **argv) {
     spine_table_desc *desc = calloc((size_t)T, sizeof *desc);
     uint8_t **data = calloc((size_t)T, sizeof *data);
     spine_store **stores = calloc((size_t)T, sizeof *stores);
+    spine_store **hstores = hot_mb > 0 ? calloc((size_t)T, sizeof *hstores) : NULL;
     int64_t *offsets = malloc((size_t)NBATCHES * T * (batch + 1) * sizeof *offsets);
     dlrm_inputs sets[NBATCHES] = {0};
     float *out = NULL;
@@ -156,7 +242,8 @@ int cmd_bench_sls(int argc, char **argv) {
         goto fail_msg;
     }
     for (size_t i = 0; i < lim_bytes; i += 4096) lim_buf[i] = (uint8_t)i;
-    if (!desc || !data || !stores || !offsets || spine_pool_create((int)threads, &pool, &err))
+    if (!desc || !data || !stores || !offsets || (hot_mb > 0 && !hstores) ||
+        spine_pool_create((int)threads, &pool, &err))
         goto fail_msg;
     cli_progress prog = {.label = "filling tables", .last_decile = -1};
     for (int t = 0; t < T; t++) {
@@ -165,6 +252,7 @@ int cmd_bench_sls(int argc, char **argv) {
             spine_fail(&err, SPINE_ERR_NOMEM, "cannot allocate %zu bytes for table %d", tbytes, t);
             goto fail_msg;
         }
+        if (small_pages) madvise(data[t], tbytes, MADV_NOHUGEPAGE); /* before the first touch */
         fill_arg fa = {data[t], rows, (int)dim, rt, rb, 64};
         spine_pool_run(pool, fa.chunks, fill_task, &fa);
         cli_progress_cb(&prog, (uint64_t)(t + 1) * tbytes, (uint64_t)T * tbytes);
@@ -187,21 +275,24 @@ int cmd_bench_sls(int argc, char **argv) {
             for (int b = 0; b <= batch; b++)
                 offsets[((size_t)s * T + t) * (batch + 1) + b] = ((int64_t)t * batch + b) * lookups;
     }
+    if (hot_mb > 0 && make_hot_stores(&d, data, (int)dim, rt, (int)lookups, &dist,
+                                      (size_t)(hot_mb * (1 << 20)), hstores, &err))
+        goto fail_msg;
     int chunks = (int)SPINE_MAX(1, threads);
     out = malloc((size_t)threads * ((size_t)batch + 2) * (size_t)dim * sizeof *out);
     if (!out) goto fail_msg;
     double *rates = calloc((size_t)repeat, sizeof *rates),
-           *lim = calloc((size_t)repeat, sizeof *lim);
-    if (!rates || !lim) {
-        free(rates), free(lim);
+           *lim = calloc((size_t)repeat, sizeof *lim),
+           *hrates = calloc((size_t)repeat, sizeof *hrates),
+           *ratio = calloc((size_t)repeat, sizeof *ratio);
+    if (!rates || !lim || !hrates || !ratio) {
+        free(rates), free(lim), free(hrates), free(ratio);
         goto fail_msg;
     }
     for (int r = 0; r < repeat && rc; r++) {
         /* the limit and the kernel, interleaved: this machine drifts within minutes */
         if (membw_random(pool, (int)threads, lim_buf, lim_bytes, rb, seconds / 2, &lim[r], &err))
             break;
-        uint64_t runs = 0;
-        double t0 = spine_now(), t;
         run_arg a = {.stores = stores,
                      .tables = (int)T,
                      .chunks = chunks,
@@ -209,19 +300,20 @@ int cmd_bench_sls(int argc, char **argv) {
                      .out = out,
                      .dim = (int)dim,
                      .multi = cli_get(o, n, "multi") != NULL};
-        do {
-            int s = (int)(runs % NBATCHES);
-            a.offsets = offsets + (size_t)s * T * (batch + 1);
-            a.values = sets[s].values;
-            spine_pool_run(pool, a.multi ? chunks : (int)T * chunks, run_task, &a);
-            runs++;
-            t = spine_now() - t0;
-        } while (t < seconds && a.st == SPINE_OK);
-        if (a.st) {
-            spine_fail(&err, a.st, "lookup failed");
+        run_arg h = a;
+        h.stores = hstores;
+        /* with hot tiers, the two alternate which goes first */
+        spine_status st = hot_mb > 0 && r % 2
+                              ? time_run(pool, h, offsets, sets, seconds, lookups, &hrates[r])
+                              : SPINE_OK;
+        if (!st) st = time_run(pool, a, offsets, sets, seconds, lookups, &rates[r]);
+        if (!st && hot_mb > 0 && r % 2 == 0)
+            st = time_run(pool, h, offsets, sets, seconds, lookups, &hrates[r]);
+        if (st) {
+            spine_fail(&err, st, "lookup failed");
             break;
         }
-        rates[r] = (double)runs * (double)batch * (double)lookups * (double)T / t;
+        ratio[r] = hot_mb > 0 ? hrates[r] / rates[r] : 0;
         if (r == repeat - 1) rc = 0;
     }
     if (!rc) {
@@ -230,23 +322,46 @@ int cmd_bench_sls(int argc, char **argv) {
         double rate = spine_percentile(rates, (size_t)repeat, 50),
                limit = spine_percentile(lim, (size_t)repeat, 50);
         double lines = membw_lines_per_row(rb);
+        double hrate = 0, hratio = 0, hit = 0, hbytes = 0;
+        if (hot_mb > 0) {
+            spine_sort_doubles(hrates, (size_t)repeat);
+            spine_sort_doubles(ratio, (size_t)repeat);
+            hrate = spine_percentile(hrates, (size_t)repeat, 50);
+            hratio = spine_percentile(ratio, (size_t)repeat, 50);
+            uint64_t hits = 0, read = 0;
+            for (int t = 0; t < T; t++) {
+                spine_store_stats ss;
+                spine_store_stats_get(hstores[t], &ss);
+                hits += ss.hits, read += ss.rows_read;
+                hbytes += (double)spine_store_hot_bytes(hstores[t]);
+            }
+            hit = read ? (double)hits / (double)read : 0;
+        }
         if (cli_get(o, n, "json"))
             printf(
                 "{\"bench\":\"sls\",\"rowtype\":\"%s\",\"tables\":%lld,\"rows\":%lld,\"dim\":%lld,"
                 "\"batch\":%lld,\"lookups\":%lld,\"zipf\":%g,\"threads\":%lld,\"row_bytes\":%zu,"
                 "\"rows_per_s\":%.0f,\"limit_rows_per_s\":%.0f,\"fraction_of_limit\":%.4f,"
-                "\"lines_per_s\":%.0f,\"multi\":%s}\n",
+                "\"lines_per_s\":%.0f,\"multi\":%s,\"hot_mb\":%g,\"hot_bytes\":%.0f,"
+                "\"hot_rows_per_s\":%.0f,\"hot_hit_rate\":%.4f,\"hot_ratio\":%.4f}\n",
                 spine_rowtype_name(rt), T, rows, dim, batch, lookups, alpha, threads, rb, rate,
-                limit, rate / limit, rate * lines, cli_get(o, n, "multi") ? "true" : "false");
+                limit, rate / limit, rate * lines, cli_get(o, n, "multi") ? "true" : "false",
+                hot_mb, hbytes, hrate, hit, hratio);
         else
             printf("sls %s: %lld tables x %lld rows x dim %lld (%zu B rows), batch %lld x %lld "
                    "lookups, %lld threads: %.1f M rows/s = %.0f%% of this machine's random-read "
                    "limit for %zu B rows (%.1f M rows/s, measured alongside; medians of %lld)\n",
                    spine_rowtype_name(rt), T, rows, dim, rb, batch, lookups, threads, rate / 1e6,
                    100.0 * rate / limit, rb, limit / 1e6, repeat);
+        if (hot_mb > 0 && !cli_get(o, n, "json"))
+            printf("  with hot tiers (%.1f MB in all): %.1f M rows/s, %.1f%% of rows from the "
+                   "tiers; hot / plain %.2fx (median of %lld alternating pairs)\n",
+                   hbytes / (1 << 20), hrate / 1e6, 100.0 * hit, hratio, repeat);
     }
     free(rates);
     free(lim);
+    free(hrates);
+    free(ratio);
     if (!rc && (v = cli_get(o, n, "indices-out"))) {
         /* all index sets as one batch file: lengths I32 [T, sets * B], values I64, table-major */
         spine_tensors ts = {0};
@@ -286,6 +401,8 @@ fail_msg:
 out:
     for (int s = 0; s < NBATCHES; s++) dlrm_inputs_free(&sets[s]);
     for (int t = 0; stores && t < T; t++) spine_store_free(stores[t]);
+    for (int t = 0; hstores && t < T; t++) spine_store_free(hstores[t]);
+    free(hstores);
     for (int t = 0; data && t < T; t++)
         if (data[t]) spine_free_huge(data[t], tbytes);
     free(out);

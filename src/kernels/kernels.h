@@ -9,18 +9,24 @@
 
 #include <stdatomic.h>
 
+/* One word of a hot tier's index: the hot bits of 64 consecutive rows, and how many hot rows
+ * come before them. Both in one 16-byte entry, so resolving an index reads one cache line. */
+typedef struct sls_hot_word {
+    uint64_t bits;
+    uint64_t rank;
+} sls_hot_word;
+
 /* A table as kernels see it: rows of row_bytes bytes, each decoding to dim floats. An optional
- * hot tier holds copies of some rows in a compact table: row i is hot when bit i of hot_bits is
- * set, and then lives at hot_data + (hot_rank[i / 64] + hot rows before it in its word) *
- * row_bytes. The bitmap and rank array take 1.5 bits per row and stay cache-resident. */
+ * hot tier holds copies of some rows in a compact table: row i is hot when bit i % 64 of
+ * hot_index[i / 64].bits is set, and then lives at hot_data + (hot_index[i / 64].rank + hot rows
+ * before it in its word) * row_bytes. The index takes 2 bits per row and stays cache-resident. */
 typedef struct sls_table {
     const uint8_t *data;
     int64_t rows;
     size_t row_bytes;
     int dim;
     spine_rowtype rowtype;
-    const uint64_t *hot_bits; /* NULL: no hot tier */
-    const uint32_t *hot_rank;
+    const sls_hot_word *hot_index; /* NULL: no hot tier */
     const uint8_t *hot_data;
     atomic_uint_fast64_t *hot_hits; /* with a hot tier: rows served from it are added here */
 } sls_table;
@@ -30,16 +36,21 @@ static inline bool sls_is_hot(const sls_table *t, const uint8_t *row) {
     return (size_t)(row - t->data) >= (size_t)t->rows * t->row_bytes;
 }
 
-/* Where row idx is read from (the hot copy when there is one). */
+/* Where row idx is read from (the hot copy when there is one). Without a branch on whether the
+ * row is hot: that depends on a load, and under skewed traffic it is a coin toss the predictor
+ * loses often, each miss stalling until the load returns. Integer arithmetic, so the address
+ * not chosen is never formed as a pointer. */
 static inline const uint8_t *sls_row(const sls_table *t, int64_t idx) {
-    if (t->hot_bits) {
-        uint64_t w = t->hot_bits[idx >> 6], m = 1ull << (idx & 63);
-        if (w & m)
-            return t->hot_data +
-                   (size_t)(t->hot_rank[idx >> 6] + (uint32_t)__builtin_popcountll(w & (m - 1))) *
-                       t->row_bytes;
-    }
-    return t->data + (size_t)idx * t->row_bytes;
+    const uintptr_t cold = (uintptr_t)t->data + (uintptr_t)idx * t->row_bytes;
+    if (!t->hot_index) return (const uint8_t *)cold;
+    const sls_hot_word h = t->hot_index[idx >> 6];
+    const unsigned sh = (unsigned)(idx & 63);
+    const uint64_t hot = (h.bits >> sh) & 1, below = h.bits & ((1ull << sh) - 1);
+    const uintptr_t warm =
+        (uintptr_t)t->hot_data +
+        (uintptr_t)(h.rank + (uint64_t)__builtin_popcountll(below)) * t->row_bytes;
+    const uintptr_t pick = (uintptr_t)0 - (uintptr_t)hot; /* all ones when hot */
+    return (const uint8_t *)((warm & pick) | (cold & ~pick));
 }
 
 /* Pool bags (see spine_bags). The caller has checked every index and offset

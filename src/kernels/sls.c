@@ -157,7 +157,7 @@ static void sls_scalar(const sls_table *t, const spine_bags *b) {
             int64_t idx = b->indices[p];
             float w = b->weights ? b->weights[p] : 1.0f;
             const uint8_t *row = sls_row(t, idx);
-            hits += t->hot_bits && sls_is_hot(t, row);
+            hits += t->hot_index && sls_is_hot(t, row);
             switch (t->rowtype) {
             case SPINE_ROW_F32:
                 for (int d = 0; d < dim; d++) out[d] = fmaf(rd_f32(row + 4 * (size_t)d), w, out[d]);

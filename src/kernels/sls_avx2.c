@@ -109,14 +109,38 @@ INLINE void prefetch_next(const sls_next *nx, int64_t k) {
         prefetch_row(sls_row(nx->t, nx->b->indices[p]), nx->t->row_bytes);
 }
 
+/* Row addresses of a hot table, resolved ahead in runs of HOT_RUN positions by a loop that
+ * does nothing else, so the index reads of many rows overlap and the pooling loop stays as
+ * lean as a plain table's (each instruction it gains costs rows/s: resolving rows between the
+ * FMAs of others made the hot kernel 0.6-0.7x the plain one, however few rows were hot). The
+ * address of position p sits at a[p % HOT_RING] from its resolution until its read. */
+#define HOT_RUN 256
+#define HOT_RING 512 /* > HOT_RUN + SLS_PF: a run never overwrites an address still to be read */
+typedef struct hot_ring {
+    const uint8_t *a[HOT_RING];
+    int64_t end;   /* positions before this are resolved */
+    uint64_t hits; /* of those, rows found in the hot copy */
+} hot_ring;
+
+static void hot_resolve(hot_ring *r, const sls_table *t, const int64_t *idx, int64_t pend) {
+    const int64_t q = r->end, e = SPINE_MIN(pend, q + HOT_RUN);
+    uint64_t hits = 0;
+    for (int64_t k = q; k < e; k++) {
+        if (k + 8 < e) _mm_prefetch((const char *)&t->hot_index[idx[k + 8] >> 6], _MM_HINT_T0);
+        const uint8_t *row = sls_row(t, idx[k]);
+        hits += sls_is_hot(t, row);
+        r->a[(uint64_t)k % HOT_RING] = row;
+    }
+    r->hits += hits;
+    r->end = e;
+}
+
 /* Accumulate elements [c0, c0 + 8*NV + tail) of one bag. c0 is a multiple of 64 (8 vectors).
- * ring (hot tables, the first block of each bag): the row address of index p, resolved once
- * for its prefetch SLS_PF positions earlier and kept at ring[p % SLS_PF] for its read; p0: the
- * first position of the call (earlier ones were never resolved) */
+ * ring (hot tables, the first block of each bag): row addresses resolved ahead (hot_ring);
+ * other blocks of a wide row resolve theirs again. */
 INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_table *t,
                       const spine_bags *b, int64_t s, int64_t e, int c0, int tail, bool prefetch,
-                      int64_t pend, const sls_next *nx, const uint8_t **ring, int64_t p0,
-                      uint64_t *hits, float *out) {
+                      int64_t pend, const sls_next *nx, hot_ring *ring, float *out) {
     const bool quant = rt == SPINE_ROW_INT8 || rt == SPINE_ROW_INT4;
     const size_t rb = t->row_bytes;
     const int k0 = c0 / 8;
@@ -127,16 +151,20 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_tabl
     float bsum = 0.0f;
     for (int64_t p = s; p < e; p++) {
         const uint8_t *row;
-        if (HOT && ring && p >= p0 + SLS_PF)
-            row = ring[p % SLS_PF]; /* resolved by its prefetch */
+        if (HOT && ring)
+            row = ring->a[(uint64_t)p % HOT_RING];
         else
             row = HOT ? sls_row(t, b->indices[p]) : t->data + (size_t)b->indices[p] * rb;
-        if (HOT && prefetch) *hits += sls_is_hot(t, row); /* counted once, in the first block */
         if (prefetch) {
             if (p + SLS_PF < pend) {
-                const uint8_t *q = HOT ? sls_row(t, b->indices[p + SLS_PF])
-                                       : t->data + (size_t)b->indices[p + SLS_PF] * rb;
-                if (HOT && ring) ring[(p + SLS_PF) % SLS_PF] = q;
+                const uint8_t *q;
+                if (HOT && ring) {
+                    if (p + SLS_PF >= ring->end) hot_resolve(ring, t, b->indices, pend);
+                    q = ring->a[(uint64_t)(p + SLS_PF) % HOT_RING];
+                } else {
+                    q = HOT ? sls_row(t, b->indices[p + SLS_PF])
+                            : t->data + (size_t)b->indices[p + SLS_PF] * rb;
+                }
                 prefetch_row(q, rb);
             } else {
                 prefetch_next(nx, p + SLS_PF - pend);
@@ -177,9 +205,11 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const sls_tabl
 INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const spine_bags *b,
                         const sls_next *nx) {
     const int dim = t->dim;
-    const int64_t pend = b->offsets[b->nbags], p0 = b->offsets[0];
-    const uint8_t *ring[SLS_PF];
-    uint64_t hits = 0;
+    const int64_t pend = b->offsets[b->nbags];
+    hot_ring ring;
+    ring.end = b->offsets[0];
+    ring.hits = 0;
+    if (HOT) hot_resolve(&ring, t, b->indices, pend);
     for (int32_t bag = 0; bag < b->nbags; bag++) {
         int64_t s = b->offsets[bag], e = b->offsets[bag + 1];
         float *out = b->out + (size_t)bag * b->out_stride;
@@ -191,16 +221,15 @@ INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const 
             switch (nv) {
 #define CASE(N)                                                                                    \
     case N:                                                                                        \
-        bag_block(rt, N, HOT, t, b, s, e, c0, tail, pf, pend, nx, pf ? ring : NULL, p0, &hits,     \
-                  out);                                                                            \
+        bag_block(rt, N, HOT, t, b, s, e, c0, tail, pf, pend, nx, HOT &&pf ? &ring : NULL, out);   \
         break;
                 CASE(0) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
             }
         }
     }
-    if (HOT && hits && t->hot_hits)
-        atomic_fetch_add_explicit(t->hot_hits, hits, memory_order_relaxed);
+    if (HOT && ring.hits && t->hot_hits)
+        atomic_fetch_add_explicit(t->hot_hits, ring.hits, memory_order_relaxed);
 }
 
 void sls_f32_avx2(const sls_table *t, const spine_bags *b) {
@@ -237,7 +266,7 @@ void sls_multi_avx2(const sls_table *t, const spine_bags *b, int n) {
         for (int j = i + 1; j < n && !nx.t; j++)
             if (b[j].nbags > 0) nx = (sls_next){&t[j], &b[j]};
         const sls_next *np = nx.t ? &nx : NULL;
-        const bool hot = t[i].hot_bits != NULL;
+        const bool hot = t[i].hot_index != NULL;
 #define RUN(RT)                                                                                    \
     (hot ? sls_generic(RT, true, &t[i], &b[i], np) : sls_generic(RT, false, &t[i], &b[i], np))
         switch (t[i].rowtype) {

@@ -1,6 +1,6 @@
 /* store_mem.c: the memory store: rows held in memory (or a mapped file) in one of the row
  * layouts, read by the fastest SLS kernel this CPU runs; it borrows its rows. And its variant
- * with a hot tier: a compact copy of the hottest rows, found through a bitmap + rank array. */
+ * with a hot tier: a compact copy of the hottest rows, found through a bitmap with ranks. */
 #include "../kernels/kernels.h"
 
 #include <stdatomic.h>
@@ -13,8 +13,7 @@ typedef struct store_mem {
     sls_fn kernel;
     atomic_uint_fast64_t lookups, rows_read, hits;
     /* hot tier (owned), or NULLs */
-    uint64_t *bits;
-    uint32_t *rank;
+    sls_hot_word *index;
     uint8_t *hot;
     size_t hot_bytes;
 } store_mem;
@@ -58,8 +57,7 @@ static void mem_stats(const spine_store *s, spine_store_stats *out) {
 
 static void mem_destroy(spine_store *s) {
     store_mem *m = (store_mem *)s;
-    free(m->bits);
-    free(m->rank);
+    free(m->index);
     if (m->hot_bytes >= ((size_t)2 << 20))
         spine_free_huge(m->hot, m->hot_bytes);
     else
@@ -107,9 +105,8 @@ spine_status spine_store_hot_create(const char *name, const void *data, int64_t 
     store_mem *m = (store_mem *)*out;
     size_t rb = m->table.row_bytes, words = (size_t)(rows + 63) / 64;
     size_t want = SPINE_MIN(nhot, budget_bytes / rb);
-    m->bits = calloc(words, sizeof *m->bits);
-    m->rank = calloc(words, sizeof *m->rank);
-    if (!m->bits || !m->rank) goto nomem;
+    m->index = calloc(words, sizeof *m->index);
+    if (!m->index) goto nomem;
     size_t n = 0;
     for (size_t i = 0; i < nhot && n < want; i++) {
         int64_t r = hot[i];
@@ -120,33 +117,30 @@ spine_status spine_store_hot_create(const char *name, const void *data, int64_t 
                               name, (long long)r, (long long)rows);
         }
         uint64_t bit = 1ull << (r & 63);
-        if (!(m->bits[r >> 6] & bit)) { /* a profile may repeat a row: count it once */
-            m->bits[r >> 6] |= bit;
+        if (!(m->index[r >> 6].bits & bit)) { /* a profile may repeat a row: count it once */
+            m->index[r >> 6].bits |= bit;
             n++;
         }
     }
     if (n == 0) { /* nothing hot: a plain store, without the per-row check */
-        free(m->bits);
-        free(m->rank);
-        m->bits = NULL;
-        m->rank = NULL;
+        free(m->index);
+        m->index = NULL;
         return SPINE_OK;
     }
     m->hot_bytes = n * rb;
     m->hot = m->hot_bytes >= ((size_t)2 << 20) ? spine_alloc_huge(m->hot_bytes)
                                                : spine_alloc_aligned(m->hot_bytes);
     if (!m->hot) goto nomem;
-    uint32_t acc = 0; /* hot rows are stored in index order; rank = hot rows before each word */
+    uint64_t acc = 0; /* hot rows are stored in index order; rank = hot rows before each word */
     for (size_t w = 0; w < words; w++) {
-        m->rank[w] = acc;
-        for (uint64_t bits = m->bits[w]; bits; bits &= bits - 1) {
+        m->index[w].rank = acc;
+        for (uint64_t bits = m->index[w].bits; bits; bits &= bits - 1) {
             size_t r = w * 64 + (size_t)__builtin_ctzll(bits);
             memcpy(m->hot + (size_t)acc * rb, (const uint8_t *)data + r * rb, rb);
             acc++;
         }
     }
-    m->table.hot_bits = m->bits;
-    m->table.hot_rank = m->rank;
+    m->table.hot_index = m->index;
     m->table.hot_data = m->hot;
     m->table.hot_hits = &m->hits;
     sls_fn hk = sls_kernel(rowtype, sls_best_isa(), true);
