@@ -6,8 +6,8 @@
 
 uint64_t membw_seq_avx2(const uint8_t *base, size_t bytes);
 
-#define RING 64            /* ring of addresses generated ahead (the largest prefetch distance) */
-#define LINES_IN_FLIGHT 64 /* per thread: enough to cover DRAM latency, not to thrash */
+#define RING 128            /* ring of addresses generated ahead (the largest prefetch distance) */
+#define LINES_IN_FLIGHT 128 /* per thread: enough to cover DRAM latency, not to thrash */
 
 double membw_lines_per_row(size_t r) {
     if (r == 0) return 0;
@@ -38,6 +38,54 @@ static inline uint64_t xs(uint64_t *s) {
     x ^= x >> 7;
     x ^= x << 17;
     return *s = x;
+}
+
+/* A random number in [0, n) by a multiply (Lemire's reduction): a 64-bit division per row
+ * took ~40 cycles, enough to make the probe slower than the kernels it bounds. */
+static inline size_t below(uint64_t *s, size_t n) {
+    return (size_t)(((unsigned __int128)xs(s) * n) >> 64);
+}
+
+/* Random rows of rb bytes over the whole buffer, every line of each prefetched `dist` rows
+ * ahead (addresses generated as far ahead, in a ring), one word of each line read: rows/s
+ * until `seconds` pass. */
+static inline __attribute__((always_inline)) uint64_t
+random_rows(const job *j, int task, const size_t rb, double t0, uint64_t *sink, double *t) {
+    const size_t nrows = j->bytes / rb;
+    size_t lines = (rb + 63) / 64 + 1;
+    unsigned dist = (unsigned)SPINE_MAX(4, SPINE_MIN(RING, LINES_IN_FLIGHT / lines));
+    unsigned mask = 1;
+    while (mask < dist) mask <<= 1; /* a power of two ring of at least dist */
+    mask -= 1;
+    uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(task + 1), count = 0, acc = 0;
+    const uint8_t *ring[RING];
+    for (unsigned k = 0; k <= mask; k++) {
+        ring[k] = j->buf + below(&s, nrows) * rb;
+        for (size_t o = 0; o < rb; o += 64) __builtin_prefetch(ring[k] + o);
+        __builtin_prefetch(ring[k] + rb - 1);
+    }
+    do {
+        for (unsigned it = 0; it < 4096; it++) {
+            unsigned k = it & mask;
+            const uint8_t *row = ring[k];
+            uint64_t v = 0;
+            for (size_t o = 0; o + 8 <= rb; o += 64) { /* rows need not be aligned */
+                uint64_t x;
+                memcpy(&x, row + o, 8);
+                v += x;
+            }
+            v += row[rb - 1];
+            acc += v;
+            const uint8_t *next = j->buf + below(&s, nrows) * rb;
+            for (size_t o = 0; o < rb; o += 64) __builtin_prefetch(next + o);
+            __builtin_prefetch(next + rb - 1);
+            ring[k] = next;
+        }
+        count += 4096;
+        *t = spine_now();
+    } while (*t - t0 < j->seconds);
+    *sink += acc;
+    return count;
 }
 
 static void run(void *arg, int task, int thread) {
@@ -73,40 +121,16 @@ static void run(void *arg, int task, int thread) {
             count += slice;
             t = spine_now();
         } while (t - t0 < j->seconds);
-    } else { /* random rows over the whole buffer; addresses generated RING reads ahead */
-        const size_t rb = j->row_bytes, nrows = j->bytes / rb;
-        size_t lines = (rb + 63) / 64 + 1;
-        unsigned dist = (unsigned)SPINE_MAX(4, SPINE_MIN(RING, LINES_IN_FLIGHT / lines));
-        unsigned mask = 1;
-        while (mask < dist) mask <<= 1; /* a power of two ring of at least dist */
-        mask -= 1;
-        uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(task + 1);
-        const uint8_t *ring[RING];
-        for (unsigned k = 0; k <= mask; k++) {
-            ring[k] = j->buf + (xs(&s) % nrows) * rb;
-            for (size_t o = 0; o < rb; o += 64) __builtin_prefetch(ring[k] + o);
-            __builtin_prefetch(ring[k] + rb - 1);
-        }
-        do {
-            for (unsigned it = 0; it < 4096; it++) {
-                unsigned k = it & mask;
-                const uint8_t *row = ring[k];
-                uint64_t v = 0;
-                for (size_t o = 0; o + 8 <= rb; o += 64) { /* rows need not be aligned */
-                    uint64_t x;
-                    memcpy(&x, row + o, 8);
-                    v += x;
-                }
-                v += row[rb - 1];
-                sink += v;
-                const uint8_t *next = j->buf + (xs(&s) % nrows) * rb;
-                for (size_t o = 0; o < rb; o += 64) __builtin_prefetch(next + o);
-                __builtin_prefetch(next + rb - 1);
-                ring[k] = next;
-            }
-            count += 4096;
-            t = spine_now();
-        } while (t - t0 < j->seconds);
+    } else {
+        const size_t rb = j->row_bytes;
+        /* the common row sizes (dim 64: f32, f16, int8, int4; one line) with rb a constant, so
+         * the per-row loops unroll as they do in the kernels */
+        count = rb == 64    ? random_rows(j, task, 64, t0, &sink, &t)
+                : rb == 256 ? random_rows(j, task, 256, t0, &sink, &t)
+                : rb == 128 ? random_rows(j, task, 128, t0, &sink, &t)
+                : rb == 72  ? random_rows(j, task, 72, t0, &sink, &t)
+                : rb == 36  ? random_rows(j, task, 36, t0, &sink, &t)
+                            : random_rows(j, task, rb, t0, &sink, &t);
     }
     j->result[task] = (double)count / (t - t0) + (sink == 42 ? 1e-9 : 0);
 }
