@@ -29,9 +29,12 @@ INLINE void prefetch_row_fixed(const uint8_t *p, const size_t bytes) {
     _mm_prefetch((const char *)(p + bytes - 1), _MM_HINT_T0);
 }
 
-/* Bytes of a row of 64 values (spine_row_bytes, as a constant for the fixed-width kernels). */
-INLINE size_t row_bytes_64(const int rt) {
-    return rt == SPINE_ROW_F32 ? 256 : rt == SPINE_ROW_F16 ? 128 : rt == SPINE_ROW_INT8 ? 72 : 36;
+/* Bytes of a row of dim values (spine_row_bytes, as a constant for the fixed-width kernels). */
+INLINE size_t row_bytes_of(const int rt, const int dim) {
+    return rt == SPINE_ROW_F32    ? 4 * (size_t)dim
+           : rt == SPINE_ROW_F16  ? 2 * (size_t)dim
+           : rt == SPINE_ROW_INT8 ? (size_t)dim + 8
+                                  : ((size_t)dim + 1) / 2 + 4;
 }
 
 /* eight values starting at element 8*k */
@@ -151,13 +154,14 @@ static void hot_resolve(hot_ring *r, const sls_table *t, const int64_t *idx, int
 
 /* Accumulate elements [c0, c0 + 8*NV + tail) of one bag. c0 is a multiple of 64 (8 vectors).
  * ring (hot tables, the first block of each bag): row addresses resolved ahead (hot_ring);
- * other blocks of a wide row resolve theirs again. */
-INLINE void bag_block(const int rt, const int NV, const bool HOT, const bool D64,
+ * other blocks of a wide row resolve theirs again. FIXED: the dim, when the caller has made it
+ * a compile-time constant (rows of one block, no weights), so the row size is one too; else 0. */
+INLINE void bag_block(const int rt, const int NV, const bool HOT, const int FIXED,
                       const sls_table *t, const spine_bags *b, int64_t s, int64_t e, int c0,
                       int tail, bool prefetch, int64_t pend, const sls_next *nx, hot_ring *ring,
                       float *out) {
     const bool quant = rt == SPINE_ROW_INT8 || rt == SPINE_ROW_INT4;
-    const size_t rb = D64 ? row_bytes_64(rt) : t->row_bytes;
+    const size_t rb = FIXED ? row_bytes_of(rt, FIXED) : t->row_bytes;
     const int k0 = c0 / 8;
     __m256 acc[8];
 #pragma GCC unroll 8
@@ -180,7 +184,7 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const bool D64
                     q = HOT ? sls_row(t, b->indices[p + SLS_PF])
                             : t->data + (size_t)b->indices[p + SLS_PF] * rb;
                 }
-                if (D64)
+                if (FIXED)
                     prefetch_row_fixed(q, rb);
                 else
                     prefetch_row(q, rb);
@@ -188,10 +192,10 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const bool D64
                 prefetch_next(nx, p + SLS_PF - pend);
             }
         }
-        float w = !D64 && b->weights ? b->weights[p] : 1.0f;
+        float w = !FIXED && b->weights ? b->weights[p] : 1.0f;
         if (quant) {
             float sc, bi;
-            scale_bias(rt, row, D64 ? 64 : t->dim, &sc, &bi);
+            scale_bias(rt, row, FIXED ? FIXED : t->dim, &sc, &bi);
             bsum = __builtin_fmaf(w, bi, bsum);
             w *= sc;
         }
@@ -228,10 +232,20 @@ INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const 
     ring.end = b->offsets[0];
     ring.hits = 0;
     if (HOT) hot_resolve(&ring, t, b->indices, pend);
-    if (dim == 64 && !b->weights) { /* the common shape, with its row size a constant */
-        for (int32_t bag = 0; bag < b->nbags; bag++)
-            bag_block(rt, 8, HOT, true, t, b, b->offsets[bag], b->offsets[bag + 1], 0, 0, true,
-                      pend, nx, HOT ? &ring : NULL, b->out + (size_t)bag * b->out_stride);
+    if ((dim == 16 || dim == 32 || dim == 64) && !b->weights) {
+        /* the common shapes, each with its row size a constant */
+#define FIXED_DIM(D)                                                                               \
+    for (int32_t bag = 0; bag < b->nbags; bag++)                                                   \
+        bag_block(rt, (D) / 8, HOT, (D), t, b, b->offsets[bag], b->offsets[bag + 1], 0, 0, true,   \
+                  pend, nx, HOT ? &ring : NULL, b->out + (size_t)bag * b->out_stride);
+        if (dim == 64) {
+            FIXED_DIM(64)
+        } else if (dim == 32) {
+            FIXED_DIM(32)
+        } else {
+            FIXED_DIM(16)
+        }
+#undef FIXED_DIM
         goto done;
     }
     for (int32_t bag = 0; bag < b->nbags; bag++) {
@@ -245,7 +259,7 @@ INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const 
             switch (nv) {
 #define CASE(N)                                                                                    \
     case N:                                                                                        \
-        bag_block(rt, N, HOT, false, t, b, s, e, c0, tail, pf, pend, nx, HOT &&pf ? &ring : NULL,  \
+        bag_block(rt, N, HOT, 0, t, b, s, e, c0, tail, pf, pend, nx, HOT &&pf ? &ring : NULL,      \
                   out);                                                                            \
         break;
                 CASE(0) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
