@@ -75,6 +75,8 @@ check "bench membw runs" bash -c "'$SPINE' bench membw --mib 64 --threads 1 --se
 check "bench --zipf --hot-mb serves rows from hot tiers" bash -c "'$SPINE' bench --preset rmc2 --rows-scale 0.01 --zipf 1.2 --hot-mb 1 --batch 16 --seconds 0.1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"hit_rate\"] > 0.3 else 1)'"
 check "bench sls reports rows/s against the limit" bash -c "'$SPINE' bench sls --tables 1 --rows 300000 --rowtype int4 --batch 16 --lookups 8 --seconds 0.05 --repeat 1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"rows_per_s\"] > 0 and r[\"limit_rows_per_s\"] > 0 and r[\"row_bytes\"] == 36 else 1)'"
 refuses "bench sls: bad row type" 2 "f32, f16, int8 or int4" "$SPINE" bench sls --rowtype int2
+check "bench sls --hot-mb measures hot tiers against plain tables" bash -c "'$SPINE' bench sls --tables 2 --rows 200000 --dim 32 --zipf 1.0 --hot-mb 1 --pages 4k --batch 16 --lookups 8 --seconds 0.05 --repeat 2 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"hot_rows_per_s\"] > 0 and 0 < r[\"hot_hit_rate\"] < 1 and 0 < r[\"hot_bytes\"] <= 1 << 20 and r[\"hot_ratio\"] > 0 else 1)'"
+refuses "bench sls: bad page size" 2 "2m or 4k" "$SPINE" bench sls --pages 1g
 check "bench fma runs" bash -c "'$SPINE' bench fma --threads 1 --seconds 0.05 --json | grep -q gflops"
 
 # DLRM traces and profiles (hot-entry profiling)
