@@ -123,9 +123,10 @@ static void run(void *arg, int task, int thread) {
         } while (t - t0 < j->seconds);
     } else {
         const size_t rb = j->row_bytes;
-        /* the common row sizes (dim 64: f32, f16, int8, int4; one line) with rb a constant, so
-         * the per-row loops unroll as they do in the kernels */
+        /* the common row sizes with rb a constant (dim 64 in f32, f16, int8 and int4; one
+         * line; f32 dim 128), so the per-row loops unroll as they do in the kernels */
         count = rb == 64    ? random_rows(j, task, 64, t0, &sink, &t)
+                : rb == 512 ? random_rows(j, task, 512, t0, &sink, &t)
                 : rb == 256 ? random_rows(j, task, 256, t0, &sink, &t)
                 : rb == 128 ? random_rows(j, task, 128, t0, &sink, &t)
                 : rb == 72  ? random_rows(j, task, 72, t0, &sink, &t)

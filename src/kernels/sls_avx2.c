@@ -4,7 +4,9 @@
  * blocks of 64. Rows are prefetched SLS_PF indices ahead across bag boundaries, every cache
  * line of the row (a row that straddles a line boundary costs one line more). Quantized rows
  * fold the weight into the scale and sum the biases apart: sum(w*(q*s+b)) = sum((w*s)*q) +
- * sum(w*b). This file is compiled with -mavx2 -mfma -mf16c and entered only after a CPU check. */
+ * sum(w*b). Bags of dim 16, 32, 64 or 128 without weights run with the row size a compile-time
+ * constant; hot tables resolve their rows ahead of the pooling loop (hot_ring). This file is
+ * compiled with -mavx2 -mfma -mf16c and entered only after a CPU check. */
 #include "kernels.h"
 
 #include <immintrin.h>
@@ -232,18 +234,25 @@ INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const 
     ring.end = b->offsets[0];
     ring.hits = 0;
     if (HOT) hot_resolve(&ring, t, b->indices, pend);
-    if ((dim == 16 || dim == 32 || dim == 64) && !b->weights) {
-        /* the common shapes, each with its row size a constant */
+    if ((dim == 16 || dim == 32 || dim == 64 || dim == 128) && !b->weights) {
+        /* the common shapes, each with its row size a constant; 128 in two blocks of 64, the
+         * second reading rows the first brought into cache */
 #define FIXED_DIM(D)                                                                               \
-    for (int32_t bag = 0; bag < b->nbags; bag++)                                                   \
-        bag_block(rt, (D) / 8, HOT, (D), t, b, b->offsets[bag], b->offsets[bag + 1], 0, 0, true,   \
-                  pend, nx, HOT ? &ring : NULL, b->out + (size_t)bag * b->out_stride);
+    for (int32_t bag = 0; bag < b->nbags; bag++) {                                                 \
+        float *out = b->out + (size_t)bag * b->out_stride;                                         \
+        const int64_t s = b->offsets[bag], e = b->offsets[bag + 1];                                \
+        bag_block(rt, (D) >= 64 ? 8 : (D) / 8, HOT, (D), t, b, s, e, 0, 0, true, pend, nx,         \
+                  HOT ? &ring : NULL, out);                                                        \
+        if ((D) == 128) bag_block(rt, 8, HOT, (D), t, b, s, e, 64, 0, false, pend, nx, NULL, out); \
+    }
         if (dim == 64) {
             FIXED_DIM(64)
         } else if (dim == 32) {
             FIXED_DIM(32)
-        } else {
+        } else if (dim == 16) {
             FIXED_DIM(16)
+        } else {
+            FIXED_DIM(128)
         }
 #undef FIXED_DIM
         goto done;
