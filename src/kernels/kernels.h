@@ -9,6 +9,23 @@
 
 #include <stdatomic.h>
 
+/* Bytes of one row of dim values (spine_row_bytes); inline, so that kernels with a
+ * compile-time dim get a constant. */
+static inline size_t sls_row_bytes(spine_rowtype t, int dim) {
+    if (dim <= 0) return 0;
+    switch (t) {
+    case SPINE_ROW_F32:
+        return (size_t)dim * 4;
+    case SPINE_ROW_F16:
+        return (size_t)dim * 2;
+    case SPINE_ROW_INT8:
+        return (size_t)dim + 8; /* values, then fp32 scale and bias */
+    case SPINE_ROW_INT4:
+        return ((size_t)dim + 1) / 2 + 4; /* two values a byte, then fp16 scale and bias */
+    }
+    return 0;
+}
+
 /* One word of a hot tier's index: the hot bits of 64 consecutive rows, and how many hot rows
  * come before them. Both in one 16-byte entry, so resolving an index reads one cache line. */
 typedef struct sls_hot_word {

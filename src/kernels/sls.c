@@ -10,18 +10,7 @@
  *   INT4: ceil(dim/2) bytes (element 2i in the low nibble of byte i, 2i+1 in the high),
  *         float16 scale, float16 bias;                    x = q * scale + bias          */
 size_t spine_row_bytes(spine_rowtype t, int dim) {
-    if (dim <= 0) return 0;
-    switch (t) {
-    case SPINE_ROW_F32:
-        return (size_t)dim * 4;
-    case SPINE_ROW_F16:
-        return (size_t)dim * 2;
-    case SPINE_ROW_INT8:
-        return (size_t)dim + 8;
-    case SPINE_ROW_INT4:
-        return ((size_t)dim + 1) / 2 + 4;
-    }
-    return 0;
+    return sls_row_bytes(t, dim);
 }
 
 const char *spine_rowtype_name(spine_rowtype t) {

@@ -31,14 +31,6 @@ INLINE void prefetch_row_fixed(const uint8_t *p, const size_t bytes) {
     _mm_prefetch((const char *)(p + bytes - 1), _MM_HINT_T0);
 }
 
-/* Bytes of a row of dim values (spine_row_bytes, as a constant for the fixed-width kernels). */
-INLINE size_t row_bytes_of(const int rt, const int dim) {
-    return rt == SPINE_ROW_F32    ? 4 * (size_t)dim
-           : rt == SPINE_ROW_F16  ? 2 * (size_t)dim
-           : rt == SPINE_ROW_INT8 ? (size_t)dim + 8
-                                  : ((size_t)dim + 1) / 2 + 4;
-}
-
 /* eight values starting at element 8*k */
 INLINE __m256 ld8(const int rt, const uint8_t *row, int k) {
     switch (rt) {
@@ -163,7 +155,7 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const int FIXE
                       int tail, bool prefetch, int64_t pend, const sls_next *nx, hot_ring *ring,
                       float *out) {
     const bool quant = rt == SPINE_ROW_INT8 || rt == SPINE_ROW_INT4;
-    const size_t rb = FIXED ? row_bytes_of(rt, FIXED) : t->row_bytes;
+    const size_t rb = FIXED ? sls_row_bytes((spine_rowtype)rt, FIXED) : t->row_bytes;
     const int k0 = c0 / 8;
     __m256 acc[8];
 #pragma GCC unroll 8
