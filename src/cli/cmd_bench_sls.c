@@ -75,51 +75,37 @@ static void run_multi(run_arg *a, int g, int thread) {
 
 #define PROFILE_SAMPLES 20000 /* a hot tier's profile: as `spine bench --hot-mb` draws it */
 
-typedef struct hot_cand {
-    uint32_t count;
-    int64_t row;
-} hot_cand;
-
-static int by_count_desc(const void *a, const void *b) {
-    const hot_cand *x = a, *y = b;
-    if (x->count != y->count) return x->count < y->count ? 1 : -1;
-    return (x->row > y->row) - (x->row < y->row);
-}
-
-/* Hot stores over the tables of d: each table's rows seen at least twice in PROFILE_SAMPLES
- * samples drawn from dist with another seed than the measured ones, hottest first, budget/T
- * bytes each (the tables are alike, so this is the global split too). */
+/* Hot stores over the tables of d, as `spine bench --hot-mb` builds them: a profile of
+ * PROFILE_SAMPLES samples drawn from dist with another seed than the measured ones, then
+ * dlrm_hot_lists' choice of rows for `budget` bytes in all. */
 static spine_status make_hot_stores(const spine_model_desc *d, uint8_t *const *data, int dim,
                                     spine_rowtype rt, int lookups, const dlrm_index_dist *dist,
                                     size_t budget, spine_store **hot, spine_error *err) {
     const int T = d->num_tables;
-    const int64_t rows = d->tables[0].rows;
-    uint32_t *counts = calloc((size_t)rows, sizeof *counts);
-    hot_cand *c = malloc((size_t)rows * sizeof *c);
-    int64_t *list = malloc((size_t)rows * sizeof *list);
-    spine_status st = SPINE_OK;
-    if (!counts || !c || !list) st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory (profile)");
+    uint32_t **counts = calloc((size_t)T, sizeof *counts);
+    int64_t **lists = calloc((size_t)T, sizeof *lists);
+    size_t *per = calloc((size_t)T, sizeof *per);
+    spine_status st = !counts || !lists || !per ? SPINE_ERR_NOMEM : SPINE_OK;
+    for (int t = 0; !st && t < T; t++)
+        if (!(counts[t] = calloc((size_t)d->tables[t].rows, sizeof **counts))) st = SPINE_ERR_NOMEM;
+    if (st) st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory (profile)");
     spine_rng rng;
     spine_rng_seed(&rng, 424242);
     dlrm_inputs in = {0};
     if (!st) st = dlrm_inputs_random(d, PROFILE_SAMPLES, lookups, false, dist, &rng, &in, err);
-    for (int t = 0; !st && t < T; t++) {
-        memset(counts, 0, (size_t)rows * sizeof *counts);
-        const int64_t *v = in.values + (size_t)t * PROFILE_SAMPLES * lookups;
-        for (size_t i = 0; i < (size_t)PROFILE_SAMPLES * lookups; i++)
-            if (counts[v[i]] < UINT32_MAX) counts[v[i]]++; /* drawn in [0, rows) */
-        size_t n = 0;
-        for (int64_t r = 0; r < rows; r++)
-            if (counts[r] >= 2) c[n++] = (hot_cand){counts[r], r};
-        qsort(c, n, sizeof *c, by_count_desc);
-        for (size_t i = 0; i < n; i++) list[i] = c[i].row;
-        st = spine_store_hot_create(d->tables[t].name, data[t], rows, dim, rt, list, n,
-                                    budget / (size_t)T, &hot[t], err);
-    }
+    if (!st) st = dlrm_profile_count(d, &in.batch, in.nvalues, counts, err);
+    if (!st) st = dlrm_hot_lists(d, counts, budget, lists, per, err);
+    for (int t = 0; !st && t < T; t++)
+        st = spine_store_hot_create(d->tables[t].name, data[t], d->tables[t].rows, dim, rt,
+                                    lists[t], per[t], (size_t)-1, &hot[t], err);
     dlrm_inputs_free(&in);
+    for (int t = 0; t < T; t++) {
+        if (counts) free(counts[t]);
+        if (lists) free(lists[t]);
+    }
     free(counts);
-    free(c);
-    free(list);
+    free(lists);
+    free(per);
     return st;
 }
 

@@ -236,20 +236,17 @@ static int cmp_cand(const void *a, const void *b) {
     return x->row < y->row ? -1 : x->row > y->row;
 }
 
-spine_status dlrm_model_set_hot(spine_model *m, uint32_t *const *counts, size_t budget_bytes,
-                                spine_error *err) {
-    const spine_model_desc *d = &m->desc;
+spine_status dlrm_hot_lists(const spine_model_desc *d, uint32_t *const *counts, size_t budget_bytes,
+                            int64_t **lists, size_t *per, spine_error *err) {
     size_t n = 0;
-    for (int t = 0; t < d->num_tables; t++)
+    for (int t = 0; t < d->num_tables; t++) {
+        lists[t] = NULL;
+        per[t] = 0;
         for (int64_t r = 0; r < d->tables[t].rows; r++) n += counts[t][r] >= 2;
-    hot_cand *c = malloc((n ? n : 1) * sizeof *c);
-    size_t *per = calloc((size_t)d->num_tables, sizeof *per);
-    int64_t **lists = calloc((size_t)d->num_tables, sizeof *lists);
-    spine_status st = SPINE_OK;
-    if (!c || !per || !lists) {
-        st = spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
-        goto out;
     }
+    hot_cand *c = malloc((n ? n : 1) * sizeof *c);
+    spine_status st = SPINE_OK;
+    if (!c) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
     size_t k = 0;
     for (int t = 0; t < d->num_tables; t++)
         for (int64_t r = 0; r < d->tables[t].rows; r++)
@@ -269,6 +266,24 @@ spine_status dlrm_model_set_hot(spine_model *m, uint32_t *const *counts, size_t 
         }
     memset(per, 0, (size_t)d->num_tables * sizeof *per);
     for (size_t i = 0; i < take; i++) lists[c[i].table][per[c[i].table]++] = c[i].row;
+out:
+    if (st)
+        for (int t = 0; t < d->num_tables; t++) {
+            free(lists[t]);
+            lists[t] = NULL;
+            per[t] = 0;
+        }
+    free(c);
+    return st;
+}
+
+spine_status dlrm_model_set_hot(spine_model *m, uint32_t *const *counts, size_t budget_bytes,
+                                spine_error *err) {
+    const spine_model_desc *d = &m->desc;
+    size_t *per = calloc((size_t)d->num_tables, sizeof *per);
+    int64_t **lists = calloc((size_t)d->num_tables, sizeof *lists);
+    spine_status st = !per || !lists ? spine_fail(err, SPINE_ERR_NOMEM, "out of memory")
+                                     : dlrm_hot_lists(d, counts, budget_bytes, lists, per, err);
     for (int t = 0; t < d->num_tables && !st; t++) {
         if (!per[t]) continue; /* nothing hot here: the plain store, without the per-row check */
         spine_store *old = m->stores[t], *hs;
@@ -282,12 +297,10 @@ spine_status dlrm_model_set_hot(spine_model *m, uint32_t *const *counts, size_t 
             spine_store_free(old);
         }
     }
-out:
     if (lists)
         for (int t = 0; t < d->num_tables; t++) free(lists[t]);
     free(lists);
     free(per);
-    free(c);
     return st;
 }
 

@@ -31,6 +31,10 @@ spine_status dlrm_model_create(dlrm_config *cfg, spine_tensors *ts, spine_placem
  * the model serves. */
 spine_status dlrm_model_set_hot(spine_model *m, uint32_t *const *counts, size_t budget_bytes,
                                 spine_error *err);
+/* The selection behind it: lists[t] (malloc'd; NULL where none) gets the per[t] rows of table t
+ * that a tier of budget_bytes in total holds, hottest first. */
+spine_status dlrm_hot_lists(const spine_model_desc *d, uint32_t *const *counts, size_t budget_bytes,
+                            int64_t **lists, size_t *per, spine_error *err);
 
 /* Tensor names, following the facebookresearch/dlrm state_dict (Linear layers at even
  * positions of nn.Sequential, activations between them). */
