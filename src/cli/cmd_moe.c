@@ -5,6 +5,7 @@
 
 #include "../moe/moe.h"
 #include "../moe/moe_trace.h"
+#include "../kernels/membw.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -249,6 +250,10 @@ static int moe_run(int argc, char **argv) {
          "run experts on worker groups by this placement file (spine moe place -o)", NULL},
         {"trace-out", true, "record routing (experts per layer per batch) to a trace file", NULL},
         {"portable", false, "scalar / OpenBLAS weight products instead of the AVX2 kernels", NULL},
+        {"paired-membw", true,
+         "measure sequential read bandwidth over a buffer of N MiB (>= 64) between decode steps, "
+         "and report each step's weight GB/s against the probes on either side of it",
+         NULL},
         {"help", false, "this text", NULL},
     };
     int n = (int)SPINE_ARRAY_LEN(o), npos;
@@ -289,6 +294,9 @@ static int moe_run(int argc, char **argv) {
     long long warmup = 0;
     if ((v = cli_get(o, n, "warmup")) && !cli_int("--warmup", v, 0, 1000, &warmup)) return 2;
     bool fresh = cli_get(o, n, "fresh-prompts") != NULL;
+    long long pair_mib = 0;
+    if ((v = cli_get(o, n, "paired-membw")) && !cli_int("--paired-membw", v, 64, 1 << 20, &pair_mib))
+        return 2;
     if (fresh && tokfile) {
         fprintf(stderr, "spine moe run: --fresh-prompts needs --random\n");
         return 2;
@@ -357,6 +365,9 @@ static int moe_run(int argc, char **argv) {
     int64_t *gen_ids = NULL, *step = NULL;
     double *tp = NULL, *td = NULL;
     uint64_t *pdrops = NULL;
+    uint8_t *pbuf = NULL; /* --paired-membw: the probe's buffer, its rates, the steps' fractions */
+    size_t pbytes = (size_t)pair_mib << 20, npair = 0, nprobe = 0;
+    double *pfrac = NULL, *pgbs = NULL;
     if (dir) {
         if (moe_model_load(dir, placement, &m, &err)) goto fail;
     } else {
@@ -449,6 +460,23 @@ static int moe_run(int argc, char **argv) {
         spine_fail(&err, SPINE_ERR_NOMEM, "out of memory (logits)");
         goto fail;
     }
+    uint64_t bpt = moe_decode_bytes_per_token(m);
+    if (pbytes) {
+        if (B != 1 || G < 1) {
+            spine_fail(&err, SPINE_ERR_INVALID,
+                       "--paired-membw compares batch-1 decode steps: it needs --batch 1 and "
+                       "--gen >= 1");
+            goto fail;
+        }
+        pbuf = spine_alloc_huge(pbytes);
+        pfrac = malloc((size_t)repeat * (size_t)G * sizeof *pfrac);
+        pgbs = malloc((size_t)repeat * ((size_t)G + 1) * sizeof *pgbs);
+        if (!pbuf || !pfrac || !pgbs) {
+            spine_fail(&err, SPINE_ERR_NOMEM, "out of memory (--paired-membw %lld MiB)", pair_mib);
+            goto fail;
+        }
+        memset(pbuf, 1, pbytes); /* touched: the probe reads memory, not the zero page */
+    }
     uint64_t prefill_flops = 0;
     moe_report pre = {0};  /* the prefill's share of the report, summed over repeats */
     moe_report base = {0}; /* the report and tier counters as the warm-up left them */
@@ -480,8 +508,17 @@ static int moe_run(int argc, char **argv) {
         const float *last = logits;
         size_t lstride = ro.logits_all ? (size_t)T * V : V;
         size_t loff = ro.logits_all ? (size_t)(T - 1) * V : 0;
+        /* with --paired-membw, a probe before the first step and after each one; the steps'
+         * own times add up to the decode time, the probes' do not count */
+        double before = 0, dsum = 0;
+        bool paired = pbuf && r >= 0;
+        if (paired) {
+            if (membw_seq(pool, spine_pool_size(pool), pbuf, pbytes, 0, &before, &err)) goto fail;
+            pgbs[nprobe++] = before / 1e9;
+        }
         t0 = spine_now();
         for (int g = 0; g < G; g++) {
+            double step0 = spine_now();
             for (int b = 0; b < B; b++) {
                 const float *l = last + (size_t)b * lstride + loff;
                 size_t best = 0;
@@ -495,8 +532,17 @@ static int moe_run(int argc, char **argv) {
             last = dl;
             lstride = V;
             loff = 0;
+            if (paired) {
+                double dt = spine_now() - step0, after;
+                dsum += dt;
+                if (membw_seq(pool, spine_pool_size(pool), pbuf, pbytes, 0, &after, &err))
+                    goto fail;
+                pgbs[nprobe++] = after / 1e9;
+                pfrac[npair++] = (double)bpt / dt / ((before + after) / 2);
+                before = after;
+            }
         }
-        if (r >= 0) td[r] = spine_now() - t0;
+        if (r >= 0) td[r] = paired ? dsum : spine_now() - t0;
         moe_ctx_set_trace(ctx, NULL);
     }
     if (trace_out) {
@@ -514,7 +560,8 @@ static int moe_run(int argc, char **argv) {
         .dropped = rep->dropped - base.dropped - pre.dropped,
         .tokens_dropped = rep->tokens_dropped - base.tokens_dropped - pre.tokens_dropped,
         .slots_computed = rep->slots_computed - base.slots_computed - pre.slots_computed};
-    uint64_t bpt = moe_decode_bytes_per_token(m);
+    double pair_frac = npair ? median(pfrac, (int)npair) : 0.0;
+    double pair_gbs = nprobe ? median(pgbs, (int)nprobe) : 0.0;
     double per_run = 1.0 / (double)repeat;
     double waste = pre.assignments ? (double)pre.slots_computed / (double)pre.assignments : 0;
     double dwaste = dec.assignments ? (double)dec.slots_computed / (double)dec.assignments : 0;
@@ -541,7 +588,8 @@ static int moe_run(int argc, char **argv) {
                "\"decode_dropped\": %.0f, \"decode_waste_factor\": %.4f, \"expert_slots\": %d, "
                "\"expert_hits\": %.0f, \"expert_misses\": %.0f, \"expert_bytes_moved\": %.0f, "
                "\"expert_load_s\": %.4f, \"expert_fast_bytes\": %llu, \"expert_bytes_all\": %llu, "
-               "\"slow_gbps\": %g}\n",
+               "\"slow_gbps\": %g, \"paired_steps\": %zu, \"paired_membw_gbps\": %.3f, "
+               "\"paired_decode_fraction\": %.4f}\n",
                B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
                spine_pool_size(pool), repeat, warmup, fresh ? "true" : "false",
                spine_dtype_name(m->embed.dt), tpm, prefill_tps, gflops, tdm, decode_tps, dec_gbs,
@@ -550,7 +598,7 @@ static int moe_run(int argc, char **argv) {
                dec.dropped * per_run, dwaste, ro.expert_slots, ts.hits * per, ts.misses * per,
                ts.bytes_moved * per, ts.load_s * per,
                (unsigned long long)(ro.expert_slots ? ts.fast_bytes : m->expert_bytes),
-               (unsigned long long)m->expert_bytes, ro.slow_gbps);
+               (unsigned long long)m->expert_bytes, ro.slow_gbps, npair, pair_gbs, pair_frac);
     } else {
         printf("model: %s, %d layers, %d experts top-%d, %s weights, %d threads\n",
                dir ? dir : preset, cf->layers, cf->experts, cf->top_k,
@@ -569,6 +617,11 @@ static int moe_run(int argc, char **argv) {
                    B, G, tdm, decode_tps, dec_gbs, (double)bpt / 1e9);
             printf("         gating %s: %.0f assignments, %.0f dropped, waste factor %.2f\n", gname,
                    dec.assignments * per_run, dec.dropped * per_run, dwaste);
+            if (npair)
+                printf("         paired with sequential reads between steps (median %.2f GB/s): "
+                       "a step's weight GB/s is %.1f%% of the probes around it (median of %zu "
+                       "steps)\n",
+                       pair_gbs, 100 * pair_frac, npair);
         }
         char slow[64];
         if (ro.slow_gbps > 0)
@@ -644,6 +697,9 @@ out:
     free(tp);
     free(td);
     free(pdrops);
+    free(pfrac);
+    free(pgbs);
+    if (pbuf) spine_free_huge(pbuf, pbytes);
     moe_ctx_free(ctx);
     moe_trace_free(&trace);
     moe_model_free(m);
