@@ -44,6 +44,9 @@ void spine_free_huge(void *p, size_t bytes);
 int64_t spine_huge_bytes(void);
 /* MemAvailable in bytes, or -1. */
 int64_t spine_mem_available(void);
+/* The last-level cache as the CPU reports it (sysconf, then sysfs; 32 MiB when neither says):
+ * what "far larger than the last-level cache" is measured against. */
+int64_t spine_llc_bytes(void);
 
 /* A growable byte buffer that always stays NUL-terminated. On allocation failure it sets
  * `failed` and further appends do nothing: check once at the end. */

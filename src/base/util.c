@@ -249,6 +249,20 @@ static int64_t meminfo_field(const char *path, const char *field) {
 int64_t spine_huge_bytes(void) {
     return meminfo_field("/proc/self/smaps_rollup", "AnonHugePages");
 }
+int64_t spine_llc_bytes(void) {
+    long v = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    if (v > 0) return v;
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+    long long k = 0;
+    if (f) {
+        if (fscanf(f, "%lldK", &k) != 1) k = 0;
+        fclose(f);
+    }
+    return k > 0 ? k * 1024 : (int64_t)32 << 20;
+}
 int64_t spine_mem_available(void) {
     return meminfo_field("/proc/meminfo", "MemAvailable");
 }

@@ -222,7 +222,7 @@ out:
  * count, and the rows/s limit for each row type of a given dim. */
 static int bench_membw(int argc, char **argv) {
     cli_opt o[] = {
-        {"mib", true, "buffer size in MiB (default 2048; far beyond the last-level cache)", NULL},
+        {"mib", true, "buffer size in MiB (default: 8x the last-level cache, at least 2048)", NULL},
         {"threads", true, "measure 1..N threads (default 2)", NULL},
         {"dim", true, "row width for the per-row-type limits (default 64)", NULL},
         {"seconds", true, "per measurement (default 1)", NULL},
@@ -237,7 +237,7 @@ static int bench_membw(int argc, char **argv) {
         cli_usage("usage: spine bench membw [--mib 2048] [--threads N] [--dim 64] [--json]", o, n);
         return 0;
     }
-    long long mib = 2048, threads = 2, dim = 64, repeat = 3;
+    long long mib = SPINE_MAX(2048, spine_llc_bytes() * 8 >> 20), threads = 2, dim = 64, repeat = 3;
     double seconds = 1;
     const char *v;
     if ((v = cli_get(o, n, "mib")) && !cli_int("--mib", v, 64, 1 << 20, &mib)) return 2;

@@ -5,6 +5,8 @@
  * same tables with hot tiers (from a profile drawn apart) against without, alternating. */
 #include "cli.h"
 
+#include <math.h>
+
 #include "../base/pool.h"
 #include "../kernels/kernels.h"
 #include "../kernels/membw.h"
@@ -15,7 +17,14 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define NBATCHES 8 /* distinct index sets cycled, so one batch's rows do not stay cached */
+/* Distinct index sets cycled, so one batch's rows do not stay cached: at least 8, and enough
+ * that the rows they read come to 4x the last-level cache (a 480 MiB LLC held every row of 8
+ * sets of 8 x 256 x 80 f32 lookups, and the "memory" rate was the cache's); at most 4096. */
+static int index_sets(long long T, long long batch, long long lookups, size_t rb) {
+    double per = (double)T * (double)batch * (double)lookups * (double)rb;
+    double want = 4.0 * (double)spine_llc_bytes() / per;
+    return (int)SPINE_MIN(4096.0, SPINE_MAX(8.0, ceil(want)));
+}
 
 typedef struct fill_arg {
     uint8_t *data;
@@ -132,12 +141,12 @@ static void run_task(void *arg, int task, int thread) {
 
 /* Rows/s of one store set for `seconds`, cycling the index sets. */
 static spine_status time_run(spine_pool *pool, run_arg a, const int64_t *offsets,
-                             const dlrm_inputs *sets, double seconds, int64_t lookups,
+                             const dlrm_inputs *sets, int nsets, double seconds, int64_t lookups,
                              double *rate) {
     uint64_t runs = 0;
     double t0 = spine_now(), t;
     do {
-        int s = (int)(runs % NBATCHES);
+        int s = (int)(runs % (uint64_t)nsets);
         a.offsets = offsets + (size_t)s * a.tables * (a.batch + 1);
         a.values = sets[s].values;
         spine_pool_run(pool, a.multi ? a.chunks : a.tables * a.chunks, run_task, &a);
@@ -218,17 +227,24 @@ int cmd_bench_sls(int argc, char **argv) {
     uint8_t **data = calloc((size_t)T, sizeof *data);
     spine_store **stores = calloc((size_t)T, sizeof *stores);
     spine_store **hstores = hot_mb > 0 ? calloc((size_t)T, sizeof *hstores) : NULL;
-    int64_t *offsets = malloc((size_t)NBATCHES * T * (batch + 1) * sizeof *offsets);
-    dlrm_inputs sets[NBATCHES] = {0};
+    const int nsets = index_sets(T, batch, lookups, rb);
+    int64_t *offsets = malloc((size_t)nsets * T * (batch + 1) * sizeof *offsets);
+    dlrm_inputs *sets = calloc((size_t)nsets, sizeof *sets);
     float *out = NULL;
-    size_t lim_bytes = (size_t)1 << 30; /* the limit probe's own buffer, far beyond any LLC */
+    /* the limit probe's own buffer: far beyond the last-level cache (8x it, at least 1 GiB),
+     * and no smaller than the tables, so the probe never finds more of its reads in cache than
+     * the kernel does (a 480 MiB LLC holds most of 8 x 1M int8 rows) */
+    size_t lim_bytes = SPINE_MAX((size_t)1 << 30, (size_t)spine_llc_bytes() * 8);
+    lim_bytes = (SPINE_MAX(lim_bytes, tbytes * (size_t)T) + ((size_t)2 << 20) - 1) &
+                ~(((size_t)2 << 20) - 1);
     uint8_t *lim_buf = spine_alloc_huge(lim_bytes);
     if (!lim_buf) {
-        spine_fail(&err, SPINE_ERR_NOMEM, "cannot allocate the 1 GiB probe buffer");
+        spine_fail(&err, SPINE_ERR_NOMEM, "cannot allocate the %zu MiB probe buffer",
+                   lim_bytes >> 20);
         goto fail_msg;
     }
     for (size_t i = 0; i < lim_bytes; i += 4096) lim_buf[i] = (uint8_t)i;
-    if (!desc || !data || !stores || !offsets || (hot_mb > 0 && !hstores) ||
+    if (!desc || !data || !stores || !offsets || !sets || (hot_mb > 0 && !hstores) ||
         spine_pool_create((int)threads, &pool, &err))
         goto fail_msg;
     cli_progress prog = {.label = "filling tables", .last_decile = -1};
@@ -253,7 +269,7 @@ int cmd_bench_sls(int argc, char **argv) {
     spine_rng rng;
     spine_rng_seed(&rng, 12345);
     dlrm_index_dist dist = {alpha, 1};
-    for (int s = 0; s < NBATCHES; s++) {
+    for (int s = 0; s < nsets; s++) {
         if (dlrm_inputs_random(&d, (int32_t)batch, (int)lookups, false, alpha > 0 ? &dist : NULL,
                                &rng, &sets[s], &err))
             goto fail_msg;
@@ -289,12 +305,12 @@ int cmd_bench_sls(int argc, char **argv) {
         run_arg h = a;
         h.stores = hstores;
         /* with hot tiers, the two alternate which goes first */
-        spine_status st = hot_mb > 0 && r % 2
-                              ? time_run(pool, h, offsets, sets, seconds, lookups, &hrates[r])
-                              : SPINE_OK;
-        if (!st) st = time_run(pool, a, offsets, sets, seconds, lookups, &rates[r]);
+        spine_status st = hot_mb > 0 && r % 2 ? time_run(pool, h, offsets, sets, nsets, seconds,
+                                                         lookups, &hrates[r])
+                                              : SPINE_OK;
+        if (!st) st = time_run(pool, a, offsets, sets, nsets, seconds, lookups, &rates[r]);
         if (!st && hot_mb > 0 && r % 2 == 0)
-            st = time_run(pool, h, offsets, sets, seconds, lookups, &hrates[r]);
+            st = time_run(pool, h, offsets, sets, nsets, seconds, lookups, &hrates[r]);
         if (st) {
             spine_fail(&err, st, "lookup failed");
             break;
@@ -329,16 +345,21 @@ int cmd_bench_sls(int argc, char **argv) {
                 "\"batch\":%lld,\"lookups\":%lld,\"zipf\":%g,\"threads\":%lld,\"row_bytes\":%zu,"
                 "\"rows_per_s\":%.0f,\"limit_rows_per_s\":%.0f,\"fraction_of_limit\":%.4f,"
                 "\"lines_per_s\":%.0f,\"multi\":%s,\"hot_mb\":%g,\"hot_bytes\":%.0f,"
-                "\"hot_rows_per_s\":%.0f,\"hot_hit_rate\":%.4f,\"hot_ratio\":%.4f}\n",
+                "\"hot_rows_per_s\":%.0f,\"hot_hit_rate\":%.4f,\"hot_ratio\":%.4f,"
+                "\"isa\":\"%s\",\"index_sets\":%d,\"llc_bytes\":%lld,\"table_bytes\":%zu,\"limit_"
+                "buffer_bytes\":%zu}\n",
                 spine_rowtype_name(rt), T, rows, dim, batch, lookups, alpha, threads, rb, rate,
                 limit, rate / limit, rate * lines, cli_get(o, n, "multi") ? "true" : "false",
-                hot_mb, hbytes, hrate, hit, hratio);
+                hot_mb, hbytes, hrate, hit, hratio, sls_isa_name(sls_best_isa()), nsets,
+                (long long)spine_llc_bytes(), tbytes * (size_t)T, lim_bytes);
         else
             printf("sls %s: %lld tables x %lld rows x dim %lld (%zu B rows), batch %lld x %lld "
                    "lookups, %lld threads: %.1f M rows/s = %.0f%% of this machine's random-read "
-                   "limit for %zu B rows (%.1f M rows/s, measured alongside; medians of %lld)\n",
+                   "limit for %zu B rows (%.1f M rows/s, measured alongside; medians of %lld); "
+                   "%s kernels, tables %.2f GB, last-level cache %.0f MiB\n",
                    spine_rowtype_name(rt), T, rows, dim, rb, batch, lookups, threads, rate / 1e6,
-                   100.0 * rate / limit, rb, limit / 1e6, repeat);
+                   100.0 * rate / limit, rb, limit / 1e6, repeat, sls_isa_name(sls_best_isa()),
+                   (double)(tbytes * (size_t)T) / 1e9, (double)spine_llc_bytes() / (1 << 20));
         if (hot_mb > 0 && !cli_get(o, n, "json"))
             printf("  with hot tiers (%.1f MB in all): %.1f M rows/s, %.1f%% of rows from the "
                    "tiers; hot / plain %.2fx (median of %lld alternating pairs)\n",
@@ -351,7 +372,7 @@ int cmd_bench_sls(int argc, char **argv) {
     if (!rc && (v = cli_get(o, n, "indices-out"))) {
         /* all index sets as one batch file: lengths I32 [T, sets * B], values I64, table-major */
         spine_tensors ts = {0};
-        size_t B2 = (size_t)NBATCHES * batch, nv = B2 * (size_t)T * lookups;
+        size_t B2 = (size_t)nsets * batch, nv = B2 * (size_t)T * lookups;
         int32_t *len = spine_alloc_aligned(B2 * T * 4);
         int64_t *val = spine_alloc_aligned(nv * 8);
         float *dense = spine_alloc_aligned(B2 * 4);
@@ -359,7 +380,7 @@ int cmd_bench_sls(int argc, char **argv) {
         for (size_t i = 0; ok && i < B2 * T; i++) len[i] = (int32_t)lookups;
         size_t k = 0;
         for (int t = 0; ok && t < T; t++)
-            for (int s = 0; s < NBATCHES; s++)
+            for (int s = 0; s < nsets; s++)
                 for (size_t i = 0; i < (size_t)batch * lookups; i++)
                     val[k++] = sets[s].values[(size_t)t * batch * lookups + i];
         for (size_t i = 0; ok && i < B2; i++) dense[i] = 0;
@@ -385,7 +406,8 @@ fail_msg:
     cli_print_error("bench sls", &err);
     rc = 1;
 out:
-    for (int s = 0; s < NBATCHES; s++) dlrm_inputs_free(&sets[s]);
+    for (int s = 0; sets && s < nsets; s++) dlrm_inputs_free(&sets[s]);
+    free(sets);
     for (int t = 0; stores && t < T; t++) spine_store_free(stores[t]);
     for (int t = 0; hstores && t < T; t++) spine_store_free(hstores[t]);
     free(hstores);

@@ -295,7 +295,8 @@ static int moe_run(int argc, char **argv) {
     if ((v = cli_get(o, n, "warmup")) && !cli_int("--warmup", v, 0, 1000, &warmup)) return 2;
     bool fresh = cli_get(o, n, "fresh-prompts") != NULL;
     long long pair_mib = 0;
-    if ((v = cli_get(o, n, "paired-membw")) && !cli_int("--paired-membw", v, 64, 1 << 20, &pair_mib))
+    if ((v = cli_get(o, n, "paired-membw")) &&
+        !cli_int("--paired-membw", v, 64, 1 << 20, &pair_mib))
         return 2;
     if (fresh && tokfile) {
         fprintf(stderr, "spine moe run: --fresh-prompts needs --random\n");

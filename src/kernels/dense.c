@@ -39,7 +39,7 @@ void dense_dot_avx2(const float *feat, int nf, int d, bool self, float *out);
 void dense_dot_interact(const float *feat, int nf, int d, bool self, float *out) {
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
     static int have = -1; /* a CPU property, computed once; races write the same value */
-    if (have < 0) have = sls_best_isa() == SLS_ISA_AVX2;
+    if (have < 0) have = sls_best_isa() >= SLS_ISA_AVX2;
     if (have) {
         dense_dot_avx2(feat, nf, d, self, out);
         return;

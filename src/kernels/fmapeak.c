@@ -46,7 +46,7 @@ spine_status fmapeak_measure(spine_pool *pool, int threads, double seconds, doub
                              spine_error *err) {
     if (threads < 1 || threads > 256)
         return spine_fail(err, SPINE_ERR_INVALID, "threads must be 1..256");
-    peak_arg a = {.iters = 1 << 20, .avx2 = sls_best_isa() == SLS_ISA_AVX2};
+    peak_arg a = {.iters = 1 << 20, .avx2 = sls_best_isa() >= SLS_ISA_AVX2};
     /* per iteration: 12 chains x 8 lanes x 2 FLOP (AVX2) or 16 x 2 (scalar) */
     double per_iter = a.avx2 ? 12.0 * 8 * 2 : 16.0 * 2;
     double best = 0.0, t_end = spine_now() + seconds;

@@ -70,14 +70,34 @@ static inline const uint8_t *sls_row(const sls_table *t, int64_t idx) {
     return (const uint8_t *)((warm & pick) | (cold & ~pick));
 }
 
+/* How far ahead and into which cache the lookup kernels prefetch rows. Read once: from
+ * SPINE_SLS_PREFETCH=t0:D or t1:D (D rows ahead, 1..SLS_PF_MAX; t0 into L1, t1 into L2), else
+ * the default for the CPU: t1:32 on Intel (16 fill buffers per core: prefetches into L1 ran out
+ * of them, 50 against 67 M f32 rows/s on a Xeon with AVX-512), t0:16 elsewhere (tuned on AMD
+ * EPYC). */
+#define SLS_PF_MAX 128
+typedef struct sls_prefetch {
+    int dist;
+    bool l2;
+} sls_prefetch;
+const sls_prefetch *sls_prefetch_get(void);
+/* Parses "t0:16" / "t1:32"; -1 when malformed or out of range. */
+int sls_prefetch_parse(const char *s, sls_prefetch *out);
+
 /* Pool bags (see spine_bags). The caller has checked every index and offset
  * (spine_store_lookup does, for every store), so kernels neither branch on them nor fail. */
 typedef void (*sls_fn)(const sls_table *t, const spine_bags *b);
 
-typedef enum sls_isa { SLS_ISA_SCALAR = 0, SLS_ISA_AVX2 = 1 } sls_isa;
+typedef enum sls_isa { SLS_ISA_SCALAR = 0, SLS_ISA_AVX2 = 1, SLS_ISA_AVX512 = 2 } sls_isa;
 
+/* The best ISA this CPU runs (AVX-512 means F, BW and VL; each level includes the ones below),
+ * capped by the environment variable SPINE_ISA=scalar|avx2|avx512 when set: every kernel family
+ * (lookups, weight products, the probes) picks its path from this. */
 sls_isa sls_best_isa(void);
+/* Whether this CPU runs an ISA's kernels (regardless of SPINE_ISA). */
+bool sls_isa_runs(sls_isa isa);
 const char *sls_isa_name(sls_isa isa);
+int sls_isa_parse(const char *s, sls_isa *out);
 /* The kernel for a row type on an ISA (NULL when that ISA is not compiled in or the CPU lacks
  * it); `hot`: the variant that reads hot-tier rows (plain tables use the one without the
  * per-row check, which cost them 5-10% when it was shared). */
@@ -103,6 +123,16 @@ void sls_f16_hot_avx2(const sls_table *t, const spine_bags *b);
 void sls_int8_hot_avx2(const sls_table *t, const spine_bags *b);
 void sls_int4_hot_avx2(const sls_table *t, const spine_bags *b);
 void sls_multi_avx2(const sls_table *t, const spine_bags *b, int n);
+/* AVX-512 entry points (sls_avx512.c); results bitwise those of the AVX2 ones. */
+void sls_f32_avx512(const sls_table *t, const spine_bags *b);
+void sls_f16_avx512(const sls_table *t, const spine_bags *b);
+void sls_int8_avx512(const sls_table *t, const spine_bags *b);
+void sls_int4_avx512(const sls_table *t, const spine_bags *b);
+void sls_f32_hot_avx512(const sls_table *t, const spine_bags *b);
+void sls_f16_hot_avx512(const sls_table *t, const spine_bags *b);
+void sls_int8_hot_avx512(const sls_table *t, const spine_bags *b);
+void sls_int4_hot_avx512(const sls_table *t, const spine_bags *b);
+void sls_multi_avx512(const sls_table *t, const spine_bags *b, int n);
 
 /* ---- dense ---- */
 /* y[m, n] (row stride ldy) = act(x[m, k] (stride ldx) . w[n, k]^T + bias[n]). */

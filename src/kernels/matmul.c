@@ -42,7 +42,7 @@ void mm_set_portable(bool on) {
 static int have_avx2(void) {
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
     static int have = -1; /* a CPU property; racing writers store the same value */
-    if (have < 0) have = sls_best_isa() == SLS_ISA_AVX2;
+    if (have < 0) have = sls_best_isa() >= SLS_ISA_AVX2;
     return have && !portable_only;
 #else
     return 0;

@@ -2,6 +2,8 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 
 /* Row layouts (docs/MODEL_FORMAT.md):
  *   F32:  dim float32
@@ -174,36 +176,101 @@ static void sls_scalar(const sls_table *t, const spine_bags *b) {
     if (hits && t->hot_hits) atomic_fetch_add_explicit(t->hot_hits, hits, memory_order_relaxed);
 }
 
-sls_isa sls_best_isa(void) {
+int sls_prefetch_parse(const char *s, sls_prefetch *out) {
+    if (!s || (s[0] != 't' && s[0] != 'T') || (s[1] != '0' && s[1] != '1') || s[2] != ':')
+        return -1;
+    char *end;
+    long d = strtol(s + 3, &end, 10);
+    if (end == s + 3 || *end || d < 1 || d > SLS_PF_MAX) return -1;
+    out->dist = (int)d;
+    out->l2 = s[1] == '1';
+    return 0;
+}
+
+static sls_prefetch prefetch_setting;
+static pthread_once_t prefetch_once = PTHREAD_ONCE_INIT;
+
+static void prefetch_init(void) {
+    sls_prefetch p = {16, false};
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_is("intel")) p = (sls_prefetch){32, true};
+#endif
+    const char *e = getenv("SPINE_SLS_PREFETCH");
+    sls_prefetch q;
+    if (e && *e && sls_prefetch_parse(e, &q) == 0) p = q;
+    prefetch_setting = p;
+}
+
+const sls_prefetch *sls_prefetch_get(void) {
+    pthread_once(&prefetch_once, prefetch_init);
+    return &prefetch_setting;
+}
+
+/* What this CPU runs, best first. */
+static sls_isa cpu_isa(void) {
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
     __builtin_cpu_init();
+    /* F16C has no __builtin_cpu_supports name in older compilers: every AVX2 CPU has it */
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        /* F16C has no __builtin_cpu_supports name in older compilers: every AVX2 CPU has it */
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl"))
+            return SLS_ISA_AVX512;
         return SLS_ISA_AVX2;
     }
 #endif
     return SLS_ISA_SCALAR;
 }
 
+int sls_isa_parse(const char *s, sls_isa *out) {
+    static const char *names[] = {"scalar", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (sls_isa)i;
+            return 0;
+        }
+    return -1;
+}
+
+sls_isa sls_best_isa(void) {
+    static _Atomic int best = -1;
+    int b = atomic_load_explicit(&best, memory_order_relaxed);
+    if (b < 0) {
+        b = (int)cpu_isa();
+        const char *cap = getenv("SPINE_ISA");
+        sls_isa c;
+        if (cap && *cap && sls_isa_parse(cap, &c) == 0 && (int)c < b) b = (int)c;
+        atomic_store_explicit(&best, b, memory_order_relaxed);
+    }
+    return (sls_isa)b;
+}
+
+bool sls_isa_runs(sls_isa isa) {
+    return isa == SLS_ISA_SCALAR || (int)isa <= (int)cpu_isa();
+}
+
 const char *sls_isa_name(sls_isa isa) {
-    return isa == SLS_ISA_AVX2 ? "avx2" : "scalar";
+    return isa == SLS_ISA_AVX512 ? "avx512" : isa == SLS_ISA_AVX2 ? "avx2" : "scalar";
 }
 
 sls_fn sls_kernel(spine_rowtype rt, sls_isa isa, bool hot) {
     if (isa == SLS_ISA_SCALAR) return sls_scalar;
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
-    if (isa == SLS_ISA_AVX2 && sls_best_isa() == SLS_ISA_AVX2) {
-        switch (rt) {
-        case SPINE_ROW_F32:
-            return hot ? sls_f32_hot_avx2 : sls_f32_avx2;
-        case SPINE_ROW_F16:
-            return hot ? sls_f16_hot_avx2 : sls_f16_avx2;
-        case SPINE_ROW_INT8:
-            return hot ? sls_int8_hot_avx2 : sls_int8_avx2;
-        case SPINE_ROW_INT4:
-            return hot ? sls_int4_hot_avx2 : sls_int4_avx2;
-        }
+    if (!sls_isa_runs(isa)) return NULL;
+#define PICK(SUF)                                                                                  \
+    switch (rt) {                                                                                  \
+    case SPINE_ROW_F32:                                                                            \
+        return hot ? sls_f32_hot_##SUF : sls_f32_##SUF;                                            \
+    case SPINE_ROW_F16:                                                                            \
+        return hot ? sls_f16_hot_##SUF : sls_f16_##SUF;                                            \
+    case SPINE_ROW_INT8:                                                                           \
+        return hot ? sls_int8_hot_##SUF : sls_int8_##SUF;                                          \
+    case SPINE_ROW_INT4:                                                                           \
+        return hot ? sls_int4_hot_##SUF : sls_int4_##SUF;                                          \
     }
+    if (isa == SLS_ISA_AVX512) PICK(avx512)
+    if (isa == SLS_ISA_AVX2) PICK(avx2)
+#undef PICK
 #else
     (void)rt;
     (void)hot;
@@ -213,7 +280,11 @@ sls_fn sls_kernel(spine_rowtype rt, sls_isa isa, bool hot) {
 
 void sls_multi(const sls_table *t, const spine_bags *b, int n, sls_isa isa) {
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
-    if (isa == SLS_ISA_AVX2 && sls_best_isa() == SLS_ISA_AVX2) {
+    if (isa == SLS_ISA_AVX512 && sls_isa_runs(isa)) {
+        sls_multi_avx512(t, b, n);
+        return;
+    }
+    if (isa == SLS_ISA_AVX2 && sls_isa_runs(isa)) {
         sls_multi_avx2(t, b, n);
         return;
     }

@@ -1,35 +1,17 @@
 /* sls_avx2.c: SparseLengthsSum kernels for AVX2 + FMA + F16C, one per row type.
  *
  * Per bag, the row is accumulated in up to eight ymm registers (64 floats); wider rows go in
- * blocks of 64. Rows are prefetched SLS_PF indices ahead across bag boundaries, every cache
+ * blocks of 64. Rows are prefetched dist indices ahead across bag boundaries, every cache
  * line of the row (a row that straddles a line boundary costs one line more). Quantized rows
  * fold the weight into the scale and sum the biases apart: sum(w*(q*s+b)) = sum((w*s)*q) +
  * sum(w*b). Bags of dim 16, 32, 64 or 128 without weights run with the row size a compile-time
  * constant; hot tables resolve their rows ahead of the pooling loop (hot_ring). This file is
  * compiled with -mavx2 -mfma -mf16c and entered only after a CPU check. */
-#include "kernels.h"
+#include "sls_common.h"
 
 #include <immintrin.h>
 
-#ifndef SLS_PF
-#define SLS_PF 16
-#endif
-
-#define INLINE static inline __attribute__((always_inline))
-
-INLINE void prefetch_row(const uint8_t *p, size_t bytes) {
-    uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, e = ((uintptr_t)p + bytes - 1) & ~(uintptr_t)63;
-    for (; a <= e; a += 64) _mm_prefetch((const char *)a, _MM_HINT_T0);
-}
-
-/* Every line of a row of a compile-time size: at each 64 bytes from its start, and its last
- * byte (one line more when the row straddles; a line asked for twice costs no memory traffic).
- * Unrolled, where prefetch_row's loop cost ~14 instructions a row. */
-INLINE void prefetch_row_fixed(const uint8_t *p, const size_t bytes) {
-#pragma GCC unroll 8
-    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T0);
-    _mm_prefetch((const char *)(p + bytes - 1), _MM_HINT_T0);
-}
+#define INLINE SLS_INLINE
 
 /* eight values starting at element 8*k */
 INLINE __m256 ld8(const int rt, const uint8_t *row, int k) {
@@ -92,68 +74,14 @@ INLINE float ld1(const int rt, const uint8_t *row, int d) {
     }
 }
 
-INLINE void scale_bias(const int rt, const uint8_t *row, int dim, float *s, float *b) {
-    if (rt == SPINE_ROW_INT8) {
-        memcpy(s, row + dim, 4);
-        memcpy(b, row + dim + 4, 4);
-    } else {
-        uint16_t hs, hb;
-        size_t nb = ((size_t)dim + 1) / 2;
-        memcpy(&hs, row + nb, 2);
-        memcpy(&hb, row + nb + 2, 2);
-        *s = _cvtsh_ss(hs);
-        *b = _cvtsh_ss(hb);
-    }
-}
-
-/* The lookups the prefetch runs on into after this table's last one: the next table of a
- * multi-table call (NULL: none). */
-typedef struct sls_next {
-    const sls_table *t;
-    const spine_bags *b;
-} sls_next;
-
-INLINE void prefetch_next(const sls_next *nx, int64_t k) {
-    if (!nx) return;
-    const int64_t p = nx->b->offsets[0] + k;
-    if (p < nx->b->offsets[nx->b->nbags])
-        prefetch_row(sls_row(nx->t, nx->b->indices[p]), nx->t->row_bytes);
-}
-
-/* Row addresses of a hot table, resolved ahead in runs of HOT_RUN positions by a loop that
- * does nothing else, so the index reads of many rows overlap and the pooling loop stays as
- * lean as a plain table's (each instruction it gains costs rows/s: resolving rows between the
- * FMAs of others made the hot kernel 0.6-0.7x the plain one, however few rows were hot). The
- * address of position p sits at a[p % HOT_RING] from its resolution until its read. */
-#define HOT_RUN 256
-#define HOT_RING 512 /* > HOT_RUN + SLS_PF: a run never overwrites an address still to be read */
-typedef struct hot_ring {
-    const uint8_t *a[HOT_RING];
-    int64_t end;   /* positions before this are resolved */
-    uint64_t hits; /* of those, rows found in the hot copy */
-} hot_ring;
-
-static void hot_resolve(hot_ring *r, const sls_table *t, const int64_t *idx, int64_t pend) {
-    const int64_t q = r->end, e = SPINE_MIN(pend, q + HOT_RUN);
-    uint64_t hits = 0;
-    for (int64_t k = q; k < e; k++) {
-        if (k + 8 < e) _mm_prefetch((const char *)&t->hot_index[idx[k + 8] >> 6], _MM_HINT_T0);
-        const uint8_t *row = sls_row(t, idx[k]);
-        hits += sls_is_hot(t, row);
-        r->a[(uint64_t)k % HOT_RING] = row;
-    }
-    r->hits += hits;
-    r->end = e;
-}
-
 /* Accumulate elements [c0, c0 + 8*NV + tail) of one bag. c0 is a multiple of 64 (8 vectors).
  * ring (hot tables, the first block of each bag): row addresses resolved ahead (hot_ring);
  * other blocks of a wide row resolve theirs again. FIXED: the dim, when the caller has made it
  * a compile-time constant (rows of one block, no weights), so the row size is one too; else 0. */
-INLINE void bag_block(const int rt, const int NV, const bool HOT, const int FIXED,
-                      const sls_table *t, const spine_bags *b, int64_t s, int64_t e, int c0,
-                      int tail, bool prefetch, int64_t pend, const sls_next *nx, hot_ring *ring,
-                      float *out) {
+INLINE void bag_block(const int rt, const int NV, const bool HOT, const int FIXED, const bool L2,
+                      const int64_t dist, const sls_table *t, const spine_bags *b, int64_t s,
+                      int64_t e, int c0, int tail, bool prefetch, int64_t pend, const sls_next *nx,
+                      hot_ring *ring, float *out) {
     const bool quant = rt == SPINE_ROW_INT8 || rt == SPINE_ROW_INT4;
     const size_t rb = FIXED ? sls_row_bytes((spine_rowtype)rt, FIXED) : t->row_bytes;
     const int k0 = c0 / 8;
@@ -169,21 +97,21 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const int FIXE
         else
             row = HOT ? sls_row(t, b->indices[p]) : t->data + (size_t)b->indices[p] * rb;
         if (prefetch) {
-            if (p + SLS_PF < pend) {
+            if (p + dist < pend) {
                 const uint8_t *q;
                 if (HOT && ring) {
-                    if (p + SLS_PF >= ring->end) hot_resolve(ring, t, b->indices, pend);
-                    q = ring->a[(uint64_t)(p + SLS_PF) % HOT_RING];
+                    if (p + dist >= ring->end) hot_resolve(ring, t, b->indices, pend);
+                    q = ring->a[(uint64_t)(p + dist) % HOT_RING];
                 } else {
-                    q = HOT ? sls_row(t, b->indices[p + SLS_PF])
-                            : t->data + (size_t)b->indices[p + SLS_PF] * rb;
+                    q = HOT ? sls_row(t, b->indices[p + dist])
+                            : t->data + (size_t)b->indices[p + dist] * rb;
                 }
                 if (FIXED)
-                    prefetch_row_fixed(q, rb);
+                    prefetch_row_fixed(q, rb, L2);
                 else
-                    prefetch_row(q, rb);
+                    prefetch_row(q, rb, L2);
             } else {
-                prefetch_next(nx, p + SLS_PF - pend);
+                prefetch_next(nx, p + dist - pend, L2);
             }
         }
         float w = !FIXED && b->weights ? b->weights[p] : 1.0f;
@@ -218,8 +146,8 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const int FIXE
     }
 }
 
-INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const spine_bags *b,
-                        const sls_next *nx) {
+INLINE void sls_body(const int rt, const bool HOT, const bool L2, const int64_t dist,
+                     const sls_table *t, const spine_bags *b, const sls_next *nx) {
     const int dim = t->dim;
     const int64_t pend = b->offsets[b->nbags];
     hot_ring ring;
@@ -233,9 +161,10 @@ INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const 
     for (int32_t bag = 0; bag < b->nbags; bag++) {                                                 \
         float *out = b->out + (size_t)bag * b->out_stride;                                         \
         const int64_t s = b->offsets[bag], e = b->offsets[bag + 1];                                \
-        bag_block(rt, (D) >= 64 ? 8 : (D) / 8, HOT, (D), t, b, s, e, 0, 0, true, pend, nx,         \
-                  HOT ? &ring : NULL, out);                                                        \
-        if ((D) == 128) bag_block(rt, 8, HOT, (D), t, b, s, e, 64, 0, false, pend, nx, NULL, out); \
+        bag_block(rt, (D) >= 64 ? 8 : (D) / 8, HOT, (D), L2, dist, t, b, s, e, 0, 0, true, pend,   \
+                  nx, HOT ? &ring : NULL, out);                                                    \
+        if ((D) == 128)                                                                            \
+            bag_block(rt, 8, HOT, (D), L2, dist, t, b, s, e, 64, 0, false, pend, nx, NULL, out);   \
     }
         if (dim == 64) {
             FIXED_DIM(64)
@@ -256,12 +185,12 @@ INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t, const 
             int left = dim - c0;
             int nv = left >= 64 ? 8 : left / 8;
             int tail = left >= 64 ? 0 : left % 8;
-            bool pf = c0 == 0;
+            bool first = c0 == 0;
             switch (nv) {
 #define CASE(N)                                                                                    \
     case N:                                                                                        \
-        bag_block(rt, N, HOT, 0, t, b, s, e, c0, tail, pf, pend, nx, HOT &&pf ? &ring : NULL,      \
-                  out);                                                                            \
+        bag_block(rt, N, HOT, 0, L2, dist, t, b, s, e, c0, tail, first, pend, nx,                  \
+                  HOT &&first ? &ring : NULL, out);                                                \
         break;
                 CASE(0) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
@@ -273,57 +202,6 @@ done:
         atomic_fetch_add_explicit(t->hot_hits, ring.hits, memory_order_relaxed);
 }
 
-void sls_f32_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_F32, false, t, b, NULL);
-}
-void sls_f32_hot_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_F32, true, t, b, NULL);
-}
-void sls_f16_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_F16, false, t, b, NULL);
-}
-void sls_f16_hot_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_F16, true, t, b, NULL);
-}
-void sls_int8_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_INT8, false, t, b, NULL);
-}
-void sls_int8_hot_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_INT8, true, t, b, NULL);
-}
-void sls_int4_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_INT4, false, t, b, NULL);
-}
-void sls_int4_hot_avx2(const sls_table *t, const spine_bags *b) {
-    sls_generic(SPINE_ROW_INT4, true, t, b, NULL);
-}
+SLS_GENERIC_FROM_BODY
 
-/* FBGEMM's multi-table kernel: the tables of a batch in one call, the prefetch running on from
- * the end of one table into the start of the next, so no table after the first starts cold. */
-void sls_multi_avx2(const sls_table *t, const spine_bags *b, int n) {
-    for (int i = 0; i < n; i++) {
-        if (b[i].nbags <= 0) continue;
-        sls_next nx = {NULL, NULL};
-        for (int j = i + 1; j < n && !nx.t; j++)
-            if (b[j].nbags > 0) nx = (sls_next){&t[j], &b[j]};
-        const sls_next *np = nx.t ? &nx : NULL;
-        const bool hot = t[i].hot_index != NULL;
-#define RUN(RT)                                                                                    \
-    (hot ? sls_generic(RT, true, &t[i], &b[i], np) : sls_generic(RT, false, &t[i], &b[i], np))
-        switch (t[i].rowtype) {
-        case SPINE_ROW_F32:
-            RUN(SPINE_ROW_F32);
-            break;
-        case SPINE_ROW_F16:
-            RUN(SPINE_ROW_F16);
-            break;
-        case SPINE_ROW_INT8:
-            RUN(SPINE_ROW_INT8);
-            break;
-        case SPINE_ROW_INT4:
-            RUN(SPINE_ROW_INT4);
-            break;
-#undef RUN
-        }
-    }
-}
+SLS_ENTRY_POINTS(avx2)

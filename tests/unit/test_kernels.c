@@ -112,27 +112,31 @@ static void f32_kernels_match_reference(void **s) {
     (void)s;
     check_against_reference(SPINE_ROW_F32, SLS_ISA_SCALAR);
     check_against_reference(SPINE_ROW_F32, SLS_ISA_AVX2);
+    check_against_reference(SPINE_ROW_F32, SLS_ISA_AVX512);
 }
 static void f16_kernels_match_reference(void **s) {
     (void)s;
     check_against_reference(SPINE_ROW_F16, SLS_ISA_SCALAR);
     check_against_reference(SPINE_ROW_F16, SLS_ISA_AVX2);
+    check_against_reference(SPINE_ROW_F16, SLS_ISA_AVX512);
 }
 static void int8_kernels_match_reference(void **s) {
     (void)s;
     check_against_reference(SPINE_ROW_INT8, SLS_ISA_SCALAR);
     check_against_reference(SPINE_ROW_INT8, SLS_ISA_AVX2);
+    check_against_reference(SPINE_ROW_INT8, SLS_ISA_AVX512);
 }
 static void int4_kernels_match_reference(void **s) {
     (void)s;
     check_against_reference(SPINE_ROW_INT4, SLS_ISA_SCALAR);
     check_against_reference(SPINE_ROW_INT4, SLS_ISA_AVX2);
+    check_against_reference(SPINE_ROW_INT4, SLS_ISA_AVX512);
 }
 
 static void empty_bags_write_zeros(void **s) {
     (void)s;
     for (int rt = 0; rt < 4; rt++) {
-        for (int isa = 0; isa < 2; isa++) {
+        for (int isa = 0; isa <= SLS_ISA_AVX512; isa++) {
             sls_fn k = sls_kernel((spine_rowtype)rt, (sls_isa)isa, false);
             if (!k) continue;
             uint8_t row[64] = {0};
@@ -151,6 +155,110 @@ static void empty_bags_write_zeros(void **s) {
             }
         }
     }
+}
+
+/* A hot tier over c's table: every row with bit set in `hot` (rows long), copied in order. */
+static void make_hot(sls_case *c, const bool *hot, sls_hot_word **index, uint8_t **copy,
+                     atomic_uint_fast64_t *hits) {
+    int64_t rows = c->t.rows, words = (rows + 63) / 64, n = 0;
+    *index = calloc((size_t)words, sizeof **index);
+    *copy = malloc((size_t)rows * c->t.row_bytes);
+    for (int64_t i = 0; i < rows; i++) {
+        if (i % 64 == 0) (*index)[i / 64].rank = (uint64_t)n;
+        if (!hot[i]) continue;
+        (*index)[i / 64].bits |= 1ull << (i % 64);
+        memcpy(*copy + (size_t)n++ * c->t.row_bytes, c->data + (size_t)i * c->t.row_bytes,
+               c->t.row_bytes);
+    }
+    c->t.hot_index = *index;
+    c->t.hot_data = *copy;
+    c->t.hot_hits = hits;
+}
+
+/* Every ISA this CPU runs gives bitwise the scalar kernel's results (the same fused
+ * multiply-adds in the same order), plain or through a hot tier, one table at a time or in one
+ * multi-table call; the hot kernels count exactly the rows they served from the copy. */
+static void simd_kernels_agree_bitwise(void **s) {
+    (void)s;
+    spine_rng r;
+    spine_rng_seed(&r, 4242);
+    const int dims[] = {1, 5, 15, 16, 17, 32, 33, 48, 64, 65, 100, 127, 128, 129, 200, 256, 300};
+    for (int rt = 0; rt < 4; rt++)
+        for (size_t di = 0; di < SPINE_ARRAY_LEN(dims); di++)
+            for (int variant = 0; variant < 3; variant++) {
+                const int dim = dims[di];
+                const int64_t rows = 1 + (int64_t)spine_rng_below(&r, 700);
+                sls_case c;
+                make_case(&c, &r, (spine_rowtype)rt, dim, rows, 1 + (int)spine_rng_below(&r, 30),
+                          variant == 1, variant == 2 ? SPINE_POOL_MEAN : SPINE_POOL_SUM);
+                const size_t n = (size_t)c.b.nbags * c.b.out_stride;
+                float *want = malloc(n * sizeof *want);
+                memset(c.out, 0, n * sizeof *c.out);
+                sls_kernel((spine_rowtype)rt, SLS_ISA_SCALAR, false)(&c.t, &c.b);
+                memcpy(want, c.out, n * sizeof *want);
+                bool *hot = malloc((size_t)rows * sizeof *hot);
+                uint64_t hot_reads = 0;
+                for (int64_t i = 0; i < rows; i++) hot[i] = spine_rng_below(&r, 3) == 0;
+                for (int64_t p = 0; p < c.offsets[c.b.nbags]; p++) hot_reads += hot[c.indices[p]];
+                for (int isa = SLS_ISA_SCALAR; isa <= SLS_ISA_AVX512; isa++) {
+                    if (!sls_isa_runs((sls_isa)isa)) continue;
+                    for (int mode = 0; mode < 3; mode++) { /* plain, hot, multi-table */
+                        sls_hot_word *index = NULL;
+                        uint8_t *copy = NULL;
+                        atomic_uint_fast64_t hits = 0;
+                        sls_case h = c;
+                        if (mode == 1) make_hot(&h, hot, &index, &copy, &hits);
+                        for (size_t i = 0; i < n; i++) h.out[i] = 0.0f;
+                        if (mode == 2)
+                            sls_multi(&h.t, &h.b, 1, (sls_isa)isa);
+                        else
+                            sls_kernel((spine_rowtype)rt, (sls_isa)isa, mode == 1)(&h.t, &h.b);
+                        for (int bag = 0; bag < c.b.nbags; bag++)
+                            for (int d = 0; d < dim; d++) {
+                                size_t i = (size_t)bag * c.b.out_stride + (size_t)d;
+                                if (!(h.out[i] == want[i]))
+                                    fail_msg("%s on %s (%s) dim %d bag %d d %d: %.9g, scalar %.9g",
+                                             spine_rowtype_name((spine_rowtype)rt),
+                                             sls_isa_name((sls_isa)isa),
+                                             mode == 0   ? "plain"
+                                             : mode == 1 ? "hot"
+                                                         : "multi",
+                                             dim, bag, d, h.out[i], want[i]);
+                            }
+                        if (mode == 1) assert_int_equal(atomic_load(&hits), hot_reads);
+                        free(index);
+                        free(copy);
+                    }
+                }
+                free(hot);
+                free(want);
+                free_case(&c);
+            }
+}
+
+/* The settings read from the environment: what parses, and what is refused. */
+static void isa_and_prefetch_settings_parse(void **s) {
+    (void)s;
+    sls_isa isa;
+    assert_int_equal(sls_isa_parse("avx512", &isa), 0);
+    assert_int_equal(isa, SLS_ISA_AVX512);
+    assert_int_equal(sls_isa_parse("scalar", &isa), 0);
+    assert_int_equal(isa, SLS_ISA_SCALAR);
+    assert_int_equal(sls_isa_parse("avx", &isa), -1);
+    assert_int_equal(sls_isa_parse("", &isa), -1);
+    assert_true(sls_isa_runs(SLS_ISA_SCALAR));
+    assert_true(sls_best_isa() == SLS_ISA_SCALAR || sls_isa_runs(sls_best_isa()));
+    sls_prefetch p;
+    assert_int_equal(sls_prefetch_parse("t1:32", &p), 0);
+    assert_true(p.l2 && p.dist == 32);
+    assert_int_equal(sls_prefetch_parse("t0:1", &p), 0);
+    assert_true(!p.l2 && p.dist == 1);
+    const char *bad[] = {
+        "t2:16", "t0:0", "t0:129", "t0:", "t0:16x", "16", "t1:-4", "t1:99999999999"};
+    for (size_t i = 0; i < SPINE_ARRAY_LEN(bad); i++)
+        assert_int_equal(sls_prefetch_parse(bad[i], &p), -1);
+    const sls_prefetch *cur = sls_prefetch_get();
+    assert_true(cur->dist >= 1 && cur->dist <= SLS_PF_MAX);
 }
 
 static void quantization_error_is_bounded(void **s) {
@@ -232,6 +340,8 @@ int test_group_kernels(void) {
         cmocka_unit_test(int8_kernels_match_reference),
         cmocka_unit_test(int4_kernels_match_reference),
         cmocka_unit_test(empty_bags_write_zeros),
+        cmocka_unit_test(simd_kernels_agree_bitwise),
+        cmocka_unit_test(isa_and_prefetch_settings_parse),
         cmocka_unit_test(quantization_error_is_bounded),
         cmocka_unit_test(dot_interaction_matches_naive),
         cmocka_unit_test(lines_per_row_counts_straddles),
