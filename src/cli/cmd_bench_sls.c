@@ -231,12 +231,11 @@ int cmd_bench_sls(int argc, char **argv) {
     int64_t *offsets = malloc((size_t)nsets * T * (batch + 1) * sizeof *offsets);
     dlrm_inputs *sets = calloc((size_t)nsets, sizeof *sets);
     float *out = NULL;
-    /* the limit probe's own buffer: far beyond the last-level cache (8x it, at least 1 GiB),
-     * and no smaller than the tables, so the probe never finds more of its reads in cache than
-     * the kernel does (a 480 MiB LLC holds most of 8 x 1M int8 rows) */
-    size_t lim_bytes = SPINE_MAX((size_t)1 << 30, (size_t)spine_llc_bytes() * 8);
-    lim_bytes = (SPINE_MAX(lim_bytes, tbytes * (size_t)T) + ((size_t)2 << 20) - 1) &
-                ~(((size_t)2 << 20) - 1);
+    /* the limit probe's own buffer: as large as the tables (at least 1 GiB), so that the probe
+     * finds as much of its reads in the last-level cache as the kernel does; the tables should
+     * be far larger than that cache (a 480 MiB LLC held most of 8 x 1M int8 rows) */
+    size_t lim_bytes = (SPINE_MAX((size_t)1 << 30, tbytes * (size_t)T) + ((size_t)2 << 20) - 1) &
+                       ~(((size_t)2 << 20) - 1);
     uint8_t *lim_buf = spine_alloc_huge(lim_bytes);
     if (!lim_buf) {
         spine_fail(&err, SPINE_ERR_NOMEM, "cannot allocate the %zu MiB probe buffer",

@@ -30,16 +30,29 @@ static inline float w_scalar(const void *w, size_t i, int bf16) {
     return ((const float *)w)[i];
 }
 
-/* R weight rows at once against M input rows: M*R independent accumulators. */
+/* Decode streams each weight row once; a software prefetch this far ahead in each row keeps
+ * more of it in flight than the hardware prefetcher does alone (an Intel Xeon: F32 28 -> 31,
+ * BF16 24 -> 27.5 GB/s in `spine bench matmul --threads 2`; no change measured on AMD EPYC). */
+#define ROW_AHEAD 2048 /* bytes */
+
+/* R weight rows at once against M input rows: M*R independent accumulators; PF: prefetch
+ * ROW_AHEAD into each row (decode; the prefill tiles reuse rows from L1 instead). */
 static inline __attribute__((always_inline)) void block(const float *x, int ldx, const void *w,
                                                         int bf16, int k, int r, int rs, float *y,
-                                                        int ldy, const int M, const int R) {
+                                                        int ldy, const int M, const int R,
+                                                        const bool PF) {
     __m256 acc[4][4];
     for (int i = 0; i < M; i++)
         for (int j = 0; j < R; j++) acc[i][j] = _mm256_setzero_ps();
     int kv = k & ~7;
+    const size_t ahead = ROW_AHEAD / (bf16 ? 2 : 4); /* in weights */
     for (int c = 0; c < kv; c += 8) {
         __m256 wv[4];
+        if (PF && (c & (bf16 ? 31 : 15)) == 0) /* once per 64-byte line */
+            for (int j = 0; j < R; j++)
+                _mm_prefetch((const char *)w +
+                                 ((size_t)(r + j * rs) * k + c + ahead) * (bf16 ? 2 : 4),
+                             _MM_HINT_T0);
         for (int j = 0; j < R; j++) wv[j] = load_w(w, (size_t)(r + j * rs) * k + c, bf16);
         for (int i = 0; i < M; i++) {
             __m256 xv = _mm256_loadu_ps(x + (size_t)i * ldx + c);
@@ -84,7 +97,7 @@ static inline __attribute__((always_inline)) void block(const float *x, int ldx,
 
 static void small_f32(const float *x, int m, int ldx, const void *w, int k, int r0, int nr,
                       float *y, int ldy) {
-#define F32_BLOCK(R0, RS, M, R) block(x, ldx, w, 0, k, R0, RS, y, ldy, M, R)
+#define F32_BLOCK(R0, RS, M, R) block(x, ldx, w, 0, k, R0, RS, y, ldy, M, R, true)
     SPREAD_M(F32_BLOCK)
 #undef F32_BLOCK
 }
@@ -105,8 +118,9 @@ static inline __attribute__((always_inline)) void block16(const float *xd, const
     for (int c = 0; c < kv; c += 16) {
         __m256 we[4], wo[4];
         for (int j = 0; j < R; j++) {
-            __m256i p = _mm256_loadu_si256(
-                (const __m256i *)((const uint16_t *)w + (size_t)(r + j * rs) * k + c));
+            const uint16_t *wr = (const uint16_t *)w + (size_t)(r + j * rs) * k + c;
+            if ((c & 31) == 0) _mm_prefetch((const char *)(wr + ROW_AHEAD / 2), _MM_HINT_T0);
+            __m256i p = _mm256_loadu_si256((const __m256i *)wr);
             we[j] = _mm256_castsi256_ps(_mm256_slli_epi32(p, 16));
             wo[j] = _mm256_castsi256_ps(_mm256_and_si256(p, hi));
         }
@@ -158,16 +172,20 @@ static void small_bf16(const float *x, int m, int ldx, const void *w, int k, int
         for (; r + 3 <= end; r += 3) {                                                             \
             int i = 0;                                                                             \
             for (; i + 4 <= m; i += 4)                                                             \
-                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 4, 3);   \
+                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 4, 3,    \
+                      false);                                                                      \
             for (; i < m; i++)                                                                     \
-                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 1, 3);   \
+                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 1, 3,    \
+                      false);                                                                      \
         }                                                                                          \
         for (; r < end; r++) {                                                                     \
             int i = 0;                                                                             \
             for (; i + 4 <= m; i += 4)                                                             \
-                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 4, 1);   \
+                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 4, 1,    \
+                      false);                                                                      \
             for (; i < m; i++)                                                                     \
-                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 1, 1);   \
+                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 1, 1,    \
+                      false);                                                                      \
         }                                                                                          \
     }
 

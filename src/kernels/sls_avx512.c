@@ -24,7 +24,8 @@ INLINE __m512 ld16(const int rt, const uint8_t *row, int k, int n) {
         return _mm512_maskz_loadu_ps(m, (const float *)(const void *)row + 16 * k);
     case SPINE_ROW_F16:
         if (n >= 16)
-            return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(row + 32 * k)));
+            return _mm512_cvtph_ps(
+                _mm256_loadu_si256((const __m256i *)(const void *)(row + 32 * k)));
         return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row + 32 * k));
     case SPINE_ROW_INT8: {
         __m128i q = n >= 16 ? _mm_loadu_si128((const __m128i *)(const void *)(row + 16 * k))
@@ -60,10 +61,10 @@ INLINE void fma_int4_64(const uint8_t *p, __m512 wv, __m512 *acc) {
  * vectors), tail < 16 values go in one masked vector. ring, FIXED: as in sls_avx2.c (rows
  * resolved ahead for hot tables; the dim as a compile-time constant for bags without
  * weights). */
-INLINE void bag_block(const int rt, const int NV, const bool HOT, const int FIXED,
-                      const bool L2, const int64_t dist, const sls_table *t, const spine_bags *b, int64_t s, int64_t e, int c0,
-                      int tail, bool prefetch, int64_t pend, const sls_next *nx, hot_ring *ring,
-                      float *out) {
+INLINE void bag_block(const int rt, const int NV, const bool HOT, const int FIXED, const bool L2,
+                      const int64_t dist, const sls_table *t, const spine_bags *b, int64_t s,
+                      int64_t e, int c0, int tail, bool prefetch, int64_t pend, const sls_next *nx,
+                      hot_ring *ring, float *out) {
     const bool quant = rt == SPINE_ROW_INT8 || rt == SPINE_ROW_INT4;
     const size_t rb = FIXED ? sls_row_bytes((spine_rowtype)rt, FIXED) : t->row_bytes;
     const int k0 = c0 / 16;
@@ -139,8 +140,8 @@ INLINE void sls_body(const int rt, const bool HOT, const bool L2, const int64_t 
         /* the common shapes, each with its row size a constant and in one pass */
 #define FIXED_DIM(D)                                                                               \
     for (int32_t bag = 0; bag < b->nbags; bag++)                                                   \
-        bag_block(rt, (D) / 16, HOT, (D), L2, dist, t, b, b->offsets[bag], b->offsets[bag + 1], 0, 0, true,  \
-                  pend, nx, HOT ? &ring : NULL, b->out + (size_t)bag * b->out_stride);
+        bag_block(rt, (D) / 16, HOT, (D), L2, dist, t, b, b->offsets[bag], b->offsets[bag + 1], 0, \
+                  0, true, pend, nx, HOT ? &ring : NULL, b->out + (size_t)bag * b->out_stride);
         if (dim == 64) {
             FIXED_DIM(64)
         } else if (dim == 32) {
@@ -164,8 +165,8 @@ INLINE void sls_body(const int rt, const bool HOT, const bool L2, const int64_t 
             switch (nv) {
 #define CASE(N)                                                                                    \
     case N:                                                                                        \
-        bag_block(rt, N, HOT, 0, L2, dist, t, b, s, e, c0, tail, first, pend, nx, HOT &&first ? &ring : NULL,      \
-                  out);                                                                            \
+        bag_block(rt, N, HOT, 0, L2, dist, t, b, s, e, c0, tail, first, pend, nx,                  \
+                  HOT &&first ? &ring : NULL, out);                                                \
         break;
                 CASE(0) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE

@@ -70,16 +70,16 @@ SLS_INLINE void prefetch_next(const sls_next *nx, int64_t k, const bool L2) {
  * FMAs of others made the hot kernel 0.6-0.7x the plain one, however few rows were hot). The
  * address of position p sits at a[p % HOT_RING] from its resolution until its read. */
 #define HOT_RUN 256
-#define HOT_RING 512 /* > HOT_RUN + the distance: a run never overwrites an address still to be
-                        read (sls_prefetch_get caps the distance at SLS_PF_MAX) */
+#define HOT_RING                                                                                   \
+    512 /* > HOT_RUN + the distance: a run never overwrites an address still to be                 \
+           read (sls_prefetch_get caps the distance at SLS_PF_MAX) */
 typedef struct hot_ring {
     const uint8_t *a[HOT_RING];
     int64_t end;   /* positions before this are resolved */
     uint64_t hits; /* of those, rows found in the hot copy */
 } hot_ring;
 
-static inline void hot_resolve(hot_ring *r, const sls_table *t, const int64_t *idx,
-                               int64_t pend) {
+static inline void hot_resolve(hot_ring *r, const sls_table *t, const int64_t *idx, int64_t pend) {
     const int64_t q = r->end, e = SPINE_MIN(pend, q + HOT_RUN);
     uint64_t hits = 0;
     for (int64_t k = q; k < e; k++) {
