@@ -1,6 +1,7 @@
 /* fmapeak.c: measuring this machine's floating-point peak: every thread runs independent chains
- * of 8-wide fused multiply-adds (AVX2/FMA where present, enough chains to cover the FMA latency
- * on two ports), counted as 2 FLOP per lane. The ceiling prefill and GEMM figures are quoted
+ * of fused multiply-adds, 16 lanes wide with AVX-512 and 8 with AVX2/FMA (enough chains to cover
+ * the FMA latency on two ports), counted as 2 FLOP per lane: the widest vectors the CPU runs
+ * (SPINE_ISA caps them). The ceiling prefill and GEMM figures are quoted
  * against. */
 #include "fmapeak.h"
 
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 
 double fmapeak_chains_avx2(uint64_t iters);
+double fmapeak_chains_avx512(uint64_t iters);
 
 /* portable fallback: scalar chains the compiler may vectorise */
 static double chains_scalar(uint64_t iters) {
@@ -25,7 +27,7 @@ static double chains_scalar(uint64_t iters) {
 
 typedef struct peak_arg {
     uint64_t iters;
-    int avx2;
+    int avx2, avx512;
     double sink[256];
     atomic_int started;
 } peak_arg;
@@ -34,6 +36,10 @@ static void peak_task(void *arg, int task, int thread) {
     peak_arg *p = arg;
     (void)thread;
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+    if (p->avx512) {
+        p->sink[task & 255] = fmapeak_chains_avx512(p->iters);
+        return;
+    }
     if (p->avx2) {
         p->sink[task & 255] = fmapeak_chains_avx2(p->iters);
         return;
@@ -46,9 +52,11 @@ spine_status fmapeak_measure(spine_pool *pool, int threads, double seconds, doub
                              spine_error *err) {
     if (threads < 1 || threads > 256)
         return spine_fail(err, SPINE_ERR_INVALID, "threads must be 1..256");
-    peak_arg a = {.iters = 1 << 20, .avx2 = sls_best_isa() >= SLS_ISA_AVX2};
-    /* per iteration: 12 chains x 8 lanes x 2 FLOP (AVX2) or 16 x 2 (scalar) */
-    double per_iter = a.avx2 ? 12.0 * 8 * 2 : 16.0 * 2;
+    peak_arg a = {.iters = 1 << 20,
+                  .avx2 = sls_best_isa() >= SLS_ISA_AVX2,
+                  .avx512 = sls_best_isa() >= SLS_ISA_AVX512};
+    /* per iteration: 12 chains x 16 lanes (AVX-512) or 8 (AVX2) x 2 FLOP, or 16 x 2 (scalar) */
+    double per_iter = a.avx512 ? 12.0 * 16 * 2 : a.avx2 ? 12.0 * 8 * 2 : 16.0 * 2;
     double best = 0.0, t_end = spine_now() + seconds;
     do {
         double t0 = spine_now();
