@@ -34,12 +34,9 @@ void mm_small_scalar(const float *x, int m, int ldx, const mm_weight *w, int r0,
     }
 }
 
-static bool portable_only, avx2_only;
+static bool portable_only;
 void mm_set_portable(bool on) {
     portable_only = on;
-}
-void mm_set_avx2_only(bool on) {
-    avx2_only = on;
 }
 
 static int have_avx2(void) {
@@ -99,10 +96,7 @@ static void product(const float *x, int m, int ldx, const mm_weight *w, int r0, 
      * matmul --m 32 --n 448: 63-64 vs 53-58 GFLOP/s per thread), and mixtral-mini prefill runs
      * 2.5x faster than with BLAS (docs/BENCHMARKS.md). BLAS stays the path without AVX2. */
     if (have_avx2()) {
-        if (sls_best_isa() >= SLS_ISA_AVX512 && !avx2_only)
-            mm_tile_avx512(x, m, ldx, w, r0, nr, y, ldy);
-        else
-            mm_tile_avx2(x, m, ldx, w, r0, nr, y, ldy);
+        mm_tile_avx2(x, m, ldx, w, r0, nr, y, ldy);
         return;
     }
 #endif

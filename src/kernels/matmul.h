@@ -62,14 +62,8 @@ void mm_small_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, i
 /* Register-tiled product for any m (4 x 3 tiles); the mid-size path. */
 void mm_tile_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                   int ldy);
-/* The same with AVX-512 (16-lane accumulators, masked k tails); results within float rounding
- * of the AVX2 tiles (sums in another order). */
-void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
-                    int ldy);
 /* Tests: take the portable paths (scalar small-m kernel, BLAS) even where AVX2 exists. */
 void mm_set_portable(bool on);
-/* Tests: no wider than AVX2 even where AVX-512 exists (false: the best the CPU runs). */
-void mm_set_avx2_only(bool on);
 float mm_silu(float v);
 /* Dot product and y += a * x, AVX2 when present (attention). */
 float mm_dot(const float *a, const float *b, int n);
