@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # moe.sh [BUILD_DIR]: the MoE benchmarks recorded in docs/BENCHMARKS.md, side by side in one run:
 #  - this machine's limits: `spine bench fma` (FMA peak) and `spine bench membw` (sequential GB/s);
-#  - mixtral-mini (F32 and BF16): spine's prefill (128-token prompt) and batch-1 decode against
+#  - mixtral-mini (F32 and BF16): spine's prefill (128-token prompt) and batch-1 decode (each
+#    decode step paired with a sequential-read probe just before and after it: --paired-membw)
+#    against
 #    the tuned PyTorch reference (bench/moe_torch.py) on Debian's torch and, when
 #    build/venv-bench exists (bench/run.sh makes it), PyPI's; rounds alternate engines;
 #  - moe-lm: static against dynamic gating across batch sizes and capacity factors (prefill
@@ -42,7 +44,7 @@ has mini && for r in $(seq "$ROUNDS"); do
   "$S" bench membw --threads "$T" --repeat 1 --json | tail -1 | tee -a "$OUT/membw.jsonl" >"$OUT/round-$r.jsonl"
   for d in f32 bf16; do
     "$S" moe run --model "$OUT/mixtral-mini-$d" --random 128 --gen 32 --threads "$T" \
-      --repeat 3 --json | tee -a "$OUT/spine-$d.jsonl" "$OUT/round-$r.jsonl" >&2
+      --repeat 3 --paired-membw 1024 --json | tee -a "$OUT/spine-$d.jsonl" "$OUT/round-$r.jsonl" >&2
     "$S" bench membw --threads "$T" --repeat 1 --json | tail -1 | tee -a "$OUT/membw.jsonl" >>"$OUT/round-$r.jsonl"
   done
   for py in $PYS; do
@@ -96,9 +98,12 @@ for d in ("f32", "bf16"):
     fr = frac[d]
     paired = ("; per round, decode GB/s / mean of the membw just before and after: %s" %
               ", ".join("%.1f/%.1f" % (g, l) for g, l in fr)) if fr else ""
-    print("| spine %s | %.1f (%.1f GFLOP/s = %.0f%% of FMA peak) | %.2f (%.2f GB/s = %.0f%% of the run's median sequential%s) |" % (
+    pf = [r["paired_decode_fraction"] for r in rs if r.get("paired_steps")]
+    pairs = ("; **%.0f%% of the probes between its steps** (median over %d runs of each run's "
+             "median step: %s)" % (100 * st.median(pf), len(pf), ", ".join("%.0f%%" % (100 * v) for v in pf))) if pf else ""
+    print("| spine %s | %.1f (%.1f GFLOP/s = %.0f%% of FMA peak) | %.2f (%.2f GB/s = %.0f%% of the run's median sequential%s%s) |" % (
         d.upper(), sp[d][0], med(rs, "prefill_gflops"), 100 * med(rs, "prefill_gflops") / fma,
-        sp[d][1], med(rs, "decode_weight_gb_s"), 100 * med(rs, "decode_weight_gb_s") / seq, paired))
+        sp[d][1], med(rs, "decode_weight_gb_s"), 100 * med(rs, "decode_weight_gb_s") / seq, paired, pairs))
 for tag in ("debian", "pypi"):
     rs = rows("torch-%s.jsonl" % tag)
     if not rs:

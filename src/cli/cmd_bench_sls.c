@@ -345,11 +345,13 @@ int cmd_bench_sls(int argc, char **argv) {
                 "\"rows_per_s\":%.0f,\"limit_rows_per_s\":%.0f,\"fraction_of_limit\":%.4f,"
                 "\"lines_per_s\":%.0f,\"multi\":%s,\"hot_mb\":%g,\"hot_bytes\":%.0f,"
                 "\"hot_rows_per_s\":%.0f,\"hot_hit_rate\":%.4f,\"hot_ratio\":%.4f,"
-                "\"isa\":\"%s\",\"index_sets\":%d,\"llc_bytes\":%lld,\"table_bytes\":%zu,\"limit_"
+                "\"isa\":\"%s\",\"prefetch\":\"t%d:%d\",\"index_sets\":%d,\"llc_bytes\":%lld,"
+                "\"table_bytes\":%zu,\"limit_"
                 "buffer_bytes\":%zu}\n",
                 spine_rowtype_name(rt), T, rows, dim, batch, lookups, alpha, threads, rb, rate,
                 limit, rate / limit, rate * lines, cli_get(o, n, "multi") ? "true" : "false",
-                hot_mb, hbytes, hrate, hit, hratio, sls_isa_name(sls_best_isa()), nsets,
+                hot_mb, hbytes, hrate, hit, hratio, sls_isa_name(sls_best_isa()),
+                sls_prefetch_get()->l2 ? 1 : 0, sls_prefetch_get()->dist, nsets,
                 (long long)spine_llc_bytes(), tbytes * (size_t)T, lim_bytes);
         else
             printf("sls %s: %lld tables x %lld rows x dim %lld (%zu B rows), batch %lld x %lld "

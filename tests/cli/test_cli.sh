@@ -75,6 +75,12 @@ check "bench membw runs" bash -c "'$SPINE' bench membw --mib 64 --threads 1 --se
 check "bench --zipf --hot-mb serves rows from hot tiers" bash -c "'$SPINE' bench --preset rmc2 --rows-scale 0.01 --zipf 1.2 --hot-mb 1 --batch 16 --seconds 0.1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"hit_rate\"] > 0.3 else 1)'"
 check "bench sls reports rows/s against the limit" bash -c "'$SPINE' bench sls --tables 1 --rows 300000 --rowtype int4 --batch 16 --lookups 8 --seconds 0.05 --repeat 1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"rows_per_s\"] > 0 and r[\"limit_rows_per_s\"] > 0 and r[\"row_bytes\"] == 36 else 1)'"
 refuses "bench sls: bad row type" 2 "f32, f16, int8 or int4" "$SPINE" bench sls --rowtype int2
+# SPINE_ISA caps the kernels; a malformed SPINE_SLS_PREFETCH is ignored, a good one taken
+for isa in scalar avx2; do
+  check "SPINE_ISA=$isa caps the lookup kernels" bash -c "SPINE_ISA=$isa SPINE_SLS_PREFETCH=t9:x '$SPINE' bench sls --tables 1 --rows 200000 --batch 16 --lookups 8 --seconds 0.05 --repeat 1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"isa\"] in (\"scalar\", \"$isa\") and r[\"rows_per_s\"] > 0 else 1)'"
+done
+check "SPINE_SLS_PREFETCH=t1:8 is taken" bash -c "SPINE_SLS_PREFETCH=t1:8 '$SPINE' bench sls --tables 1 --rows 200000 --batch 16 --lookups 8 --seconds 0.05 --repeat 1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"prefetch\"] == \"t1:8\" and r[\"rows_per_s\"] > 0 else 1)'"
+check "a malformed SPINE_SLS_PREFETCH leaves the default" bash -c "[ \"\$(SPINE_SLS_PREFETCH=t1:0 '$SPINE' bench sls --tables 1 --rows 200000 --batch 16 --lookups 8 --seconds 0.05 --repeat 1 --json 2>/dev/null | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())[\"prefetch\"])')\" = \"\$('$SPINE' bench sls --tables 1 --rows 200000 --batch 16 --lookups 8 --seconds 0.05 --repeat 1 --json 2>/dev/null | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())[\"prefetch\"])')\" ]"
 check "bench sls --hot-mb measures hot tiers against plain tables" bash -c "'$SPINE' bench sls --tables 2 --rows 200000 --dim 32 --zipf 1.0 --hot-mb 1 --pages 4k --batch 16 --lookups 8 --seconds 0.05 --repeat 2 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"hot_rows_per_s\"] > 0 and 0 < r[\"hot_hit_rate\"] < 1 and 0 < r[\"hot_bytes\"] <= 1 << 20 and r[\"hot_ratio\"] > 0 else 1)'"
 refuses "bench sls: bad page size" 2 "2m or 4k" "$SPINE" bench sls --pages 1g
 check "bench fma runs" bash -c "'$SPINE' bench fma --threads 1 --seconds 0.05 --json | grep -q gflops"
@@ -165,6 +171,10 @@ check "warm-up: the same prompt again, all experts fit: no misses counted" test 
 check "fresh prompts: the tier gives identical outputs" bash -c "'$SPINE' moe run --model '$W/moe' --random 16 --gen 4 --warmup 2 --repeat 2 --fresh-prompts --expert-slots 3 --logits-out '$W/fresh-tier.st' >/dev/null && cmp -s '$W/fresh-all.st' '$W/fresh-tier.st'"
 check "fresh prompts: another prompt than without" bash -c "'$SPINE' moe run --model '$W/moe' --random 16 --gen 4 --warmup 2 --repeat 2 --logits-out '$W/same.st' >/dev/null && ! cmp -s '$W/fresh-all.st' '$W/same.st'"
 refuses "moe: fresh prompts need --random" 2 "needs --random" "$SPINE" moe run --model "$W/moe" --tokens "$W/tok8.txt" --fresh-prompts
+# --paired-membw: a probe between decode steps, one fraction per step
+check "moe run --paired-membw pairs every counted decode step with probes" bash -c "'$SPINE' moe run --model '$W/moe' --random 8 --gen 3 --repeat 2 --paired-membw 64 --json | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"paired_steps\"] == 6 and r[\"paired_decode_fraction\"] > 0 and r[\"paired_membw_gbps\"] > 0 else 1)'"
+refuses "moe: --paired-membw needs batch 1" 1 "needs --batch 1" "$SPINE" moe run --model "$W/moe" --random 8 --batch 2 --gen 3 --paired-membw 64
+refuses "moe: --paired-membw buffer too small" 2 "paired-membw" "$SPINE" moe run --model "$W/moe" --random 8 --gen 3 --paired-membw 8
 # --expert-budget: bytes for all MoE layers' experts, as slots (moe-tiny: 73,728 B an expert, 2 MoE layers)
 check "expert budget 300K: 2 slots, outputs identical" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok8.txt' --gen 4 --expert-budget 300K --logits-out '$W/budget.st' | grep -q 'expert budget 300K: 2 slots per MoE layer' && cmp -s '$W/all.st' '$W/budget.st'"
 refuses "moe: budget below one expert per layer" 1 "less than one expert per MoE layer" "$SPINE" moe run --model "$W/moe" --random 4 --expert-budget 100K
