@@ -128,32 +128,36 @@ INLINE void bag_block(const int rt, const int NV, const bool HOT, const int FIXE
     }
 }
 
-INLINE void sls_body(const int rt, const bool HOT, const bool L2, const int64_t dist,
-                     const sls_table *t, const spine_bags *b, const sls_next *nx) {
+/* Bags of dim 16, 32, 64 or 128 without weights: the row size a compile-time constant, and
+ * the prefetch level (L2) one too. */
+INLINE void sls_fixed(const int rt, const bool HOT, const bool L2, const int64_t dist,
+                      const sls_table *t, const spine_bags *b, const sls_next *nx, hot_ring *ring) {
     const int dim = t->dim;
     const int64_t pend = b->offsets[b->nbags];
-    hot_ring ring;
-    ring.end = b->offsets[0];
-    ring.hits = 0;
-    if (HOT) hot_resolve(&ring, t, b->indices, pend);
-    if ((dim == 16 || dim == 32 || dim == 64 || dim == 128) && !b->weights) {
-        /* the common shapes, each with its row size a constant and in one pass */
+    /* the common shapes, each with its row size a constant and in one pass */
 #define FIXED_DIM(D)                                                                               \
     for (int32_t bag = 0; bag < b->nbags; bag++)                                                   \
         bag_block(rt, (D) / 16, HOT, (D), L2, dist, t, b, b->offsets[bag], b->offsets[bag + 1], 0, \
-                  0, true, pend, nx, HOT ? &ring : NULL, b->out + (size_t)bag * b->out_stride);
-        if (dim == 64) {
-            FIXED_DIM(64)
-        } else if (dim == 32) {
-            FIXED_DIM(32)
-        } else if (dim == 16) {
-            FIXED_DIM(16)
-        } else {
-            FIXED_DIM(128)
-        }
-#undef FIXED_DIM
-        goto done;
+                  0, true, pend, nx, ring, b->out + (size_t)bag * b->out_stride);
+    if (dim == 64) {
+        FIXED_DIM(64)
+    } else if (dim == 32) {
+        FIXED_DIM(32)
+    } else if (dim == 16) {
+        FIXED_DIM(16)
+    } else {
+        FIXED_DIM(128)
     }
+#undef FIXED_DIM
+}
+
+/* Any other dim, or weighted bags; the prefetch level a run-time value here (one copy of these
+ * loops, not two: the instantiations of both files had doubled, and clang's sanitizer builds
+ * took minutes over them). */
+INLINE void sls_any(const int rt, const bool HOT, const bool l2, const int64_t dist,
+                    const sls_table *t, const spine_bags *b, const sls_next *nx, hot_ring *ring) {
+    const int dim = t->dim;
+    const int64_t pend = b->offsets[b->nbags];
     for (int32_t bag = 0; bag < b->nbags; bag++) {
         int64_t s = b->offsets[bag], e = b->offsets[bag + 1];
         float *out = b->out + (size_t)bag * b->out_stride;
@@ -165,17 +169,14 @@ INLINE void sls_body(const int rt, const bool HOT, const bool L2, const int64_t 
             switch (nv) {
 #define CASE(N)                                                                                    \
     case N:                                                                                        \
-        bag_block(rt, N, HOT, 0, L2, dist, t, b, s, e, c0, tail, first, pend, nx,                  \
-                  HOT &&first ? &ring : NULL, out);                                                \
+        bag_block(rt, N, HOT, 0, l2, dist, t, b, s, e, c0, tail, first, pend, nx,                  \
+                  HOT &&first ? ring : NULL, out);                                                 \
         break;
                 CASE(0) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
             }
         }
     }
-done:
-    if (HOT && ring.hits && t->hot_hits)
-        atomic_fetch_add_explicit(t->hot_hits, ring.hits, memory_order_relaxed);
 }
 
 SLS_GENERIC_FROM_BODY

@@ -92,16 +92,28 @@ static inline void hot_resolve(hot_ring *r, const sls_table *t, const int64_t *i
     r->end = e;
 }
 
-/* sls_generic(rt, HOT, t, b, nx) of a file, from its sls_body(rt, HOT, L2, dist, ...): the
- * prefetch distance is a run-time value, the cache level a compile-time one (two bodies). */
+/* sls_generic(rt, HOT, t, b, nx) of a file, from its sls_fixed (dims 16/32/64/128 without
+ * weights, the prefetch level a compile-time constant: two copies) and sls_any (the rest, the
+ * level a run-time value). The prefetch distance is a run-time value in both. */
 #define SLS_GENERIC_FROM_BODY                                                                      \
     SLS_INLINE void sls_generic(const int rt, const bool HOT, const sls_table *t,                  \
                                 const spine_bags *b, const sls_next *nx) {                         \
         const sls_prefetch *pf = sls_prefetch_get();                                               \
-        if (pf->l2)                                                                                \
-            sls_body(rt, HOT, true, pf->dist, t, b, nx);                                           \
-        else                                                                                       \
-            sls_body(rt, HOT, false, pf->dist, t, b, nx);                                          \
+        const int dim = t->dim;                                                                    \
+        hot_ring ring;                                                                             \
+        ring.end = b->offsets[0];                                                                  \
+        ring.hits = 0;                                                                             \
+        if (HOT) hot_resolve(&ring, t, b->indices, b->offsets[b->nbags]);                          \
+        if ((dim == 16 || dim == 32 || dim == 64 || dim == 128) && !b->weights) {                  \
+            if (pf->l2)                                                                            \
+                sls_fixed(rt, HOT, true, pf->dist, t, b, nx, HOT ? &ring : NULL);                  \
+            else                                                                                   \
+                sls_fixed(rt, HOT, false, pf->dist, t, b, nx, HOT ? &ring : NULL);                 \
+        } else {                                                                                   \
+            sls_any(rt, HOT, pf->l2, pf->dist, t, b, nx, &ring);                                   \
+        }                                                                                          \
+        if (HOT && ring.hits && t->hot_hits)                                                       \
+            atomic_fetch_add_explicit(t->hot_hits, ring.hits, memory_order_relaxed);               \
     }
 
 /* The entry points of one ISA (sls_f32_SUF ... sls_int4_hot_SUF, sls_multi_SUF) around that
