@@ -39,15 +39,13 @@ void mm_set_portable(bool on) {
     portable_only = on;
 }
 
+#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2) /* every caller is under the same test */
 static int have_avx2(void) {
-#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
     static int have = -1; /* a CPU property; racing writers store the same value */
     if (have < 0) have = sls_best_isa() >= SLS_ISA_AVX2;
     return have && !portable_only;
-#else
-    return 0;
-#endif
 }
+#endif
 
 static void small_rows(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                        int ldy, float *scratch) {

@@ -175,9 +175,8 @@ INLINE void sls_fixed(const int rt, const bool HOT, const bool L2, const int64_t
 #undef FIXED_DIM
 }
 
-/* Any other dim, or weighted bags; the prefetch level a run-time value here (one copy of these
- * loops, not two: the instantiations of both files had doubled, and clang's sanitizer builds
- * took minutes over them). */
+/* Any other dim, or weighted bags; the prefetch level a run-time value here, so these loops
+ * are instantiated once rather than once per level. */
 INLINE void sls_any(const int rt, const bool HOT, const bool l2, const int64_t dist,
                     const sls_table *t, const spine_bags *b, const sls_next *nx, hot_ring *ring) {
     const int dim = t->dim;
