@@ -151,32 +151,7 @@ INLINE void sls_fixed(const int rt, const bool HOT, const bool L2, const int64_t
 #undef FIXED_DIM
 }
 
-/* Any other dim, or weighted bags; the prefetch level a run-time value here, so these loops
- * are instantiated once rather than once per level. */
-INLINE void sls_any(const int rt, const bool HOT, const bool l2, const int64_t dist,
-                    const sls_table *t, const spine_bags *b, const sls_next *nx, hot_ring *ring) {
-    const int dim = t->dim;
-    const int64_t pend = b->offsets[b->nbags];
-    for (int32_t bag = 0; bag < b->nbags; bag++) {
-        int64_t s = b->offsets[bag], e = b->offsets[bag + 1];
-        float *out = b->out + (size_t)bag * b->out_stride;
-        for (int c0 = 0; c0 < dim; c0 += 128) {
-            int left = dim - c0;
-            int nv = left >= 128 ? 8 : left / 16;
-            int tail = left >= 128 ? 0 : left % 16;
-            bool first = c0 == 0;
-            switch (nv) {
-#define CASE(N)                                                                                    \
-    case N:                                                                                        \
-        bag_block(rt, N, HOT, 0, l2, dist, t, b, s, e, c0, tail, first, pend, nx,                  \
-                  HOT &&first ? ring : NULL, out);                                                 \
-        break;
-                CASE(0) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
-#undef CASE
-            }
-        }
-    }
-}
+SLS_ANY_DIM(16)
 
 SLS_GENERIC_FROM_BODY
 

@@ -92,6 +92,67 @@ static inline void hot_resolve(hot_ring *r, const sls_table *t, const int64_t *i
     r->end = e;
 }
 
+/* sls_any(rt, HOT, l2, dist, t, b, nx, ring) of a file whose vectors hold LANES floats, around
+ * its bag_block: any dim, or weighted bags, in blocks of 8 vectors (8 * LANES values), the last
+ * block with NV full vectors and a tail. The prefetch level is a run-time value here, so these
+ * loops are instantiated once rather than once per level. */
+#define SLS_ANY_DIM(LANES)                                                                         \
+    SLS_INLINE void sls_any(const int rt, const bool HOT, const bool l2, const int64_t dist,       \
+                            const sls_table *t, const spine_bags *b, const sls_next *nx,           \
+                            hot_ring *ring) {                                                      \
+        const int dim = t->dim, blk = 8 * (LANES);                                                 \
+        const int64_t pend = b->offsets[b->nbags];                                                 \
+        for (int32_t bag = 0; bag < b->nbags; bag++) {                                             \
+            int64_t s = b->offsets[bag], e = b->offsets[bag + 1];                                  \
+            float *out = b->out + (size_t)bag * b->out_stride;                                     \
+            for (int c0 = 0; c0 < dim; c0 += blk) {                                                \
+                int left = dim - c0;                                                               \
+                int nv = left >= blk ? 8 : left / (LANES);                                         \
+                int tail = left >= blk ? 0 : left % (LANES);                                       \
+                bool first = c0 == 0;                                                              \
+                hot_ring *r = HOT && first ? ring : NULL;                                          \
+                switch (nv) {                                                                      \
+                case 0:                                                                            \
+                    bag_block(rt, 0, HOT, 0, l2, dist, t, b, s, e, c0, tail, first, pend, nx, r,   \
+                              out);                                                                \
+                    break;                                                                         \
+                case 1:                                                                            \
+                    bag_block(rt, 1, HOT, 0, l2, dist, t, b, s, e, c0, tail, first, pend, nx, r,   \
+                              out);                                                                \
+                    break;                                                                         \
+                case 2:                                                                            \
+                    bag_block(rt, 2, HOT, 0, l2, dist, t, b, s, e, c0, tail, first, pend, nx, r,   \
+                              out);                                                                \
+                    break;                                                                         \
+                case 3:                                                                            \
+                    bag_block(rt, 3, HOT, 0, l2, dist, t, b, s, e, c0, tail, first, pend, nx, r,   \
+                              out);                                                                \
+                    break;                                                                         \
+                case 4:                                                                            \
+                    bag_block(rt, 4, HOT, 0, l2, dist, t, b, s, e, c0, tail, first, pend, nx, r,   \
+                              out);                                                                \
+                    break;                                                                         \
+                case 5:                                                                            \
+                    bag_block(rt, 5, HOT, 0, l2, dist, t, b, s, e, c0, tail, first, pend, nx, r,   \
+                              out);                                                                \
+                    break;                                                                         \
+                case 6:                                                                            \
+                    bag_block(rt, 6, HOT, 0, l2, dist, t, b, s, e, c0, tail, first, pend, nx, r,   \
+                              out);                                                                \
+                    break;                                                                         \
+                case 7:                                                                            \
+                    bag_block(rt, 7, HOT, 0, l2, dist, t, b, s, e, c0, tail, first, pend, nx, r,   \
+                              out);                                                                \
+                    break;                                                                         \
+                default:                                                                           \
+                    bag_block(rt, 8, HOT, 0, l2, dist, t, b, s, e, c0, tail, first, pend, nx, r,   \
+                              out);                                                                \
+                    break;                                                                         \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
 /* sls_generic(rt, HOT, t, b, nx) of a file, from its sls_fixed (dims 16/32/64/128 without
  * weights, the prefetch level a compile-time constant: two copies) and sls_any (the rest, the
  * level a run-time value). The prefetch distance is a run-time value in both. */
