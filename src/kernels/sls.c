@@ -207,8 +207,8 @@ const sls_prefetch *sls_prefetch_get(void) {
     return &prefetch_setting;
 }
 
-/* What this CPU runs, best first. */
-static sls_isa cpu_isa(void) {
+/* What this CPU runs, best first (cpu_isa caches it: sls_multi asks on every call). */
+static sls_isa cpu_isa_probe(void) {
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
     __builtin_cpu_init();
     /* F16C has no __builtin_cpu_supports name in older compilers: every AVX2 CPU has it */
@@ -220,6 +220,13 @@ static sls_isa cpu_isa(void) {
     }
 #endif
     return SLS_ISA_SCALAR;
+}
+
+static sls_isa cpu_isa(void) {
+    static _Atomic int isa = -1;
+    int v = atomic_load_explicit(&isa, memory_order_relaxed);
+    if (v < 0) atomic_store_explicit(&isa, v = (int)cpu_isa_probe(), memory_order_relaxed);
+    return (sls_isa)v;
 }
 
 int sls_isa_parse(const char *s, sls_isa *out) {
