@@ -9,7 +9,8 @@
 #include <stdlib.h>
 
 size_t mm_scratch_floats(int max_k) {
-    return (size_t)MM_BF16_BLOCK * (size_t)(max_k > 0 ? max_k : 1);
+    size_t k = (size_t)(max_k > 0 ? max_k : 1);
+    return SPINE_MAX((size_t)MM_BF16_BLOCK, (size_t)MM_TILE_ROWS) * k + MM_TILE_ACC_FLOATS;
 }
 
 float mm_silu(float v) {
@@ -34,16 +35,24 @@ void mm_small_scalar(const float *x, int m, int ldx, const mm_weight *w, int r0,
     }
 }
 
-static bool portable_only;
+static int isa_cap = -1; /* set by tests and benchmarks before any product runs */
+void mm_set_isa(int isa) {
+    isa_cap = isa;
+}
 void mm_set_portable(bool on) {
-    portable_only = on;
+    isa_cap = on ? SLS_ISA_SCALAR : -1;
+}
+int mm_isa(void) {
+    int best = (int)sls_best_isa();
+    return isa_cap >= 0 && isa_cap < best ? isa_cap : best;
 }
 
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2) /* every caller is under the same test */
 static int have_avx2(void) {
-    static int have = -1; /* a CPU property; racing writers store the same value */
-    if (have < 0) have = sls_best_isa() >= SLS_ISA_AVX2;
-    return have && !portable_only;
+    return mm_isa() >= SLS_ISA_AVX2;
+}
+static int have_avx512(void) {
+    return mm_isa() >= SLS_ISA_AVX512;
 }
 #endif
 
@@ -54,6 +63,10 @@ static void small_rows(const float *x, int m, int ldx, const mm_weight *w, int r
         const float *xi = x + (size_t)i0 * ldx;
         float *yi = y + (size_t)i0 * ldy;
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+        if (have_avx512()) {
+            mm_small_avx512(xi, mi, ldx, w, r0, nr, yi, ldy, scratch);
+            continue;
+        }
         if (have_avx2()) {
             mm_small_avx2(xi, mi, ldx, w, r0, nr, yi, ldy, scratch);
             continue;
@@ -93,8 +106,12 @@ static void product(const float *x, int m, int ldx, const mm_weight *w, int r0, 
     /* Register tiles for every m: at these shapes they beat OpenBLAS's packing (spine bench
      * matmul --m 32 --n 448: 63-64 vs 53-58 GFLOP/s per thread), and mixtral-mini prefill runs
      * 2.5x faster than with BLAS (docs/BENCHMARKS.md). BLAS stays the path without AVX2. */
+    if (have_avx512()) {
+        mm_tile_avx512(x, m, ldx, w, r0, nr, y, ldy, scratch);
+        return;
+    }
     if (have_avx2()) {
-        mm_tile_avx2(x, m, ldx, w, r0, nr, y, ldy);
+        mm_tile_avx2(x, m, ldx, w, r0, nr, y, ldy, scratch);
         return;
     }
 #endif

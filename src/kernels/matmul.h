@@ -1,10 +1,11 @@
 /* matmul.h: weight products for transformer layers: y = x . W^T with W stored row-major [n, k]
  * in F32 or BF16 (as checkpoints store nn.Linear weights), run as a list of jobs spread over
  * spine's pool in one parallel region. Small m (decode) streams W once through a register-
- * blocked dot kernel, larger m through 4 x 3 register tiles (AVX2, F32 and BF16 weights read
- * in place); without AVX2, larger m goes through BLAS sgemm on row blocks of W (BF16 blocks
- * widened to F32 in per-thread scratch first). A job may carry a second weight
- * for SwiGLU: y = silu(x . W1^T) * (x . W3^T), fused so the product never leaves the task. */
+ * blocked dot kernel, larger m through register tiles (AVX-512 or AVX2, F32 and BF16 weights
+ * read in place), both summing in one order per ISA; without AVX2, larger m goes through BLAS
+ * sgemm on row blocks of W (BF16 blocks widened to F32 in per-thread scratch first). A job may
+ * carry a second weight for SwiGLU: y = silu(x . W1^T) * (x . W3^T), fused so the product never
+ * leaves the task. */
 #ifndef SPINE_MATMUL_H
 #define SPINE_MATMUL_H
 
@@ -29,8 +30,12 @@ typedef struct mm_job {
     float *y3;
 } mm_job;
 
-/* rows of W handled by one BF16 widening block, and the scratch a thread needs for it */
+/* rows of W handled by one BF16 widening block (BLAS path); input rows per chunk of the tiled
+ * kernels (BF16 inputs are re-laid for a chunk at a time) and the 16-lane accumulators the
+ * AVX-512 tiles carry across k blocks; the scratch a thread needs for all of it */
 #define MM_BF16_BLOCK 64
+#define MM_TILE_ROWS 64
+#define MM_TILE_ACC_FLOATS (MM_TILE_ROWS * 6 * 16)
 size_t mm_scratch_floats(int max_k);
 
 typedef struct mm_ctx {
@@ -59,9 +64,19 @@ void mm_small_scalar(const float *x, int m, int ldx, const mm_weight *w, int r0,
 /* scratch: MM_SMALL_M * k floats (BF16 input rows are re-laid there) */
 void mm_small_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                    int ldy, float *scratch);
-/* Register-tiled product for any m (4 x 3 tiles); the mid-size path. */
+/* Register-tiled product for any m; the mid-size path. scratch: mm_scratch_floats(k). */
 void mm_tile_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
-                  int ldy);
+                  int ldy, float *scratch);
+/* AVX-512: the same two kernels. Within one ISA the small and tiled kernels sum each output in
+ * the same order, so a row's result is bitwise the same whatever m it is computed with. */
+void mm_small_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
+                     int ldy, float *scratch);
+void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
+                    int ldy, float *scratch);
+/* Cap the kernels' ISA (0 scalar small-m + BLAS, 1 AVX2, 2 AVX-512: sls_isa values; -1: the
+ * best this CPU runs under SPINE_ISA). For tests and `spine bench matmul --isa`. */
+void mm_set_isa(int isa);
+int mm_isa(void);
 /* Tests: take the portable paths (scalar small-m kernel, BLAS) even where AVX2 exists. */
 void mm_set_portable(bool on);
 float mm_silu(float v);

@@ -1,5 +1,6 @@
-/* matmul_avx2.c: AVX2/FMA kernels for small-m weight products (decode) in F32 and BF16, and
- * the fused SwiGLU epilogue with a vectorised exp. */
+/* matmul_avx2.c: AVX2/FMA kernels for weight products in F32 and BF16, small-m (decode) and
+ * register-tiled (prefill), both summing each output in one order; the fused SwiGLU epilogue
+ * with a vectorised exp; the dot and axpy of attention. */
 #include "matmul.h"
 
 #include <immintrin.h>
@@ -109,7 +110,7 @@ static void small_f32(const float *x, int m, int ldx, const void *w, int k, int 
 static inline __attribute__((always_inline)) void block16(const float *xd, const void *w,
                                                           const float *x, int ldx, int k, int r,
                                                           int rs, float *y, int ldy, const int M,
-                                                          const int R) {
+                                                          const int R, const bool PF) {
     __m256 acc[4][4];
     for (int i = 0; i < M; i++)
         for (int j = 0; j < R; j++) acc[i][j] = _mm256_setzero_ps();
@@ -119,7 +120,7 @@ static inline __attribute__((always_inline)) void block16(const float *xd, const
         __m256 we[4], wo[4];
         for (int j = 0; j < R; j++) {
             const uint16_t *wr = (const uint16_t *)w + (size_t)(r + j * rs) * k + c;
-            if ((c & 31) == 0) _mm_prefetch((const char *)(wr + ROW_AHEAD / 2), _MM_HINT_T0);
+            if (PF && (c & 31) == 0) _mm_prefetch((const char *)(wr + ROW_AHEAD / 2), _MM_HINT_T0);
             __m256i p = _mm256_loadu_si256((const __m256i *)wr);
             we[j] = _mm256_castsi256_ps(_mm256_slli_epi32(p, 16));
             wo[j] = _mm256_castsi256_ps(_mm256_and_si256(p, hi));
@@ -143,9 +144,8 @@ static inline __attribute__((always_inline)) void block16(const float *xd, const
         }
 }
 
-static void small_bf16(const float *x, int m, int ldx, const void *w, int k, int r0, int nr,
-                       float *y, int ldy, float *xd) {
-    /* de-interleave the m input rows (stride k in xd) */
+/* the m input rows (stride ldx) de-interleaved into xd (stride k) */
+static void deinterleave(const float *x, int m, int ldx, int k, float *xd) {
     int kv = k & ~15;
     for (int i = 0; i < m; i++) {
         const float *xi = x + (size_t)i * ldx;
@@ -156,46 +156,62 @@ static void small_bf16(const float *x, int m, int ldx, const void *w, int k, int
                 di[c + 8 + j] = xi[c + 2 * j + 1];
             }
     }
-#define BF16_BLOCK(R0, RS, M, R) block16(xd, w, x, ldx, k, R0, RS, y, ldy, M, R)
+}
+
+static void small_bf16(const float *x, int m, int ldx, const void *w, int k, int r0, int nr,
+                       float *y, int ldy, float *xd) {
+    deinterleave(x, m, ldx, k, xd);
+#define BF16_BLOCK(R0, RS, M, R) block16(xd, w, x, ldx, k, R0, RS, y, ldy, M, R, true)
     SPREAD_M(BF16_BLOCK)
 #undef BF16_BLOCK
 }
 
-/* Any m: register tiles of 4 input rows x 3 weight rows (12 accumulators, FMA bound rather
- * than load bound), with each triple of weight rows kept in L1 while all input rows pass. */
+/* Any m: register tiles of 4 input rows x 3 weight rows (F32: 12 accumulators, FMA bound
+ * rather than load bound; BF16: 4 x 2, in the decode kernel's even/odd order on input rows
+ * de-interleaved a chunk at a time, so that a row's result does not depend on m), with each
+ * group of weight rows kept in L1 while all input rows pass. */
 /* (Blocking k to keep inputs in L1 was tried and lost: the extra horizontal sums cost more
  * than the misses saved.) */
-#define DEFINE_TILE(NAME, BF)                                                                      \
-    static void NAME(const float *x, int m, int ldx, const void *w, int k, int r0, int nr,         \
-                     float *y, int ldy) {                                                          \
+#define TILE_ROWS(BLOCK, R)                                                                        \
+    do {                                                                                           \
+        int i = 0;                                                                                 \
+        for (; i + 4 <= m; i += 4) BLOCK(i, 4, R);                                                 \
+        for (; i < m; i++) BLOCK(i, 1, R);                                                         \
+    } while (0)
+#define TILE(BLOCK, R)                                                                             \
+    do {                                                                                           \
         int r = r0, end = r0 + nr;                                                                 \
-        for (; r + 3 <= end; r += 3) {                                                             \
-            int i = 0;                                                                             \
-            for (; i + 4 <= m; i += 4)                                                             \
-                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 4, 3,    \
-                      false);                                                                      \
-            for (; i < m; i++)                                                                     \
-                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 1, 3,    \
-                      false);                                                                      \
-        }                                                                                          \
-        for (; r < end; r++) {                                                                     \
-            int i = 0;                                                                             \
-            for (; i + 4 <= m; i += 4)                                                             \
-                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 4, 1,    \
-                      false);                                                                      \
-            for (; i < m; i++)                                                                     \
-                block(x + (size_t)i * ldx, ldx, w, BF, k, r, 1, y + (size_t)i * ldy, ldy, 1, 1,    \
-                      false);                                                                      \
-        }                                                                                          \
-    }
+        for (; r + (R) <= end; r += (R)) TILE_ROWS(BLOCK, R);                                      \
+        for (; r < end; r++) TILE_ROWS(BLOCK, 1);                                                  \
+    } while (0)
 
-DEFINE_TILE(tile_f32, 0)
-DEFINE_TILE(tile_bf16, 1)
+static void tile_f32(const float *x, int m, int ldx, const void *w, int k, int r0, int nr, float *y,
+                     int ldy) {
+#define F32_TILE(I, M, R)                                                                          \
+    block(x + (size_t)(I)*ldx, ldx, w, 0, k, r, 1, y + (size_t)(I)*ldy, ldy, M, R, false)
+    TILE(F32_TILE, 3);
+#undef F32_TILE
+}
+
+static void tile_bf16(const float *x, int m0, int ldx, const void *w, int k, int r0, int nr,
+                      float *y, int ldy, float *xd) {
+    for (int i0 = 0; i0 < m0; i0 += MM_TILE_ROWS) {
+        int m = SPINE_MIN(MM_TILE_ROWS, m0 - i0);
+        const float *xs = x + (size_t)i0 * ldx;
+        float *ys = y + (size_t)i0 * ldy;
+        deinterleave(xs, m, ldx, k, xd);
+#define BF16_TILE(I, M, R)                                                                         \
+    block16(xd + (size_t)(I)*k, w, xs + (size_t)(I)*ldx, ldx, k, r, 1, ys + (size_t)(I)*ldy, ldy,  \
+            M, R, false)
+        TILE(BF16_TILE, 2);
+#undef BF16_TILE
+    }
+}
 
 void mm_tile_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
-                  int ldy) {
+                  int ldy, float *scratch) {
     if (w->dt == SPINE_DT_BF16)
-        tile_bf16(x, m, ldx, w->data, w->k, r0, nr, y, ldy);
+        tile_bf16(x, m, ldx, w->data, w->k, r0, nr, y, ldy, scratch);
     else
         tile_f32(x, m, ldx, w->data, w->k, r0, nr, y, ldy);
 }

@@ -4,6 +4,7 @@
  * drops counted; bad token ids and over-long sequences refused). */
 #include "test_util.h"
 
+#include "../../src/kernels/kernels.h"
 #include "../../src/moe/moe.h"
 
 #include <math.h>
@@ -25,7 +26,7 @@ static void products_match_the_scalar_reference(void **state) {
     assert_int_equal(spine_pool_create(2, &pool, NULL), SPINE_OK);
     mm_ctx c;
     assert_int_equal(mm_ctx_init(&c, pool, 128, NULL), SPINE_OK);
-    for (int portable = 0; portable < 2; portable++)
+    for (int isa = 0; isa <= SLS_ISA_AVX512; isa++)
         for (int dt = 0; dt < 2; dt++)
             for (size_t a = 0; a < SPINE_ARRAY_LEN(ms); a++)
                 for (size_t b = 0; b < SPINE_ARRAY_LEN(ns); b++)
@@ -45,7 +46,8 @@ static void products_match_the_scalar_reference(void **state) {
                         mm_weight W3 = {dt ? (void *)w3b : w3, W.dt, n, k};
                         float *y = calloc((size_t)m * ldy, 4), *y3 = calloc((size_t)m * ldy, 4);
                         float *ref = calloc((size_t)m * ldy, 4), *ref3 = calloc((size_t)m * ldy, 4);
-                        mm_set_portable(portable);
+                        if (!sls_isa_runs((sls_isa)isa)) continue;
+                        mm_set_isa(isa);
                         mm_small_scalar(x, m, ldx, &W, 0, n, ref, ldy);
                         mm_small_scalar(x, m, ldx, &W3, 0, n, ref3, ldy);
                         for (int swiglu = 0; swiglu < 2; swiglu++) {
@@ -58,10 +60,9 @@ static void products_match_the_scalar_reference(void **state) {
                                     if (swiglu) want = mm_silu(want) * ref3[(size_t)i * ldy + r];
                                     float got = y[(size_t)i * ldy + r];
                                     if (fabsf(got - want) > 1e-5f * (1.0f + fabsf(want)))
-                                        fail_msg(
-                                            "portable %d dt %d m %d n %d k %d swiglu %d: [%d,%d] "
-                                            "%g vs %g",
-                                            portable, dt, m, n, k, swiglu, i, r, got, want);
+                                        fail_msg("isa %d dt %d m %d n %d k %d swiglu %d: [%d,%d] "
+                                                 "%g vs %g",
+                                                 isa, dt, m, n, k, swiglu, i, r, got, want);
                                 }
                         }
                         spine_free_aligned(x);
@@ -75,6 +76,61 @@ static void products_match_the_scalar_reference(void **state) {
                         free(ref3);
                     }
     mm_set_portable(false);
+    mm_ctx_free(&c);
+    spine_pool_free(pool);
+}
+
+/* Within one ISA, a row's product is bitwise the same whatever m it is computed with (the
+ * small-m and tiled kernels sum in one order; k beyond one tile block; a token's result does
+ * not depend on how many tokens share its expert) */
+static void products_do_not_depend_on_m(void **state) {
+    (void)state;
+    const int ks[] = {5, 37, 100, 1100};
+    const int ms[] = {1, 3, 4, 9, 20, 70};
+    const int n = 29;
+    spine_pool *pool = NULL;
+    assert_int_equal(spine_pool_create(2, &pool, NULL), SPINE_OK);
+    mm_ctx c;
+    assert_int_equal(mm_ctx_init(&c, pool, 1100, NULL), SPINE_OK);
+    int mmax = 70;
+    /* (the portable path hands m > 8 to BLAS, which promises no such thing) */
+    for (int isa = SLS_ISA_AVX2; isa <= SLS_ISA_AVX512; isa++) {
+        if (!sls_isa_runs((sls_isa)isa)) continue;
+        mm_set_isa(isa);
+        for (int dt = 0; dt < 2; dt++)
+            for (size_t d = 0; d < SPINE_ARRAY_LEN(ks); d++) {
+                int k = ks[d], ldx = k + 1;
+                float *x = rnd((size_t)mmax * ldx, 7 + d);
+                float *w = rnd((size_t)n * k, 70 + d);
+                uint16_t *wb = spine_alloc_aligned((size_t)n * k * 2 + 64);
+                for (size_t i = 0; i < (size_t)n * k; i++) wb[i] = spine_f32_to_bf16(w[i]);
+                mm_weight W = {dt ? (void *)wb : w, dt ? SPINE_DT_BF16 : SPINE_DT_F32, n, k};
+                float *one = calloc(n, 4), *all = calloc((size_t)mmax * n, 4);
+                for (size_t a = 0; a < SPINE_ARRAY_LEN(ms); a++) {
+                    int m = ms[a];
+                    mm_job j = {.x = x, .m = m, .ldx = ldx, .w = W, .y = all, .ldy = n};
+                    assert_int_equal(mm_run(&c, &j, 1, NULL), SPINE_OK);
+                    for (int i = 0; i < m; i++) {
+                        mm_job o = {.x = x + (size_t)i * ldx,
+                                    .m = 1,
+                                    .ldx = ldx,
+                                    .w = W,
+                                    .y = one,
+                                    .ldy = n};
+                        assert_int_equal(mm_run(&c, &o, 1, NULL), SPINE_OK);
+                        if (memcmp(one, all + (size_t)i * n, (size_t)n * 4) != 0)
+                            fail_msg("isa %d dt %d k %d: row %d of m = %d differs from m = 1", isa,
+                                     dt, k, i, m);
+                    }
+                }
+                spine_free_aligned(x);
+                spine_free_aligned(w);
+                spine_free_aligned(wb);
+                free(one);
+                free(all);
+            }
+    }
+    mm_set_isa(-1);
     mm_ctx_free(&c);
     spine_pool_free(pool);
 }
@@ -253,6 +309,7 @@ static void weights_must_match_the_config(void **state) {
 int test_group_moe(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(products_match_the_scalar_reference),
+        cmocka_unit_test(products_do_not_depend_on_m),
         cmocka_unit_test(config_parses_hugging_face_keys),
         cmocka_unit_test(config_refusals),
         cmocka_unit_test(token_files),
