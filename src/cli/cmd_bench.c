@@ -122,6 +122,7 @@ static int bench_matmul(int argc, char **argv) {
         {"mib", true, "total weight bytes cycled through, MiB (default 1024)", NULL},
         {"seconds", true, "per measurement (default 2)", NULL},
         {"portable", false, "scalar / OpenBLAS paths instead of the AVX2 kernels", NULL},
+        {"rows", false, "keep the weights row-major where AVX-512 would take panels", NULL},
         {"json", false, "one JSON object", NULL},
         {"help", false, "this text", NULL},
     };
@@ -177,17 +178,24 @@ static int bench_matmul(int argc, char **argv) {
     }
     for (size_t i = 0; i < (size_t)m * k; i++) x[i] = spine_rng_uniform(&r);
     mm_set_portable(cli_get(o, n, "portable") != NULL);
+    /* panels where the model loader would lay them out (mm_wants_panels) */
+    bool panels = mm_wants_panels() && !cli_get(o, n, "rows");
+    for (size_t i = 0; i < nmat && panels; i++) {
+        mm_weight pw = {w + i * per, bf16 ? SPINE_DT_BF16 : SPINE_DT_F32, (int)nn, (int)k, false};
+        if (mm_pack(&pw, &err)) goto out;
+    }
     dense_init(); /* BLAS single-threaded: the pool owns parallelism */
     uint64_t prods = 0;
     double t0 = spine_now(), t;
     do {
         for (size_t i = 0; i < nmat; i++) {
-            mm_job j = {.x = x,
-                        .m = (int)m,
-                        .ldx = (int)k,
-                        .y = y,
-                        .ldy = (int)nn,
-                        .w = {w + i * per, bf16 ? SPINE_DT_BF16 : SPINE_DT_F32, (int)nn, (int)k}};
+            mm_job j = {
+                .x = x,
+                .m = (int)m,
+                .ldx = (int)k,
+                .y = y,
+                .ldy = (int)nn,
+                .w = {w + i * per, bf16 ? SPINE_DT_BF16 : SPINE_DT_F32, (int)nn, (int)k, panels}};
             if (mm_run(&mc, &j, 1, &err)) goto out;
         }
         prods += nmat;
@@ -197,15 +205,19 @@ static int bench_matmul(int argc, char **argv) {
     double gbs = (double)per * (double)prods / t / 1e9;
     if (cli_get(o, n, "json"))
         printf("{\"bench\":\"matmul\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"dtype\":\"%s\","
-               "\"threads\":%lld,\"portable\":%s,\"gflops\":%.2f,\"weight_gb_s\":%.2f}\n",
+               "\"threads\":%lld,\"portable\":%s,\"panels\":%s,\"gflops\":%.2f,"
+               "\"weight_gb_s\":%.2f}\n",
                m, nn, k, bf16 ? "bf16" : "f32", threads,
-               cli_get(o, n, "portable") ? "true" : "false", gflops, gbs);
+               cli_get(o, n, "portable") ? "true" : "false", panels ? "true" : "false", gflops,
+               gbs);
     else
         printf("m %lld, n %lld, k %lld, %s, %lld thread%s%s: %.1f GFLOP/s, %.2f GB/s of weights "
                "(%zu MiB cycled)\n",
                m, nn, k, bf16 ? "bf16" : "f32", threads, threads == 1 ? "" : "s",
-               cli_get(o, n, "portable") ? " (portable paths)" : "", gflops, gbs,
-               (per * nmat) >> 20);
+               cli_get(o, n, "portable") ? " (portable paths)"
+               : panels                  ? " (panels)"
+                                         : "",
+               gflops, gbs, (per * nmat) >> 20);
     rc = 0;
 out:
     if (rc && err.msg[0]) cli_print_error("bench matmul", &err);

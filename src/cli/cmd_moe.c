@@ -5,6 +5,7 @@
 
 #include "../moe/moe.h"
 #include "../moe/moe_trace.h"
+#include "../kernels/kernels.h"
 #include "../kernels/membw.h"
 
 #include <math.h>
@@ -590,7 +591,7 @@ static int moe_run(int argc, char **argv) {
                "\"expert_hits\": %.0f, \"expert_misses\": %.0f, \"expert_bytes_moved\": %.0f, "
                "\"expert_load_s\": %.4f, \"expert_fast_bytes\": %llu, \"expert_bytes_all\": %llu, "
                "\"slow_gbps\": %g, \"paired_steps\": %zu, \"paired_membw_gbps\": %.3f, "
-               "\"paired_decode_fraction\": %.4f}\n",
+               "\"paired_decode_fraction\": %.4f, \"panels\": %s, \"isa\": \"%s\"}\n",
                B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
                spine_pool_size(pool), repeat, warmup, fresh ? "true" : "false",
                spine_dtype_name(m->embed.dt), tpm, prefill_tps, gflops, tdm, decode_tps, dec_gbs,
@@ -599,11 +600,13 @@ static int moe_run(int argc, char **argv) {
                dec.dropped * per_run, dwaste, ro.expert_slots, ts.hits * per, ts.misses * per,
                ts.bytes_moved * per, ts.load_s * per,
                (unsigned long long)(ro.expert_slots ? ts.fast_bytes : m->expert_bytes),
-               (unsigned long long)m->expert_bytes, ro.slow_gbps, npair, pair_gbs, pair_frac);
+               (unsigned long long)m->expert_bytes, ro.slow_gbps, npair, pair_gbs, pair_frac,
+               m->panels ? "true" : "false", sls_isa_name((sls_isa)mm_isa()));
     } else {
-        printf("model: %s, %d layers, %d experts top-%d, %s weights, %d threads\n",
+        printf("model: %s, %d layers, %d experts top-%d, %s weights%s, %d threads, %s kernels\n",
                dir ? dir : preset, cf->layers, cf->experts, cf->top_k,
-               spine_dtype_name(m->embed.dt), spine_pool_size(pool));
+               spine_dtype_name(m->embed.dt), m->panels ? " (in panels)" : "",
+               spine_pool_size(pool), sls_isa_name((sls_isa)mm_isa()));
         printf("%s: %d x %d tokens in %.3f s: %.1f tok/s, %.1f GFLOP/s in weight products\n",
                ro.encoder ? "encode" : "prefill", B, T, tpm, prefill_tps, gflops);
         char cfs[32] = "";

@@ -10,7 +10,8 @@
 
 size_t mm_scratch_floats(int max_k) {
     size_t k = (size_t)(max_k > 0 ? max_k : 1);
-    return SPINE_MAX((size_t)MM_BF16_BLOCK, (size_t)MM_TILE_ROWS) * k + MM_TILE_ACC_FLOATS;
+    return SPINE_MAX(SPINE_MAX((size_t)MM_BF16_BLOCK, (size_t)MM_TILE_ROWS) * k,
+                     (size_t)32 * MM_PANEL_COLS);
 }
 
 float mm_silu(float v) {
@@ -29,10 +30,39 @@ void mm_small_scalar(const float *x, int m, int ldx, const mm_weight *w, int r0,
         for (int i = 0; i < m; i++) {
             const float *xi = x + (size_t)i * ldx;
             float s = 0.0f;
-            for (int k = 0; k < w->k; k++) s = fmaf(xi[k], w_at(w, base + k), s);
+            if (w->packed)
+                for (int k = 0; k < w->k; k++) s = fmaf(xi[k], w_at(w, mm_index(w, r, k)), s);
+            else
+                for (int k = 0; k < w->k; k++) s = fmaf(xi[k], w_at(w, base + k), s);
             y[(size_t)i * ldy + r] = s;
         }
     }
+}
+
+spine_status mm_pack(mm_weight *w, spine_error *err) {
+    if (w->packed || w->n <= 0 || w->k <= 0) return SPINE_OK;
+    size_t es = spine_dtype_size(w->dt), k = (size_t)w->k;
+    if (es != 2 && es != 4)
+        return spine_fail(err, SPINE_ERR_UNSUPPORTED, "panels: F32 or BF16 weights only");
+    uint8_t *tmp = malloc(16 * k * es);
+    if (!tmp) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (packing weights)");
+    uint8_t *d = (uint8_t *)w->data; /* writable: the caller's promise */
+    for (int g0 = 0; g0 < w->n; g0 += 16) {
+        size_t h = (size_t)SPINE_MIN(16, w->n - g0);
+        uint8_t *grp = d + (size_t)g0 * k * es;
+        memcpy(tmp, grp, h * k * es);
+        if (es == 4)
+            for (size_t c = 0; c < k; c++)
+                for (size_t q = 0; q < h; q++)
+                    ((uint32_t *)grp)[c * h + q] = ((const uint32_t *)tmp)[q * k + c];
+        else
+            for (size_t c = 0; c < k; c++)
+                for (size_t q = 0; q < h; q++)
+                    ((uint16_t *)grp)[c * h + q] = ((const uint16_t *)tmp)[q * k + c];
+    }
+    free(tmp);
+    w->packed = true;
+    return SPINE_OK;
 }
 
 static int isa_cap = -1; /* set by tests and benchmarks before any product runs */
@@ -45,6 +75,14 @@ void mm_set_portable(bool on) {
 int mm_isa(void) {
     int best = (int)sls_best_isa();
     return isa_cap >= 0 && isa_cap < best ? isa_cap : best;
+}
+
+bool mm_wants_panels(void) {
+#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+    return mm_isa() >= SLS_ISA_AVX512;
+#else
+    return false;
+#endif
 }
 
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2) /* every caller is under the same test */
@@ -63,10 +101,6 @@ static void small_rows(const float *x, int m, int ldx, const mm_weight *w, int r
         const float *xi = x + (size_t)i0 * ldx;
         float *yi = y + (size_t)i0 * ldy;
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
-        if (have_avx512()) {
-            mm_small_avx512(xi, mi, ldx, w, r0, nr, yi, ldy, scratch);
-            continue;
-        }
         if (have_avx2()) {
             mm_small_avx2(xi, mi, ldx, w, r0, nr, yi, ldy, scratch);
             continue;
@@ -98,6 +132,19 @@ void mm_axpy(float *y, float a, const float *x, int n) {
 /* y[:, r0:r0+nr] = x . W[r0:r0+nr]^T */
 static void product(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                     int ldy, float *scratch) {
+    if (w->packed) { /* panels: AVX-512, or the scalar reference where it cannot run */
+#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+        if (have_avx512()) {
+            if (m <= 2 * MM_SMALL_M)
+                mm_small_avx512(x, m, ldx, w, r0, nr, y, ldy);
+            else
+                mm_tile_avx512(x, m, ldx, w, r0, nr, y, ldy, scratch);
+            return;
+        }
+#endif
+        mm_small_scalar(x, m, ldx, w, r0, nr, y, ldy);
+        return;
+    }
     if (m <= 2 * MM_SMALL_M) {
         small_rows(x, m, ldx, w, r0, nr, y, ldy, scratch);
         return;
@@ -106,10 +153,6 @@ static void product(const float *x, int m, int ldx, const mm_weight *w, int r0, 
     /* Register tiles for every m: at these shapes they beat OpenBLAS's packing (spine bench
      * matmul --m 32 --n 448: 63-64 vs 53-58 GFLOP/s per thread), and mixtral-mini prefill runs
      * 2.5x faster than with BLAS (docs/BENCHMARKS.md). BLAS stays the path without AVX2. */
-    if (have_avx512()) {
-        mm_tile_avx512(x, m, ldx, w, r0, nr, y, ldy, scratch);
-        return;
-    }
     if (have_avx2()) {
         mm_tile_avx2(x, m, ldx, w, r0, nr, y, ldy, scratch);
         return;
@@ -218,7 +261,9 @@ spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err) 
             int per = c->nthreads * (j->m <= 2 * MM_SMALL_M ? 1 : 4);
             int rows = (j->w.n + per - 1) / per;
             rows = SPINE_MAX(rows, 16);
-            if (j->m > 2 * MM_SMALL_M && j->w.dt == SPINE_DT_BF16)
+            if (j->w.packed) /* whole pairs of panels */
+                rows = (rows + 31) / 32 * 32;
+            else if (j->m > 2 * MM_SMALL_M && j->w.dt == SPINE_DT_BF16)
                 rows = (rows + MM_BF16_BLOCK - 1) / MM_BF16_BLOCK * MM_BF16_BLOCK;
             for (int r = 0; r < j->w.n; r += rows, t++) {
                 if (pass == 1) {

@@ -1,9 +1,11 @@
 /* matmul.h: weight products for transformer layers: y = x . W^T with W stored row-major [n, k]
  * in F32 or BF16 (as checkpoints store nn.Linear weights), run as a list of jobs spread over
  * spine's pool in one parallel region. Small m (decode) streams W once through a register-
- * blocked dot kernel, larger m through register tiles (AVX-512 or AVX2, F32 and BF16 weights
- * read in place), both summing in one order per ISA; without AVX2, larger m goes through BLAS
- * sgemm on row blocks of W (BF16 blocks widened to F32 in per-thread scratch first). A job may
+ * blocked kernel, larger m through register tiles (F32 and BF16 weights read in place), both
+ * summing in one order: on AVX-512, weights re-laid in panels at load (mm_pack) and products
+ * in the scalar reference's order; on AVX2, row-major dot products in 8 lanes. Without AVX2,
+ * larger m goes through BLAS sgemm on row blocks of W (BF16 blocks widened to F32 in per-thread
+ * scratch first). A job may
  * carry a second weight for SwiGLU: y = silu(x . W1^T) * (x . W3^T), fused so the product never
  * leaves the task. */
 #ifndef SPINE_MATMUL_H
@@ -13,10 +15,26 @@
 #include "../base/pool.h"
 
 typedef struct mm_weight {
-    const void *data; /* [n, k] row-major */
+    const void *data; /* [n, k] row-major, or in panels (below) */
     spine_dtype dt;   /* SPINE_DT_F32 or SPINE_DT_BF16 */
     int n, k;
+    /* Panels: rows in groups of 16 (the last group h = n mod 16 rows when short), each group
+     * column-major: W[16g + q, c] at 16g * k + c * h + q. The same bytes, permuted within each
+     * group, so that one vector load holds one column of 16 rows: the AVX-512 kernels
+     * broadcast each input element against it and keep one running sum per output. */
+    bool packed;
 } mm_weight;
+
+/* Whether the kernels that run here want panels (mm_pack): AVX-512 does. */
+bool mm_wants_panels(void);
+/* Re-lay w's bytes (writable memory) as panels, in place; a short temporary buffer. */
+spine_status mm_pack(mm_weight *w, spine_error *err);
+/* the element index of W[r, c] in w's layout */
+static inline size_t mm_index(const mm_weight *w, int r, int c) {
+    if (!w->packed) return (size_t)r * (size_t)w->k + (size_t)c;
+    int g0 = r & ~15, h = w->n - g0 < 16 ? w->n - g0 : 16;
+    return (size_t)g0 * (size_t)w->k + (size_t)c * (size_t)h + (size_t)(r - g0);
+}
 
 typedef struct mm_job {
     const float *x; /* [m, k], row stride ldx */
@@ -30,12 +48,12 @@ typedef struct mm_job {
     float *y3;
 } mm_job;
 
-/* rows of W handled by one BF16 widening block (BLAS path); input rows per chunk of the tiled
- * kernels (BF16 inputs are re-laid for a chunk at a time) and the 16-lane accumulators the
- * AVX-512 tiles carry across k blocks; the scratch a thread needs for all of it */
+/* rows of W handled by one BF16 widening block (BLAS path); input rows per chunk of the AVX2
+ * tiles (BF16 inputs are re-laid a chunk at a time); columns of one AVX-512 panel block (32
+ * weight rows transposed); the scratch a thread needs for all of it */
 #define MM_BF16_BLOCK 64
 #define MM_TILE_ROWS 64
-#define MM_TILE_ACC_FLOATS (MM_TILE_ROWS * 6 * 16)
+#define MM_PANEL_COLS 256
 size_t mm_scratch_floats(int max_k);
 
 typedef struct mm_ctx {
@@ -67,10 +85,12 @@ void mm_small_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, i
 /* Register-tiled product for any m; the mid-size path. scratch: mm_scratch_floats(k). */
 void mm_tile_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                   int ldy, float *scratch);
-/* AVX-512: the same two kernels. Within one ISA the small and tiled kernels sum each output in
+/* AVX-512, on panels only (r0 a multiple of 16): the same two kernels (small: m <=
+ * 2 * MM_SMALL_M in one pass), in the scalar reference's order, so bitwise equal to
+ * mm_small_scalar. Within each ISA and layout the small and tiled kernels sum each output in
  * the same order, so a row's result is bitwise the same whatever m it is computed with. */
 void mm_small_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
-                     int ldy, float *scratch);
+                     int ldy);
 void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                     int ldy, float *scratch);
 /* Cap the kernels' ISA (0 scalar small-m + BLAS, 1 AVX2, 2 AVX-512: sls_isa values; -1: the

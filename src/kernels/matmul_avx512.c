@@ -1,218 +1,189 @@
-/* matmul_avx512.c: AVX-512 weight products, F32 and BF16 weights: the small-m kernel (decode)
- * and the register-tiled one (prefill, grouped expert products), both summing every output in
- * one order, so a row's result does not depend on how many rows share the call (a token's
- * output is the same whichever other tokens its expert sees).
+/* matmul_avx512.c: AVX-512 weight products on weights laid out in panels (matmul.h: 16 rows
+ * per group, column-major within it), F32 and BF16: the small-m kernel (decode) and the tiled
+ * one (prefill, grouped expert products). A vector load takes one column of 16 rows; each
+ * input element is broadcast against it: 16 outputs per FMA, one running sum per output, the
+ * columns added in order, one FMA each. That is the scalar reference's order (mm_small_scalar),
+ * so both kernels return bitwise what it returns, for every m.
  *
- * The order: lane l of one 16-float accumulator takes the products of columns c + l (F32) or
- * of the pair c + 2l, c + 2l + 1 (BF16: a 64-byte load holds 16 such pairs; the input row is
- * de-interleaved to match) for c = 0, 16 (32), ... up to the last full vector; then a fixed
- * horizontal sum; then the remaining columns one by one. The tiles block k to keep a group of
- * weight rows in L1 while every input row passes, and carry the 16-lane accumulators across
- * blocks in memory, which leaves the order unchanged. */
+ * Decode streams each group once (one sequential stream per group, prefetched ahead).
+ * Prefill: register tiles of 12 input rows x 32 outputs (two groups) over blocks of KC columns:
+ * 24 accumulators, 2 panel loads and 12 broadcasts per 24 FMAs, the panels L1-resident while
+ * all input rows pass (BF16 panels widened to F32 once per block in scratch); the running sums
+ * wait in y between blocks. */
 #include "matmul.h"
 
 #include <immintrin.h>
-#include <math.h>
 
-static inline float hsum16(__m512 v) {
-    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+#define AHEAD 2048 /* bytes: decode's software prefetch into each group's stream */
+#define KC MM_PANEL_COLS
+#define MR 12
+#ifndef PF_AHEAD
+#define PF_AHEAD (KC * 64) /* bytes ahead in each group's stream: the next block */
+#endif
+
+/* Software prefetch at an address computed as an integer: it may lie past the weights (a
+ * prefetch never faults), which pointer arithmetic may not. */
+static inline void fetch(uintptr_t a) {
+    _mm_prefetch((const char *)a, _MM_HINT_T0);
 }
 
-static inline float w_scalar(const void *w, size_t i, int bf16) {
-    if (bf16) {
-        uint32_t u = (uint32_t)((const uint16_t *)w)[i] << 16;
-        float f;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    return ((const float *)w)[i];
+static inline __mmask16 lanes(int rows) {
+    return rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (rows > 0 ? rows : 0)) - 1);
 }
 
-#define ROW_AHEAD 2048 /* bytes: decode's software prefetch into each weight row (matmul_avx2.c) */
-
-/* M input rows against R weight rows (r, r + rs, ...), columns [c0, c1) of the vector part
- * (c1 <= kv, both multiples of the step). acc: M*R saved accumulators when the k range is
- * split (NULL: one pass); the first block starts from zero, the last one finishes: horizontal
- * sum, scalar tail from the original rows x (stride ldx), result into y. xv: the rows the
- * vector part reads (x itself for F32, de-interleaved copies for BF16), stride ldv. */
-static inline __attribute__((always_inline)) void
-block(const float *xv, size_t ldv, const float *x, int ldx, const void *w, int k, int r, int rs,
-      int c0, int c1, int kv, __m512 *acc_io, float *y, int ldy,
-      const int BF, const int M, const int R, const bool PF) {
-    __m512 acc[4][6];
-    if (c0 == 0 || !acc_io) {
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < R; j++) acc[i][j] = _mm512_setzero_ps();
-    } else {
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < R; j++) acc[i][j] = _mm512_load_ps((const float *)&acc_io[i * R + j]);
-    }
+/* column c of a group of h rows (the lanes past h are zero) */
+static inline __m512 column(const char *g, int c, int h, __mmask16 mk, const int BF) {
     if (BF) {
-        const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
-        for (int c = c0; c < c1; c += 32) {
-            __m512i p[6];
-            for (int j = 0; j < R; j++) {
-                const uint16_t *wr = (const uint16_t *)w + (size_t)(r + j * rs) * k + c;
-                if (PF) _mm_prefetch((const char *)(wr + ROW_AHEAD / 2), _MM_HINT_T0);
-                p[j] = _mm512_loadu_si512(wr);
-            }
-            for (int i = 0; i < M; i++) {
-                __m512 xe = _mm512_loadu_ps(xv + i * ldv + c);
-                __m512 xo = _mm512_loadu_ps(xv + i * ldv + c + 16);
-                for (int j = 0; j < R; j++) {
-                    acc[i][j] = _mm512_fmadd_ps(
-                        xe, _mm512_castsi512_ps(_mm512_slli_epi32(p[j], 16)), acc[i][j]);
-                    acc[i][j] = _mm512_fmadd_ps(
-                        xo, _mm512_castsi512_ps(_mm512_and_si512(p[j], hi)), acc[i][j]);
-                }
-            }
-        }
-    } else {
-        for (int c = c0; c < c1; c += 16) {
-            __m512 wv[6];
-            for (int j = 0; j < R; j++) {
-                const float *wr = (const float *)w + (size_t)(r + j * rs) * k + c;
-                if (PF) _mm_prefetch((const char *)(wr + ROW_AHEAD / 4), _MM_HINT_T0);
-                wv[j] = _mm512_loadu_ps(wr);
-            }
-            for (int i = 0; i < M; i++) {
-                __m512 xi = _mm512_loadu_ps(xv + i * ldv + c);
-                for (int j = 0; j < R; j++) acc[i][j] = _mm512_fmadd_ps(xi, wv[j], acc[i][j]);
-            }
-        }
+        __m256i v = _mm256_maskz_loadu_epi16(mk, (const uint16_t *)g + (size_t)c * h);
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
     }
-    if (acc_io && c1 < kv) {
+    return _mm512_maskz_loadu_ps(mk, (const float *)g + (size_t)c * h);
+}
+
+/* Decode: M (1..8) input rows against the group of rows from g0 */
+static inline __attribute__((always_inline)) void dec_group(const float *x, int ldx,
+                                                            const mm_weight *w, int g0, float *y,
+                                                            int ldy, const int BF, const int M) {
+    int k = w->k, h = SPINE_MIN(16, w->n - g0);
+    size_t es = BF ? 2 : 4;
+    const char *g = (const char *)w->data + (size_t)g0 * k * es;
+    __mmask16 mk = lanes(h);
+    __m512 acc[8];
+    for (int i = 0; i < M; i++) acc[i] = _mm512_setzero_ps();
+    for (int c = 0; c < k; c++) {
+        if ((c & (BF ? 1 : 0)) == 0) fetch((uintptr_t)g + (size_t)c * h * es + AHEAD);
+        __m512 wv = column(g, c, h, mk, BF);
         for (int i = 0; i < M; i++)
-            for (int j = 0; j < R; j++) _mm512_store_ps((float *)&acc_io[i * R + j], acc[i][j]);
-        return;
+            acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)i * ldx + c]), wv, acc[i]);
     }
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < R; j++) {
-            float s = hsum16(acc[i][j]);
-            const float *xi = x + (size_t)i * ldx;
-            size_t base = (size_t)(r + j * rs) * k;
-            for (int c = kv; c < k; c++) s = fmaf(xi[c], w_scalar(w, base + c, BF), s);
-            y[(size_t)i * ldy + r + j * rs] = s;
-        }
+    for (int i = 0; i < M; i++) _mm512_mask_storeu_ps(y + (size_t)i * ldy + g0, mk, acc[i]);
 }
 
-/* BF16: rows of x re-laid so that each 32 columns hold their 16 even then their 16 odd ones */
-static void deinterleave(const float *x, int m, int ldx, int k, float *xd) {
-    int kv = k & ~31;
-    for (int i = 0; i < m; i++) {
-        const float *xi = x + (size_t)i * ldx;
-        float *di = xd + (size_t)i * k;
-        for (int c = 0; c < kv; c += 32)
-            for (int j = 0; j < 16; j++) {
-                di[c + j] = xi[c + 2 * j];
-                di[c + 16 + j] = xi[c + 2 * j + 1];
-            }
-    }
-}
-
-/* Decode: R weight rows taken from R separate stretches of the block (as matmul_avx2.c does:
- * adjacent short rows share pages and defeat the hardware prefetcher), prefetched ahead. */
-#define SMALL(BF, M, R)                                                                            \
-    do {                                                                                           \
-        int q = nr / (R);                                                                          \
-        for (int i = 0; i < q; i++)                                                                \
-            block(xv, ldv, x, ldx, wd, k, r0 + i, q, 0, kv, kv, NULL, y, ldy, BF, M, R, true);      \
-        for (int r = r0 + (R)*q; r < r0 + nr; r++)                                                 \
-            block(xv, ldv, x, ldx, wd, k, r, 1, 0, kv, kv, NULL, y, ldy, BF, M, 1, true);           \
-    } while (0)
-#define SMALL_M(BF)                                                                                \
+#define DEC(BF, M)                                                                                 \
+    for (int g0 = r0; g0 < r0 + nr; g0 += 16) dec_group(x, ldx, w, g0, y, ldy, BF, M);             \
+    break;
+#define DEC_M(BF)                                                                                  \
     switch (m) {                                                                                   \
     case 1:                                                                                        \
-        SMALL(BF, 1, 4);                                                                           \
-        break;                                                                                     \
+        DEC(BF, 1)                                                                                 \
     case 2:                                                                                        \
-        SMALL(BF, 2, 4);                                                                           \
-        break;                                                                                     \
+        DEC(BF, 2)                                                                                 \
     case 3:                                                                                        \
-        SMALL(BF, 3, 4);                                                                           \
-        break;                                                                                     \
+        DEC(BF, 3)                                                                                 \
+    case 4:                                                                                        \
+        DEC(BF, 4)                                                                                 \
+    case 5:                                                                                        \
+        DEC(BF, 5)                                                                                 \
+    case 6:                                                                                        \
+        DEC(BF, 6)                                                                                 \
+    case 7:                                                                                        \
+        DEC(BF, 7)                                                                                 \
     default:                                                                                       \
-        SMALL(BF, 4, 4);                                                                           \
-        break;                                                                                     \
+        DEC(BF, 8)                                                                                 \
     }
 
 void mm_small_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
-                     int ldy, float *scratch) {
-    int k = w->k;
-    const void *wd = w->data;
+                     int ldy) {
     if (w->dt == SPINE_DT_BF16) {
-        int kv = k & ~31;
-        deinterleave(x, m, ldx, k, scratch);
-        const float *xv = scratch;
-        size_t ldv = (size_t)k;
-        SMALL_M(1)
+        DEC_M(1)
     } else {
-        int kv = k & ~15;
-        const float *xv = x;
-        size_t ldv = (size_t)ldx;
-        SMALL_M(0)
+        DEC_M(0)
     }
 }
 
-/* Prefill tiles: 4 input rows x R weight rows (F32: 24 accumulators, 10 loads per 24 FMAs;
- * BF16: 4 x 4, two FMAs per loaded pair), k in blocks of KC columns so that the R weight rows
- * stay in L1 while every input row of the chunk passes. */
-#define KC 512
-#define R_F32 6
-#define R_BF16 4
+/* M input rows x NP groups of 16 outputs over kc columns: column c of group j at
+ * pj + c * sj (lanes past the group's rows masked off); the sums start at zero on the first
+ * block (c0 == 0) and from y after it */
+static inline __attribute__((always_inline)) void micro(const float *x, int ldx, int c0, int kc,
+                                                        const float *p0, size_t s0, __mmask16 m0,
+                                                        const float *p1, size_t s1, __mmask16 m1,
+                                                        float *y, int ldy, uintptr_t pf0,
+                                                        uintptr_t pf1, const int M, const int NP) {
+    __m512 acc[MR][2];
+    for (int i = 0; i < M; i++) {
+        if (c0 == 0) {
+            acc[i][0] = _mm512_setzero_ps();
+            if (NP == 2) acc[i][1] = _mm512_setzero_ps();
+        } else {
+            acc[i][0] = _mm512_maskz_loadu_ps(m0, y + (size_t)i * ldy);
+            if (NP == 2) acc[i][1] = _mm512_maskz_loadu_ps(m1, y + (size_t)i * ldy + 16);
+        }
+    }
+    const float *xc = x + c0;
+    for (int c = 0; c < kc; c++) {
+        if (pf0) { /* the first tile of a block fetches the next stretch of both streams */
+            fetch(pf0 + (size_t)c * s0 * 4);
+            if (NP == 2) fetch(pf1 + (size_t)c * s1 * 4);
+        }
+        __m512 w0 = _mm512_maskz_loadu_ps(m0, p0 + (size_t)c * s0);
+        __m512 w1 = NP == 2 ? _mm512_maskz_loadu_ps(m1, p1 + (size_t)c * s1) : w0;
+        for (int i = 0; i < M; i++) {
+            __m512 xb = _mm512_set1_ps(xc[(size_t)i * ldx + c]);
+            acc[i][0] = _mm512_fmadd_ps(xb, w0, acc[i][0]);
+            if (NP == 2) acc[i][1] = _mm512_fmadd_ps(xb, w1, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < M; i++) {
+        _mm512_mask_storeu_ps(y + (size_t)i * ldy, m0, acc[i][0]);
+        if (NP == 2) _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16, m1, acc[i][1]);
+    }
+}
 
-#define TILE_ROWS(BF, R)                                                                           \
+#define MICRO(M, NP)                                                                               \
+    micro(x + (size_t)i * ldx, ldx, c0, kc, q0, s0, m0, q1, s1, m1, y + (size_t)i * ldy + r, ldy,  \
+          i ? 0 : pf0, pf1, M, NP)
+#define TILE_ROWS(NP)                                                                              \
     do {                                                                                           \
-        for (int c0 = 0;; c0 += KC) {                                                              \
-            int c1 = SPINE_MIN(kv, c0 + KC);                                                       \
-            int i = 0; \
-            for (; i + 4 <= mb; i += 4)                                                 \
-                block(xv + (size_t)i * ldv, ldv, xs + (size_t)i * ldx, ldx, wd, k, r, 1, c0, c1,    \
-                      kv, split ? acc + (size_t)i * (R) : NULL, ys + (size_t)i * ldy, ldy, BF, \
-                      4, R, false);                                                                \
-            for (; i < mb; i++)                                                         \
-                block(xv + (size_t)i * ldv, ldv, xs + (size_t)i * ldx, ldx, wd, k, r, 1, c0, c1,    \
-                      kv, split ? acc + (size_t)i * (R) : NULL, ys + (size_t)i * ldy, ldy, BF, \
-                      1, R, false);                                                                \
-            if (c1 >= kv) break;                                                                   \
-        }                                                                                          \
-    } while (0)
-
-#define TILE(BF, R)                                                                                \
-    do {                                                                                           \
-        int r = r0, end = r0 + nr;                                                                 \
-        for (; r + (R) <= end; r += (R)) TILE_ROWS(BF, R);                                         \
-        for (; r < end; r++) TILE_ROWS(BF, 1);                                                     \
+        int i = 0;                                                                                 \
+        for (; i + MR <= m; i += MR) MICRO(MR, NP);                                                \
+        if (i + 8 <= m) MICRO(8, NP), i += 8;                                                      \
+        if (i + 4 <= m) MICRO(4, NP), i += 4;                                                      \
+        if (i + 2 <= m) MICRO(2, NP), i += 2;                                                      \
+        if (i < m) MICRO(1, NP);                                                                   \
     } while (0)
 
 void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                     int ldy, float *scratch) {
-    int k = w->k;
-    const void *wd = w->data;
-    bool bf16 = w->dt == SPINE_DT_BF16;
-    int kv = k & ~(bf16 ? 31 : 15);
-    bool split = kv > KC;
-    /* scratch: the saved accumulators (64-byte aligned: scratch is), then BF16 input rows */
-    __m512 *acc = (__m512 *)scratch;
-    float *xd = scratch + MM_TILE_ACC_FLOATS;
-    for (int i0 = 0; i0 < m; i0 += MM_TILE_ROWS) {
-        int mb = SPINE_MIN(MM_TILE_ROWS, m - i0);
-        const float *xs = x + (size_t)i0 * ldx;
-        float *ys = y + (size_t)i0 * ldy;
-        if (bf16) {
-            deinterleave(xs, mb, ldx, k, xd);
-            const float *xv = xd;
-            size_t ldv = (size_t)k;
-            TILE(1, R_BF16);
-        } else {
-            const float *xv = xs;
-            size_t ldv = (size_t)ldx;
-            TILE(0, R_F32);
+    int k = w->k, bf = w->dt == SPINE_DT_BF16;
+    size_t es = bf ? 2 : 4;
+
+    if (k <= 0) {
+        for (int i = 0; i < m; i++) memset(y + (size_t)i * ldy + r0, 0, (size_t)nr * 4);
+        return;
+    }
+    for (int r = r0; r < r0 + nr; r += 32) {
+        int rows = SPINE_MIN(32, r0 + nr - r);
+        int h0 = SPINE_MIN(16, w->n - r), h1 = rows > 16 ? SPINE_MIN(16, w->n - r - 16) : 0;
+        __mmask16 m0 = lanes(h0), m1 = lanes(h1);
+        const char *g0 = (const char *)w->data + (size_t)r * k * es;
+        const char *g1 = h1 ? g0 + (size_t)16 * k * es : g0;
+        for (int c0 = 0; c0 < k; c0 += KC) {
+            int kc = SPINE_MIN(KC, k - c0);
+            const float *q0, *q1;
+            uintptr_t pf0 = 0, pf1 = 0;
+            size_t s0, s1;
+            if (bf) { /* widen the block: scratch[c * 32 + 16 j + q] */
+                for (int c = 0; c < kc; c++) {
+                    if ((c & 1) == 0) {
+                        fetch((uintptr_t)g0 + (size_t)(c0 + c) * h0 * 2 + PF_AHEAD / 2);
+                        if (h1) fetch((uintptr_t)g1 + (size_t)(c0 + c) * 16 * 2 + PF_AHEAD / 2);
+                    }
+                    _mm512_store_ps(scratch + (size_t)c * 32, column(g0, c0 + c, h0, m0, 1));
+                    if (h1)
+                        _mm512_store_ps(scratch + (size_t)c * 32 + 16,
+                                        column(g1, c0 + c, h1, m1, 1));
+                }
+                q0 = scratch, q1 = scratch + 16, s0 = s1 = 32;
+            } else {
+                s0 = (size_t)h0, s1 = (size_t)(h1 ? h1 : 16);
+                q0 = (const float *)g0 + (size_t)c0 * s0;
+                q1 = h1 ? (const float *)g1 + (size_t)c0 * s1 : q0;
+                pf0 = (uintptr_t)q0 + PF_AHEAD, pf1 = (uintptr_t)q1 + PF_AHEAD;
+            }
+            if (h1)
+                TILE_ROWS(2);
+            else
+                TILE_ROWS(1);
         }
     }
 }

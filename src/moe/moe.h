@@ -58,6 +58,7 @@ typedef struct moe_model {
     mm_weight lm_head;
     uint64_t params, weight_bytes, expert_bytes;
     bool mapped; /* weights read in place from the mapped files (placement map) */
+    bool panels; /* weight matrices re-laid in panels at load (matmul.h) */
     double rope_inv_freq[MOE_MAX_HEAD_DIM / 2];
 } moe_model;
 

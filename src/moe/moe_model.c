@@ -14,6 +14,7 @@
 typedef struct binder {
     moe_model *m;
     size_t bound;
+    bool panels; /* lay weight matrices out in panels (mm_pack) */
     spine_error *err;
 } binder;
 
@@ -50,12 +51,27 @@ static spine_status get_tensor(binder *b, const char *name, int64_t d0, int64_t 
     return SPINE_OK;
 }
 
-static spine_status get_matrix(binder *b, const char *name, int n, int k, mm_weight *w) {
+/* a weight matrix; in panels when the binder lays them out so and `product` (it is a weight of
+ * products, not a table of rows such as the embedding) */
+static spine_status get_matrix(binder *b, const char *name, int n, int k, mm_weight *w,
+                               bool product) {
     const spine_tensor *t;
     spine_status st = get_tensor(b, name, n, k, &t);
     if (st) return st;
-    *w = (mm_weight){t->data, t->dtype, n, k};
-    return SPINE_OK;
+    *w = (mm_weight){t->data, t->dtype, n, k, false};
+    if (!b->panels || !product) return SPINE_OK;
+    for (int f = 0; f < b->m->nfiles; f++) { /* its own writable copy, then re-laid in place */
+        spine_tensors *ts = &b->m->files[f];
+        if (t < ts->t || t >= ts->t + ts->n) continue;
+        spine_tensor *mt = &ts->t[t - ts->t];
+        if (!mt->owned) st = st_move_to_huge(ts, mt, b->err);
+        if (!st) {
+            w->data = mt->data;
+            st = mm_pack(w, b->err);
+        }
+        return st;
+    }
+    return spine_fail(b->err, SPINE_ERR_INVALID, "tensor '%s': not in the model's files", name);
 }
 
 static spine_status get_norm(binder *b, const char *name, int n, float **out) {
@@ -71,18 +87,18 @@ static spine_status get_norm(binder *b, const char *name, int n, float **out) {
     return SPINE_OK;
 }
 
-static spine_status bind(moe_model *m, spine_error *err) {
+static spine_status bind(moe_model *m, bool panels, spine_error *err) {
     const moe_config *c = &m->c;
-    binder b = {m, 0, err};
+    binder b = {m, 0, panels, err};
     char nm[256];
     int H = c->hidden, qd = c->heads * c->head_dim, kvd = c->kv_heads * c->head_dim;
-    spine_status st = get_matrix(&b, "model.embed_tokens.weight", c->vocab, H, &m->embed);
+    spine_status st = get_matrix(&b, "model.embed_tokens.weight", c->vocab, H, &m->embed, false);
     if (!st) st = get_norm(&b, "model.norm.weight", H, &m->norm);
     if (!st) {
         if (c->tie_embeddings)
             m->lm_head = m->embed;
         else
-            st = get_matrix(&b, "lm_head.weight", c->vocab, H, &m->lm_head);
+            st = get_matrix(&b, "lm_head.weight", c->vocab, H, &m->lm_head, true);
     }
     m->layers = calloc((size_t)c->layers, sizeof *m->layers);
     if (!m->layers) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
@@ -91,34 +107,35 @@ static spine_status bind(moe_model *m, spine_error *err) {
 #define P(fmt, ...) (snprintf(nm, sizeof nm, "model.layers.%d." fmt, i, ##__VA_ARGS__), nm)
         st = get_norm(&b, P("input_layernorm.weight"), H, &L->ln1);
         if (!st) st = get_norm(&b, P("post_attention_layernorm.weight"), H, &L->ln2);
-        if (!st) st = get_matrix(&b, P("self_attn.q_proj.weight"), qd, H, &L->q);
-        if (!st) st = get_matrix(&b, P("self_attn.k_proj.weight"), kvd, H, &L->k);
-        if (!st) st = get_matrix(&b, P("self_attn.v_proj.weight"), kvd, H, &L->v);
-        if (!st) st = get_matrix(&b, P("self_attn.o_proj.weight"), H, qd, &L->o);
+        if (!st) st = get_matrix(&b, P("self_attn.q_proj.weight"), qd, H, &L->q, true);
+        if (!st) st = get_matrix(&b, P("self_attn.k_proj.weight"), kvd, H, &L->k, true);
+        if (!st) st = get_matrix(&b, P("self_attn.v_proj.weight"), kvd, H, &L->v, true);
+        if (!st) st = get_matrix(&b, P("self_attn.o_proj.weight"), H, qd, &L->o, true);
         L->is_moe = moe_layer_is_moe(c, i);
         int ne = L->is_moe ? c->experts : 1;
         L->experts = calloc((size_t)ne, sizeof *L->experts);
         if (!L->experts) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
         if (L->is_moe) {
             if (!st)
-                st = get_matrix(&b, P("block_sparse_moe.gate.weight"), c->experts, H, &L->gate);
+                st = get_matrix(&b, P("block_sparse_moe.gate.weight"), c->experts, H, &L->gate,
+                                true);
             for (int e = 0; e < ne && !st; e++) {
                 moe_ffn *f = &L->experts[e];
                 st = get_matrix(&b, P("block_sparse_moe.experts.%d.w1.weight", e), c->inter, H,
-                                &f->w1);
+                                &f->w1, true);
                 if (!st)
                     st = get_matrix(&b, P("block_sparse_moe.experts.%d.w2.weight", e), H, c->inter,
-                                    &f->w2);
+                                    &f->w2, true);
                 if (!st)
                     st = get_matrix(&b, P("block_sparse_moe.experts.%d.w3.weight", e), c->inter, H,
-                                    &f->w3);
+                                    &f->w3, true);
                 if (!st) m->expert_bytes += 3ull * c->inter * H * spine_dtype_size(f->w1.dt);
             }
         } else {
             moe_ffn *f = &L->experts[0];
-            if (!st) st = get_matrix(&b, P("mlp.gate_proj.weight"), c->inter, H, &f->w1);
-            if (!st) st = get_matrix(&b, P("mlp.down_proj.weight"), H, c->inter, &f->w2);
-            if (!st) st = get_matrix(&b, P("mlp.up_proj.weight"), c->inter, H, &f->w3);
+            if (!st) st = get_matrix(&b, P("mlp.gate_proj.weight"), c->inter, H, &f->w1, true);
+            if (!st) st = get_matrix(&b, P("mlp.down_proj.weight"), H, c->inter, &f->w2, true);
+            if (!st) st = get_matrix(&b, P("mlp.up_proj.weight"), c->inter, H, &f->w3, true);
         }
 #undef P
     }
@@ -167,7 +184,8 @@ spine_status moe_model_create(const moe_config *c, spine_tensors *ts, moe_model 
     m->nfiles = 1;
     files[0] = *ts;
     memset(ts, 0, sizeof *ts);
-    spine_status st = bind(m, err);
+    m->panels = mm_wants_panels(); /* the tensors are in memory */
+    spine_status st = bind(m, m->panels, err);
     if (st) {
         moe_model_free(m);
         return st;
@@ -291,7 +309,10 @@ spine_status moe_model_load(const char *dir, spine_placement placement, moe_mode
         for (size_t t = 0; t < m->files[f].n && !st; t++)
             if (m->files[f].t[t].nbytes >= HUGE_MIN_TENSOR)
                 st = st_move_to_huge(&m->files[f], &m->files[f].t[t], err);
-    if (!st) st = bind(m, err);
+    /* Panels where the kernels that run here want them (AVX-512), for weights in memory; mapped
+     * weights stay as the file lays them out (re-laying them would copy every page). */
+    m->panels = huge && mm_wants_panels();
+    if (!st) st = bind(m, m->panels, err);
     if (st) {
         spine_error_prefix(err, "%s: ", dir);
         moe_model_free(m);

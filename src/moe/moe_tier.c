@@ -216,9 +216,9 @@ spine_status moe_tier_fetch(moe_tier *t, const moe_model *m, spine_pool *pool, i
     uses[e]++;
     const moe_ffn *f = &m->layers[li].experts[e];
     uint8_t *base = t->buf + ((size_t)mi * t->slots + s) * t->expert_bytes;
-    *out = (moe_ffn){.w1 = {base, t->dt1, f->w1.n, f->w1.k},
-                     .w3 = {base + t->b1, t->dt3, f->w3.n, f->w3.k},
-                     .w2 = {base + t->b1 + t->b3, t->dt2, f->w2.n, f->w2.k}};
+    *out = (moe_ffn){.w1 = {base, t->dt1, f->w1.n, f->w1.k, f->w1.packed},
+                     .w3 = {base + t->b1, t->dt3, f->w3.n, f->w3.k, f->w3.packed},
+                     .w2 = {base + t->b1 + t->b3, t->dt2, f->w2.n, f->w2.k, f->w2.packed}};
     return SPINE_OK;
 }
 
