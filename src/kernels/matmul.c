@@ -11,7 +11,7 @@
 size_t mm_scratch_floats(int max_k) {
     size_t k = (size_t)(max_k > 0 ? max_k : 1);
     return SPINE_MAX(SPINE_MAX((size_t)MM_BF16_BLOCK, (size_t)MM_TILE_ROWS) * k,
-                     (size_t)32 * MM_PANEL_COLS);
+                     (size_t)64 * MM_PANEL_COLS);
 }
 
 float mm_silu(float v) {
@@ -261,8 +261,10 @@ spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err) 
             int per = c->nthreads * (j->m <= 2 * MM_SMALL_M ? 1 : 4);
             int rows = (j->w.n + per - 1) / per;
             rows = SPINE_MAX(rows, 16);
-            if (j->w.packed) /* whole pairs of panels */
-                rows = (rows + 31) / 32 * 32;
+            if (j->w.packed) /* whole groups (decode), whole tile spans (tiles) */
+                rows = j->m <= 2 * MM_SMALL_M
+                           ? (rows + 15) / 16 * 16
+                           : (rows + MM_TILE_SPAN - 1) / MM_TILE_SPAN * MM_TILE_SPAN;
             else if (j->m > 2 * MM_SMALL_M && j->w.dt == SPINE_DT_BF16)
                 rows = (rows + MM_BF16_BLOCK - 1) / MM_BF16_BLOCK * MM_BF16_BLOCK;
             for (int r = 0; r < j->w.n; r += rows, t++) {

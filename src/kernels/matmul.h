@@ -53,7 +53,8 @@ typedef struct mm_job {
  * weight rows transposed); the scratch a thread needs for all of it */
 #define MM_BF16_BLOCK 64
 #define MM_TILE_ROWS 64
-#define MM_PANEL_COLS 256
+#define MM_PANEL_COLS 192
+#define MM_TILE_SPAN 48 /* weight rows per AVX-512 register tile: a task's rows come in these */
 size_t mm_scratch_floats(int max_k);
 
 typedef struct mm_ctx {

@@ -6,17 +6,20 @@
  * so both kernels return bitwise what it returns, for every m.
  *
  * Decode streams each group once (one sequential stream per group, prefetched ahead).
- * Prefill: register tiles of 12 input rows x 32 outputs (two groups) over blocks of KC columns:
- * 24 accumulators, 2 panel loads and 12 broadcasts per 24 FMAs, the panels L1-resident while
- * all input rows pass (BF16 panels widened to F32 once per block in scratch); the running sums
- * wait in y between blocks. */
+ * Prefill: register tiles of 8 input rows x 48 outputs (three groups) over blocks of KC columns:
+ * 24 accumulators, 3 panel loads and 8 broadcasts per 24 FMAs, the panel block L1-resident
+ * while all input rows pass (BF16 widened to F32 once per block in scratch), the next block
+ * prefetched by the first tile; the running sums wait in y between blocks. (8 x 48 against
+ * 12 x 32 and 6 x 64, KC 128 / 192 / 256: `spine bench matmul --m 32`, about 8% ahead.) */
 #include "matmul.h"
 
 #include <immintrin.h>
 
 #define AHEAD 2048 /* bytes: decode's software prefetch into each group's stream */
 #define KC MM_PANEL_COLS
-#define MR 12
+#define MR 8    /* input rows per register tile */
+#define NPMAX 3 /* groups of 16 outputs per register tile (MM_TILE_SPAN = 16 NPMAX rows) */
+_Static_assert(MM_TILE_SPAN == 16 * NPMAX, "matmul.h's tile span");
 #ifndef PF_AHEAD
 #define PF_AHEAD (KC * 64) /* bytes ahead in each group's stream: the next block */
 #endif
@@ -92,51 +95,44 @@ void mm_small_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0,
 }
 
 /* M input rows x NP groups of 16 outputs over kc columns: column c of group j at
- * pj + c * sj (lanes past the group's rows masked off); the sums start at zero on the first
- * block (c0 == 0) and from y after it */
-static inline __attribute__((always_inline)) void micro(const float *x, int ldx, int c0, int kc,
-                                                        const float *p0, size_t s0, __mmask16 m0,
-                                                        const float *p1, size_t s1, __mmask16 m1,
-                                                        float *y, int ldy, uintptr_t pf0,
-                                                        uintptr_t pf1, const int M, const int NP) {
-    __m512 acc[MR][2];
-    for (int i = 0; i < M; i++) {
-        if (c0 == 0) {
-            acc[i][0] = _mm512_setzero_ps();
-            if (NP == 2) acc[i][1] = _mm512_setzero_ps();
-        } else {
-            acc[i][0] = _mm512_maskz_loadu_ps(m0, y + (size_t)i * ldy);
-            if (NP == 2) acc[i][1] = _mm512_maskz_loadu_ps(m1, y + (size_t)i * ldy + 16);
-        }
-    }
+ * p[j] + c * sp[j] (lanes past the group's rows masked off); the sums start at zero on the
+ * first block (c0 == 0) and from y after it. pf[j]: where to prefetch group j's next block
+ * (0: not this tile). */
+static inline __attribute__((always_inline)) void
+micro(const float *x, int ldx, int c0, int kc, const float *const *p, const size_t *sp,
+      const __mmask16 *mk, float *y, int ldy, const uintptr_t *pf, const int M, const int NP) {
+    __m512 acc[MR][NPMAX];
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < NP; j++)
+            acc[i][j] = c0 == 0 ? _mm512_setzero_ps()
+                                : _mm512_maskz_loadu_ps(mk[j], y + (size_t)i * ldy + 16 * j);
     const float *xc = x + c0;
     for (int c = 0; c < kc; c++) {
-        if (pf0) { /* the first tile of a block fetches the next stretch of both streams */
-            fetch(pf0 + (size_t)c * s0 * 4);
-            if (NP == 2) fetch(pf1 + (size_t)c * s1 * 4);
+        __m512 wv[NPMAX];
+        for (int j = 0; j < NP; j++) {
+            if (pf[j]) fetch(pf[j] + (size_t)c * sp[j] * 4);
+            wv[j] = _mm512_maskz_loadu_ps(mk[j], p[j] + (size_t)c * sp[j]);
         }
-        __m512 w0 = _mm512_maskz_loadu_ps(m0, p0 + (size_t)c * s0);
-        __m512 w1 = NP == 2 ? _mm512_maskz_loadu_ps(m1, p1 + (size_t)c * s1) : w0;
         for (int i = 0; i < M; i++) {
             __m512 xb = _mm512_set1_ps(xc[(size_t)i * ldx + c]);
-            acc[i][0] = _mm512_fmadd_ps(xb, w0, acc[i][0]);
-            if (NP == 2) acc[i][1] = _mm512_fmadd_ps(xb, w1, acc[i][1]);
+            for (int j = 0; j < NP; j++) acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
         }
     }
-    for (int i = 0; i < M; i++) {
-        _mm512_mask_storeu_ps(y + (size_t)i * ldy, m0, acc[i][0]);
-        if (NP == 2) _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16, m1, acc[i][1]);
-    }
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < NP; j++)
+            _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16 * j, mk[j], acc[i][j]);
 }
 
+static const uintptr_t no_prefetch[NPMAX];
+
 #define MICRO(M, NP)                                                                               \
-    micro(x + (size_t)i * ldx, ldx, c0, kc, q0, s0, m0, q1, s1, m1, y + (size_t)i * ldy + r, ldy,  \
-          i ? 0 : pf0, pf1, M, NP)
+    micro(x + (size_t)i * ldx, ldx, c0, kc, q, sq, mk, y + (size_t)i * ldy + r, ldy,               \
+          i ? no_prefetch : pf, M, NP)
 #define TILE_ROWS(NP)                                                                              \
     do {                                                                                           \
         int i = 0;                                                                                 \
         for (; i + MR <= m; i += MR) MICRO(MR, NP);                                                \
-        if (i + 8 <= m) MICRO(8, NP), i += 8;                                                      \
+        if (MR > 8 && i + 8 <= m) MICRO(8, NP), i += 8;                                            \
         if (i + 4 <= m) MICRO(4, NP), i += 4;                                                      \
         if (i + 2 <= m) MICRO(2, NP), i += 2;                                                      \
         if (i < m) MICRO(1, NP);                                                                   \
@@ -146,44 +142,69 @@ void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, 
                     int ldy, float *scratch) {
     int k = w->k, bf = w->dt == SPINE_DT_BF16;
     size_t es = bf ? 2 : 4;
-
     if (k <= 0) {
         for (int i = 0; i < m; i++) memset(y + (size_t)i * ldy + r0, 0, (size_t)nr * 4);
         return;
     }
-    for (int r = r0; r < r0 + nr; r += 32) {
-        int rows = SPINE_MIN(32, r0 + nr - r);
-        int h0 = SPINE_MIN(16, w->n - r), h1 = rows > 16 ? SPINE_MIN(16, w->n - r - 16) : 0;
-        __mmask16 m0 = lanes(h0), m1 = lanes(h1);
-        const char *g0 = (const char *)w->data + (size_t)r * k * es;
-        const char *g1 = h1 ? g0 + (size_t)16 * k * es : g0;
+    const int span = 16 * NPMAX;
+    for (int r = r0; r < r0 + nr; r += span) {
+        int np = (SPINE_MIN(span, r0 + nr - r) + 15) / 16; /* groups in this span */
+        const char *g[NPMAX];
+        int h[NPMAX];
+        __mmask16 mk[NPMAX];
+        for (int j = 0; j < NPMAX; j++) {
+            int jj = j < np ? j : 0;
+            h[j] = SPINE_MIN(16, w->n - (r + 16 * jj));
+            mk[j] = j < np ? lanes(h[j]) : 0;
+            g[j] = (const char *)w->data + (size_t)(r + 16 * jj) * k * es;
+        }
         for (int c0 = 0; c0 < k; c0 += KC) {
             int kc = SPINE_MIN(KC, k - c0);
-            const float *q0, *q1;
-            uintptr_t pf0 = 0, pf1 = 0;
-            size_t s0, s1;
-            if (bf) { /* widen the block: scratch[c * 32 + 16 j + q] */
-                for (int c = 0; c < kc; c++) {
-                    if ((c & 1) == 0) {
-                        fetch((uintptr_t)g0 + (size_t)(c0 + c) * h0 * 2 + PF_AHEAD / 2);
-                        if (h1) fetch((uintptr_t)g1 + (size_t)(c0 + c) * 16 * 2 + PF_AHEAD / 2);
+            const float *q[NPMAX];
+            size_t sq[NPMAX];
+            uintptr_t pf[NPMAX] = {0};
+            /* the next block of each stream: further along it, or the next span's start */
+            for (int j = 0; j < np; j++)
+                pf[j] = c0 + KC < k ? (uintptr_t)g[j] + (size_t)(c0 + KC) * h[j] * es
+                                    : (uintptr_t)w->data + (size_t)(r + span + 16 * j) * k * es;
+            if (bf) { /* widen the block: scratch[c * 16 NP + 16 j + q] */
+                for (int c = 0; c < kc; c++)
+                    for (int j = 0; j < np; j++) {
+                        if ((c & 1) == 0) fetch(pf[j] + (size_t)c * h[j] * 2);
+                        _mm512_store_ps(scratch + (size_t)c * 16 * np + 16 * j,
+                                        column(g[j], c0 + c, h[j], mk[j], 1));
                     }
-                    _mm512_store_ps(scratch + (size_t)c * 32, column(g0, c0 + c, h0, m0, 1));
-                    if (h1)
-                        _mm512_store_ps(scratch + (size_t)c * 32 + 16,
-                                        column(g1, c0 + c, h1, m1, 1));
+                for (int j = 0; j < NPMAX; j++) {
+                    q[j] = scratch + 16 * j;
+                    sq[j] = (size_t)(16 * np);
+                    pf[j] = 0;
                 }
-                q0 = scratch, q1 = scratch + 16, s0 = s1 = 32;
             } else {
-                s0 = (size_t)h0, s1 = (size_t)(h1 ? h1 : 16);
-                q0 = (const float *)g0 + (size_t)c0 * s0;
-                q1 = h1 ? (const float *)g1 + (size_t)c0 * s1 : q0;
-                pf0 = (uintptr_t)q0 + PF_AHEAD, pf1 = (uintptr_t)q1 + PF_AHEAD;
+                for (int j = 0; j < NPMAX; j++) {
+                    sq[j] = (size_t)h[j];
+                    q[j] = (const float *)g[j] + (size_t)c0 * sq[j];
+                }
             }
-            if (h1)
-                TILE_ROWS(2);
-            else
+            switch (np) {
+            case 1:
                 TILE_ROWS(1);
+                break;
+#if NPMAX >= 2
+            case 2:
+                TILE_ROWS(2);
+                break;
+#endif
+#if NPMAX >= 3
+            case 3:
+                TILE_ROWS(3);
+                break;
+#endif
+#if NPMAX >= 4
+            case 4:
+                TILE_ROWS(4);
+                break;
+#endif
+            }
         }
     }
 }
