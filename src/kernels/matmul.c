@@ -73,7 +73,10 @@ void mm_set_portable(bool on) {
     isa_cap = on ? SLS_ISA_SCALAR : -1;
 }
 int mm_isa(void) {
-    int best = (int)sls_best_isa();
+    /* asked for every product and every attention dot: sls_best_isa's atomics are cheap, but
+     * not free at that rate (0.4% of a prefill) */
+    static int best = -1; /* a CPU property; racing writers store the same value */
+    if (best < 0) best = (int)sls_best_isa();
     return isa_cap >= 0 && isa_cap < best ? isa_cap : best;
 }
 

@@ -5,30 +5,23 @@
  * columns added in order, one FMA each. That is the scalar reference's order (mm_small_scalar),
  * so both kernels return bitwise what it returns, for every m.
  *
- * Decode streams each group once (one sequential stream per group, prefetched ahead).
+ * Decode streams each group once: one sequential stream per group, which the hardware
+ * prefetcher follows (a software prefetch 2 KiB ahead, as the row-major AVX2 kernel has,
+ * measured no gain here).
  * Prefill: register tiles of 8 input rows x 48 outputs (three groups) over blocks of KC columns:
  * 24 accumulators, 3 panel loads and 8 broadcasts per 24 FMAs, the panel block L1-resident
- * while all input rows pass (BF16 widened to F32 once per block in scratch), the next block
- * prefetched by the first tile; the running sums wait in y between blocks. (8 x 48 against
+ * while all input rows pass (BF16 widened to F32 once per block in scratch), its streams left
+ * to the hardware prefetcher (a software prefetch of the next block measured no gain); the
+ * running sums wait in y between blocks. (8 x 48 against
  * 12 x 32 and 6 x 64, KC 128 / 192 / 256: `spine bench matmul --m 32`, about 8% ahead.) */
 #include "matmul.h"
 
 #include <immintrin.h>
 
-#define AHEAD 2048 /* bytes: decode's software prefetch into each group's stream */
 #define KC MM_PANEL_COLS
 #define MR 8    /* input rows per register tile */
 #define NPMAX 3 /* groups of 16 outputs per register tile (MM_TILE_SPAN = 16 NPMAX rows) */
 _Static_assert(MM_TILE_SPAN == 16 * NPMAX, "matmul.h's tile span");
-#ifndef PF_AHEAD
-#define PF_AHEAD (KC * 64) /* bytes ahead in each group's stream: the next block */
-#endif
-
-/* Software prefetch at an address computed as an integer: it may lie past the weights (a
- * prefetch never faults), which pointer arithmetic may not. */
-static inline void fetch(uintptr_t a) {
-    _mm_prefetch((const char *)a, _MM_HINT_T0);
-}
 
 static inline __mmask16 lanes(int rows) {
     return rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (rows > 0 ? rows : 0)) - 1);
@@ -54,7 +47,6 @@ static inline __attribute__((always_inline)) void dec_group(const float *x, int 
     __m512 acc[8];
     for (int i = 0; i < M; i++) acc[i] = _mm512_setzero_ps();
     for (int c = 0; c < k; c++) {
-        if ((c & (BF ? 1 : 0)) == 0) fetch((uintptr_t)g + (size_t)c * h * es + AHEAD);
         __m512 wv = column(g, c, h, mk, BF);
         for (int i = 0; i < M; i++)
             acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)i * ldx + c]), wv, acc[i]);
@@ -96,11 +88,11 @@ void mm_small_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0,
 
 /* M input rows x NP groups of 16 outputs over kc columns: column c of group j at
  * p[j] + c * sp[j] (lanes past the group's rows masked off); the sums start at zero on the
- * first block (c0 == 0) and from y after it. pf[j]: where to prefetch group j's next block
- * (0: not this tile). */
-static inline __attribute__((always_inline)) void
-micro(const float *x, int ldx, int c0, int kc, const float *const *p, const size_t *sp,
-      const __mmask16 *mk, float *y, int ldy, const uintptr_t *pf, const int M, const int NP) {
+ * first block (c0 == 0) and from y after it. */
+static inline __attribute__((always_inline)) void micro(const float *x, int ldx, int c0, int kc,
+                                                        const float *const *p, const size_t *sp,
+                                                        const __mmask16 *mk, float *y, int ldy,
+                                                        const int M, const int NP) {
     __m512 acc[MR][NPMAX];
     for (int i = 0; i < M; i++)
         for (int j = 0; j < NP; j++)
@@ -109,10 +101,7 @@ micro(const float *x, int ldx, int c0, int kc, const float *const *p, const size
     const float *xc = x + c0;
     for (int c = 0; c < kc; c++) {
         __m512 wv[NPMAX];
-        for (int j = 0; j < NP; j++) {
-            if (pf[j]) fetch(pf[j] + (size_t)c * sp[j] * 4);
-            wv[j] = _mm512_maskz_loadu_ps(mk[j], p[j] + (size_t)c * sp[j]);
-        }
+        for (int j = 0; j < NP; j++) wv[j] = _mm512_maskz_loadu_ps(mk[j], p[j] + (size_t)c * sp[j]);
         for (int i = 0; i < M; i++) {
             __m512 xb = _mm512_set1_ps(xc[(size_t)i * ldx + c]);
             for (int j = 0; j < NP; j++) acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
@@ -123,16 +112,12 @@ micro(const float *x, int ldx, int c0, int kc, const float *const *p, const size
             _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16 * j, mk[j], acc[i][j]);
 }
 
-static const uintptr_t no_prefetch[NPMAX];
-
 #define MICRO(M, NP)                                                                               \
-    micro(x + (size_t)i * ldx, ldx, c0, kc, q, sq, mk, y + (size_t)i * ldy + r, ldy,               \
-          i ? no_prefetch : pf, M, NP)
+    micro(x + (size_t)i * ldx, ldx, c0, kc, q, sq, mk, y + (size_t)i * ldy + r, ldy, M, NP)
 #define TILE_ROWS(NP)                                                                              \
     do {                                                                                           \
         int i = 0;                                                                                 \
         for (; i + MR <= m; i += MR) MICRO(MR, NP);                                                \
-        if (MR > 8 && i + 8 <= m) MICRO(8, NP), i += 8;                                            \
         if (i + 4 <= m) MICRO(4, NP), i += 4;                                                      \
         if (i + 2 <= m) MICRO(2, NP), i += 2;                                                      \
         if (i < m) MICRO(1, NP);                                                                   \
@@ -146,9 +131,8 @@ void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, 
         for (int i = 0; i < m; i++) memset(y + (size_t)i * ldy + r0, 0, (size_t)nr * 4);
         return;
     }
-    const int span = 16 * NPMAX;
-    for (int r = r0; r < r0 + nr; r += span) {
-        int np = (SPINE_MIN(span, r0 + nr - r) + 15) / 16; /* groups in this span */
+    for (int r = r0; r < r0 + nr; r += MM_TILE_SPAN) {
+        int np = (SPINE_MIN(MM_TILE_SPAN, r0 + nr - r) + 15) / 16; /* groups in this span */
         const char *g[NPMAX];
         int h[NPMAX];
         __mmask16 mk[NPMAX];
@@ -162,48 +146,29 @@ void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, 
             int kc = SPINE_MIN(KC, k - c0);
             const float *q[NPMAX];
             size_t sq[NPMAX];
-            uintptr_t pf[NPMAX] = {0};
-            /* the next block of each stream: further along it, or the next span's start */
-            for (int j = 0; j < np; j++)
-                pf[j] = c0 + KC < k ? (uintptr_t)g[j] + (size_t)(c0 + KC) * h[j] * es
-                                    : (uintptr_t)w->data + (size_t)(r + span + 16 * j) * k * es;
-            if (bf) { /* widen the block: scratch[c * 16 NP + 16 j + q] */
-                for (int c = 0; c < kc; c++)
-                    for (int j = 0; j < np; j++) {
-                        if ((c & 1) == 0) fetch(pf[j] + (size_t)c * h[j] * 2);
-                        _mm512_store_ps(scratch + (size_t)c * 16 * np + 16 * j,
-                                        column(g[j], c0 + c, h[j], mk[j], 1));
-                    }
-                for (int j = 0; j < NPMAX; j++) {
+            for (int j = 0; j < NPMAX; j++) {
+                if (bf) { /* the block widened: scratch[c * 16 np + 16 j + lane] */
                     q[j] = scratch + 16 * j;
                     sq[j] = (size_t)(16 * np);
-                    pf[j] = 0;
-                }
-            } else {
-                for (int j = 0; j < NPMAX; j++) {
+                } else {
                     sq[j] = (size_t)h[j];
                     q[j] = (const float *)g[j] + (size_t)c0 * sq[j];
                 }
             }
+            for (int c = 0; c < kc && bf; c++)
+                for (int j = 0; j < np; j++)
+                    _mm512_store_ps(scratch + (size_t)c * 16 * np + 16 * j,
+                                    column(g[j], c0 + c, h[j], mk[j], 1));
             switch (np) {
             case 1:
                 TILE_ROWS(1);
                 break;
-#if NPMAX >= 2
             case 2:
                 TILE_ROWS(2);
                 break;
-#endif
-#if NPMAX >= 3
-            case 3:
+            default:
                 TILE_ROWS(3);
                 break;
-#endif
-#if NPMAX >= 4
-            case 4:
-                TILE_ROWS(4);
-                break;
-#endif
             }
         }
     }
