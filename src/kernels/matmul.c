@@ -56,9 +56,11 @@ spine_status mm_pack(mm_weight *w, spine_error *err) {
                 for (size_t q = 0; q < h; q++)
                     ((uint32_t *)grp)[c * h + q] = ((const uint32_t *)tmp)[q * k + c];
         else
-            for (size_t c = 0; c < k; c++)
+            for (size_t c = 0; c < k; c++) /* column pairs, an odd k's last column alone */
                 for (size_t q = 0; q < h; q++)
-                    ((uint16_t *)grp)[c * h + q] = ((const uint16_t *)tmp)[q * k + c];
+                    ((uint16_t *)grp)[c < (k & ~(size_t)1) ? (c & ~(size_t)1) * h + 2 * q + (c & 1)
+                                                           : c * h + q] =
+                        ((const uint16_t *)tmp)[q * k + c];
     }
     free(tmp);
     w->packed = true;

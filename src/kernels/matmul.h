@@ -19,9 +19,12 @@ typedef struct mm_weight {
     spine_dtype dt;   /* SPINE_DT_F32 or SPINE_DT_BF16 */
     int n, k;
     /* Panels: rows in groups of 16 (the last group h = n mod 16 rows when short), each group
-     * column-major: W[16g + q, c] at 16g * k + c * h + q. The same bytes, permuted within each
-     * group, so that one vector load holds one column of 16 rows: the AVX-512 kernels
-     * broadcast each input element against it and keep one running sum per output. */
+     * column-major: W[16g + q, c] at 16g * k + c * h + q; BF16 by column pairs, W[16g + q, c]
+     * at 16g * k + (c & ~1) * h + 2q + (c & 1) (an odd k's last column alone, as F32). The
+     * same bytes, permuted within each group, so that one vector load holds one column (F32)
+     * or one column pair (BF16: even and odd are a shift and a mask apart) of 16 rows: the
+     * AVX-512 kernels broadcast each input element against it and keep one running sum per
+     * output. */
     bool packed;
 } mm_weight;
 
@@ -33,7 +36,10 @@ spine_status mm_pack(mm_weight *w, spine_error *err);
 static inline size_t mm_index(const mm_weight *w, int r, int c) {
     if (!w->packed) return (size_t)r * (size_t)w->k + (size_t)c;
     int g0 = r & ~15, h = w->n - g0 < 16 ? w->n - g0 : 16;
-    return (size_t)g0 * (size_t)w->k + (size_t)c * (size_t)h + (size_t)(r - g0);
+    size_t base = (size_t)g0 * (size_t)w->k, q = (size_t)(r - g0);
+    if (w->dt == SPINE_DT_BF16 && c < (w->k & ~1))
+        return base + (size_t)(c & ~1) * (size_t)h + 2 * q + (size_t)(c & 1);
+    return base + (size_t)c * (size_t)h + q;
 }
 
 typedef struct mm_job {
