@@ -9,14 +9,15 @@
  * each once and in order, a software prefetch 2 KiB ahead in each (four independent sums per
  * input row hide the FMA latency; with them the prefetch lifts BF16 from 26.7 to 31.2 GB/s in
  * `spine bench matmul --m 1 --dtype bf16`). BF16 panels hold column pairs, widened with a
- * shift and a mask. Decode on panels measured 5-10% below the row-major AVX2 kernel (and
- * prefill 25-35% above it): the layout is chosen for prefill.
+ * shift and a mask.
  * Prefill: register tiles of 8 input rows x 48 outputs (three groups) over blocks of KC columns:
  * 24 accumulators, 3 panel loads and 8 broadcasts per 24 FMAs, the panel block L1-resident
  * while all input rows pass (BF16 widened to F32 once per block in scratch), its streams left
  * to the hardware prefetcher (a software prefetch of the next block measured no gain); the
- * running sums wait in y between blocks. (8 x 48 against
- * 12 x 32 and 6 x 64, KC 128 / 192 / 256: `spine bench matmul --m 32`, about 8% ahead.) */
+ * running sums wait in y between blocks. 8 x 48 measured about 8% ahead of 12 x 32 and 6 x 64
+ * (`spine bench matmul --m 32`, KC 128 / 192 / 256).
+ * The layout is chosen for prefill: against the row-major AVX2 kernels, panels measured well
+ * ahead in prefill and a little behind in decode (docs/BENCHMARKS.md). */
 #include "matmul.h"
 
 #include <immintrin.h>
