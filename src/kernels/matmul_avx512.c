@@ -25,6 +25,7 @@
 #define KC MM_PANEL_COLS
 #define AHEAD 2048 /* bytes: decode's software prefetch distance in each group's stream */
 #define MR 8       /* input rows per register tile */
+_Static_assert(MR == 8, "TILE_ROWS takes the rest of the rows (up to 7) in one pass");
 _Static_assert(KC % 2 == 0, "BF16 column pairs never straddle a block");
 #define NPMAX 3 /* groups of 16 outputs per register tile (MM_TILE_SPAN = 16 NPMAX rows) */
 _Static_assert(MM_TILE_SPAN == 16 * NPMAX, "matmul.h's tile span");
@@ -171,9 +172,29 @@ static inline __attribute__((always_inline)) void micro(const float *x, int ldx,
     do {                                                                                           \
         int i = 0;                                                                                 \
         for (; i + MR <= m; i += MR) MICRO(MR, NP);                                                \
-        if (i + 4 <= m) MICRO(4, NP), i += 4;                                                      \
-        if (i + 2 <= m) MICRO(2, NP), i += 2;                                                      \
-        if (i < m) MICRO(1, NP);                                                                   \
+        switch (m - i) { /* the rest in one pass over the block */                                 \
+        case 7:                                                                                    \
+            MICRO(7, NP);                                                                          \
+            break;                                                                                 \
+        case 6:                                                                                    \
+            MICRO(6, NP);                                                                          \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            MICRO(5, NP);                                                                          \
+            break;                                                                                 \
+        case 4:                                                                                    \
+            MICRO(4, NP);                                                                          \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            MICRO(3, NP);                                                                          \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            MICRO(2, NP);                                                                          \
+            break;                                                                                 \
+        case 1:                                                                                    \
+            MICRO(1, NP);                                                                          \
+            break;                                                                                 \
+        }                                                                                          \
     } while (0)
 
 void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
