@@ -13,22 +13,11 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline __m256 load_w(const void *w, size_t i, int bf16) {
-    if (bf16) {
-        __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
-    return _mm256_loadu_ps((const float *)w + i);
-}
-
-static inline float w_scalar(const void *w, size_t i, int bf16) {
-    if (bf16) {
-        uint32_t u = (uint32_t)((const uint16_t *)w)[i] << 16;
-        float f;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    return ((const float *)w)[i];
+static inline float bf16_at(const void *w, size_t i) {
+    uint32_t u = (uint32_t)((const uint16_t *)w)[i] << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
 }
 
 /* Decode streams each weight row once; a software prefetch this far ahead in each row keeps
@@ -36,25 +25,22 @@ static inline float w_scalar(const void *w, size_t i, int bf16) {
  * BF16 24 -> 27.5 GB/s in `spine bench matmul --threads 2`; no change measured on AMD EPYC). */
 #define ROW_AHEAD 2048 /* bytes */
 
-/* R weight rows at once against M input rows: M*R independent accumulators; PF: prefetch
+/* F32: R weight rows at once against M input rows: M*R independent accumulators; PF: prefetch
  * ROW_AHEAD into each row (decode; the prefill tiles reuse rows from L1 instead). */
-static inline __attribute__((always_inline)) void block(const float *x, int ldx, const void *w,
-                                                        int bf16, int k, int r, int rs, float *y,
-                                                        int ldy, const int M, const int R,
-                                                        const bool PF) {
+static inline __attribute__((always_inline)) void block(const float *x, int ldx, const float *w,
+                                                        int k, int r, int rs, float *y, int ldy,
+                                                        const int M, const int R, const bool PF) {
     __m256 acc[4][4];
     for (int i = 0; i < M; i++)
         for (int j = 0; j < R; j++) acc[i][j] = _mm256_setzero_ps();
     int kv = k & ~7;
-    const size_t ahead = ROW_AHEAD / (bf16 ? 2 : 4); /* in weights */
     for (int c = 0; c < kv; c += 8) {
         __m256 wv[4];
-        if (PF && (c & (bf16 ? 31 : 15)) == 0) /* once per 64-byte line */
+        if (PF && (c & 15) == 0) /* once per 64-byte line */
             for (int j = 0; j < R; j++)
-                _mm_prefetch((const char *)w +
-                                 ((size_t)(r + j * rs) * k + c + ahead) * (bf16 ? 2 : 4),
+                _mm_prefetch((const char *)(w + (size_t)(r + j * rs) * k + c + ROW_AHEAD / 4),
                              _MM_HINT_T0);
-        for (int j = 0; j < R; j++) wv[j] = load_w(w, (size_t)(r + j * rs) * k + c, bf16);
+        for (int j = 0; j < R; j++) wv[j] = _mm256_loadu_ps(w + (size_t)(r + j * rs) * k + c);
         for (int i = 0; i < M; i++) {
             __m256 xv = _mm256_loadu_ps(x + (size_t)i * ldx + c);
             for (int j = 0; j < R; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
@@ -64,8 +50,7 @@ static inline __attribute__((always_inline)) void block(const float *x, int ldx,
         for (int j = 0; j < R; j++) {
             float s = hsum(acc[i][j]);
             const float *xi = x + (size_t)i * ldx;
-            for (int c = kv; c < k; c++)
-                s = fmaf(xi[c], w_scalar(w, (size_t)(r + j * rs) * k + c, bf16), s);
+            for (int c = kv; c < k; c++) s = fmaf(xi[c], w[(size_t)(r + j * rs) * k + c], s);
             y[(size_t)i * ldy + r + j * rs] = s;
         }
 }
@@ -96,9 +81,9 @@ static inline __attribute__((always_inline)) void block(const float *x, int ldx,
         break;                                                                                     \
     }
 
-static void small_f32(const float *x, int m, int ldx, const void *w, int k, int r0, int nr,
+static void small_f32(const float *x, int m, int ldx, const float *w, int k, int r0, int nr,
                       float *y, int ldy) {
-#define F32_BLOCK(R0, RS, M, R) block(x, ldx, w, 0, k, R0, RS, y, ldy, M, R, true)
+#define F32_BLOCK(R0, RS, M, R) block(x, ldx, w, k, R0, RS, y, ldy, M, R, true)
     SPREAD_M(F32_BLOCK)
 #undef F32_BLOCK
 }
@@ -139,7 +124,7 @@ static inline __attribute__((always_inline)) void block16(const float *xd, const
             float s = hsum(acc[i][j]);
             const float *xi = x + (size_t)i * ldx;
             for (int c = kv; c < k; c++)
-                s = fmaf(xi[c], w_scalar(w, (size_t)(r + j * rs) * k + c, 1), s);
+                s = fmaf(xi[c], bf16_at(w, (size_t)(r + j * rs) * k + c), s);
             y[(size_t)i * ldy + r + j * rs] = s;
         }
 }
@@ -185,10 +170,10 @@ static void small_bf16(const float *x, int m, int ldx, const void *w, int k, int
         for (; r < end; r++) TILE_ROWS(BLOCK, 1);                                                  \
     } while (0)
 
-static void tile_f32(const float *x, int m, int ldx, const void *w, int k, int r0, int nr, float *y,
-                     int ldy) {
+static void tile_f32(const float *x, int m, int ldx, const float *w, int k, int r0, int nr,
+                     float *y, int ldy) {
 #define F32_TILE(I, M, R)                                                                          \
-    block(x + (size_t)(I)*ldx, ldx, w, 0, k, r, 1, y + (size_t)(I)*ldy, ldy, M, R, false)
+    block(x + (size_t)(I)*ldx, ldx, w, k, r, 1, y + (size_t)(I)*ldy, ldy, M, R, false)
     TILE(F32_TILE, 3);
 #undef F32_TILE
 }
