@@ -121,7 +121,7 @@ static int bench_matmul(int argc, char **argv) {
         {"threads", true, "threads (default 1)", NULL},
         {"mib", true, "total weight bytes cycled through, MiB (default 1024)", NULL},
         {"seconds", true, "per measurement (default 2)", NULL},
-        {"portable", false, "scalar / OpenBLAS paths instead of the AVX2 kernels", NULL},
+        {"portable", false, "scalar / OpenBLAS paths instead of the AVX2 or AVX-512 kernels", NULL},
         {"rows", false, "keep the weights row-major where AVX-512 would take panels", NULL},
         {"json", false, "one JSON object", NULL},
         {"help", false, "this text", NULL},

@@ -250,7 +250,8 @@ static int moe_run(int argc, char **argv) {
         {"expert-placement", true,
          "run experts on worker groups by this placement file (spine moe place -o)", NULL},
         {"trace-out", true, "record routing (experts per layer per batch) to a trace file", NULL},
-        {"portable", false, "scalar / OpenBLAS weight products instead of the AVX2 kernels", NULL},
+        {"portable", false,
+         "scalar / OpenBLAS weight products instead of the AVX2 or AVX-512 kernels", NULL},
         {"paired-membw", true,
          "measure sequential read bandwidth over a buffer of N MiB (>= 64) between decode steps, "
          "and report each step's weight GB/s against the probes on either side of it",
