@@ -152,9 +152,12 @@ static void small_bf16(const float *x, int m, int ldx, const void *w, int k, int
 }
 
 /* Any m: register tiles of 4 input rows x 3 weight rows (F32: 12 accumulators, FMA bound
- * rather than load bound; BF16: 4 x 2, in the decode kernel's even/odd order on input rows
+ * rather than load bound; BF16 in the decode kernel's even/odd order on input rows
  * de-interleaved a chunk at a time, so that a row's result does not depend on m), with each
- * group of weight rows kept in L1 while all input rows pass. */
+ * group of weight rows kept in L1 while all input rows pass. BF16 4 x 3 spills some of its
+ * widened weights and still beats 4 x 2 by 11-20% (`spine bench matmul --dtype bf16 --rows
+ * --m 32|128` with SPINE_ISA=avx2 on an Intel Xeon; 4 x 4 another 2-5%, not taken: more
+ * spills on a CPU not measured). */
 /* (Blocking k to keep inputs in L1 was tried and lost: the extra horizontal sums cost more
  * than the misses saved.) */
 #define TILE_ROWS(BLOCK, R)                                                                        \
@@ -188,7 +191,7 @@ static void tile_bf16(const float *x, int m0, int ldx, const void *w, int k, int
 #define BF16_TILE(I, M, R)                                                                         \
     block16(xd + (size_t)(I)*k, w, xs + (size_t)(I)*ldx, ldx, k, r, 1, ys + (size_t)(I)*ldy, ldy,  \
             M, R, false)
-        TILE(BF16_TILE, 2);
+        TILE(BF16_TILE, 3);
 #undef BF16_TILE
     }
 }
