@@ -106,8 +106,12 @@ spine_tensor *st_add_owned_huge(spine_tensors *ts, const char *name, spine_dtype
 }
 
 spine_status st_move_to_huge(spine_tensors *ts, spine_tensor *t, spine_error *err) {
-    if (t->nbytes == 0 || t->owned_huge) return SPINE_OK;
-    void *p = spine_alloc_huge(t->nbytes);
+    return st_move_to_owned(ts, t, true, err);
+}
+
+spine_status st_move_to_owned(spine_tensors *ts, spine_tensor *t, bool huge, spine_error *err) {
+    if (t->nbytes == 0 || t->owned_huge || (t->owned && !huge)) return SPINE_OK;
+    void *p = huge ? spine_alloc_huge(t->nbytes) : spine_alloc_aligned(t->nbytes);
     if (!p)
         return spine_fail(err, SPINE_ERR_NOMEM, "tensor '%s': cannot allocate %zu bytes", t->name,
                           t->nbytes);
@@ -122,7 +126,7 @@ spine_status st_move_to_huge(spine_tensors *ts, spine_tensor *t, spine_error *er
     spine_free_aligned(t->owned);
     t->data = p;
     t->owned = p;
-    t->owned_huge = true;
+    t->owned_huge = huge;
     return SPINE_OK;
 }
 

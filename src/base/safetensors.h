@@ -71,6 +71,9 @@ spine_tensor *st_add_owned_huge(spine_tensors *ts, const char *name, spine_dtype
  * mapping, the process stops mapping the file pages the tensor alone covered (the page cache
  * keeps them): the weights are then counted once in this process's memory, not twice. */
 spine_status st_move_to_huge(spine_tensors *ts, spine_tensor *t, spine_error *err);
+/* The same, into 64-byte aligned memory when !huge (a small tensor that must be writable:
+ * a 2 MiB mapping each would waste most of it); a tensor already owned stays where it is. */
+spine_status st_move_to_owned(spine_tensors *ts, spine_tensor *t, bool huge, spine_error *err);
 
 /* Write tensors in collection order to path (atomically: path.tmp then rename). Tensor data
  * start at 64-byte aligned file offsets whenever the sizes before them allow. metadata_json,

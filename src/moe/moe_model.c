@@ -18,17 +18,22 @@ typedef struct binder {
     spine_error *err;
 } binder;
 
-static const spine_tensor *find(const moe_model *m, const char *name) {
+/* the tensor named so, and the file holding it */
+static spine_tensor *find(moe_model *m, const char *name, spine_tensors **file) {
     for (int f = 0; f < m->nfiles; f++) {
         const spine_tensor *t = st_find(&m->files[f], name);
-        if (t) return t;
+        if (t) {
+            *file = &m->files[f];
+            return &m->files[f].t[t - m->files[f].t];
+        }
     }
     return NULL;
 }
 
 static spine_status get_tensor(binder *b, const char *name, int64_t d0, int64_t d1,
-                               const spine_tensor **out) {
-    const spine_tensor *t = find(b->m, name);
+                               spine_tensor **out, spine_tensors **file) {
+    spine_tensors *ts;
+    spine_tensor *t = find(b->m, name, &ts);
     if (!t) return spine_fail(b->err, SPINE_ERR_FORMAT, "missing tensor '%s'", name);
     if (t->dtype != SPINE_DT_F32 && t->dtype != SPINE_DT_BF16)
         return spine_fail(b->err, SPINE_ERR_UNSUPPORTED, "tensor '%s': dtype %s (F32 or BF16 only)",
@@ -48,6 +53,7 @@ static spine_status get_tensor(binder *b, const char *name, int64_t d0, int64_t 
     b->m->params += (uint64_t)(d1 < 0 ? d0 : d0 * d1);
     b->m->weight_bytes += t->nbytes;
     *out = t;
+    if (file) *file = ts;
     return SPINE_OK;
 }
 
@@ -55,28 +61,22 @@ static spine_status get_tensor(binder *b, const char *name, int64_t d0, int64_t 
  * products, not a table of rows such as the embedding) */
 static spine_status get_matrix(binder *b, const char *name, int n, int k, mm_weight *w,
                                bool product) {
-    const spine_tensor *t;
-    spine_status st = get_tensor(b, name, n, k, &t);
+    spine_tensor *t;
+    spine_tensors *ts;
+    spine_status st = get_tensor(b, name, n, k, &t, &ts);
     if (st) return st;
     *w = (mm_weight){t->data, t->dtype, n, k, false};
     if (!b->panels || !product) return SPINE_OK;
-    for (int f = 0; f < b->m->nfiles; f++) { /* its own writable copy, then re-laid in place */
-        spine_tensors *ts = &b->m->files[f];
-        if (t < ts->t || t >= ts->t + ts->n) continue;
-        spine_tensor *mt = &ts->t[t - ts->t];
-        if (!mt->owned) st = st_move_to_huge(ts, mt, b->err);
-        if (!st) {
-            w->data = mt->data;
-            st = mm_pack(w, b->err);
-        }
-        return st;
-    }
-    return spine_fail(b->err, SPINE_ERR_INVALID, "tensor '%s': not in the model's files", name);
+    /* its own writable copy (small ones off 2 MiB pages), then re-laid in place */
+    if (!t->owned) st = st_move_to_owned(ts, t, t->nbytes >= HUGE_MIN_TENSOR, b->err);
+    if (st) return st;
+    w->data = t->data;
+    return mm_pack(w, b->err);
 }
 
 static spine_status get_norm(binder *b, const char *name, int n, float **out) {
-    const spine_tensor *t;
-    spine_status st = get_tensor(b, name, n, -1, &t);
+    spine_tensor *t;
+    spine_status st = get_tensor(b, name, n, -1, &t, NULL);
     if (st) return st;
     float *v = spine_alloc_aligned((size_t)n * sizeof(float));
     if (!v) return spine_fail(b->err, SPINE_ERR_NOMEM, "out of memory");
