@@ -47,20 +47,19 @@ spine_status mm_pack(mm_weight *w, spine_error *err) {
     uint8_t *tmp = malloc(16 * k * es);
     if (!tmp) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (packing weights)");
     uint8_t *d = (uint8_t *)w->data; /* writable: the caller's promise */
+    mm_weight lay = *w;              /* the target layout, as mm_index defines it */
+    lay.packed = true;
     for (int g0 = 0; g0 < w->n; g0 += 16) {
-        size_t h = (size_t)SPINE_MIN(16, w->n - g0);
-        uint8_t *grp = d + (size_t)g0 * k * es;
-        memcpy(tmp, grp, h * k * es);
-        if (es == 4)
-            for (size_t c = 0; c < k; c++)
-                for (size_t q = 0; q < h; q++)
-                    ((uint32_t *)grp)[c * h + q] = ((const uint32_t *)tmp)[q * k + c];
-        else
-            for (size_t c = 0; c < k; c++) /* column pairs, an odd k's last column alone */
-                for (size_t q = 0; q < h; q++)
-                    ((uint16_t *)grp)[c < (k & ~(size_t)1) ? (c & ~(size_t)1) * h + 2 * q + (c & 1)
-                                                           : c * h + q] =
-                        ((const uint16_t *)tmp)[q * k + c];
+        size_t h = (size_t)SPINE_MIN(16, w->n - g0), base = (size_t)g0 * k;
+        memcpy(tmp, d + base * es, h * k * es);
+        for (size_t q = 0; q < h; q++)
+            for (size_t c = 0; c < k; c++) {
+                size_t at = mm_index(&lay, g0 + (int)q, (int)c);
+                if (es == 4)
+                    ((uint32_t *)d)[at] = ((const uint32_t *)tmp)[q * k + c];
+                else
+                    ((uint16_t *)d)[at] = ((const uint16_t *)tmp)[q * k + c];
+            }
     }
     free(tmp);
     w->packed = true;
