@@ -107,6 +107,11 @@ sls_fn sls_kernel(spine_rowtype rt, sls_isa isa, bool hot);
  * those of n single-table calls. `isa` as for sls_kernel. */
 void sls_multi(const sls_table *t, const spine_bags *b, int n, sls_isa isa);
 
+/* Whether every one of n indices lies in [0, rows): the bounds check of every lookup
+ * (spine_store_lookup), one pass over the indices, vectorized on `isa` (scalar otherwise). */
+bool sls_indices_in_range(const int64_t *idx, size_t n, int64_t rows, sls_isa isa);
+bool sls_indices_in_range_avx2(const int64_t *idx, size_t n, int64_t rows);
+
 /* Row decoding (scalar), the reference every kernel is tested against. */
 void sls_decode_row(const sls_table *t, int64_t row, float *out);
 

@@ -285,6 +285,18 @@ sls_fn sls_kernel(spine_rowtype rt, sls_isa isa, bool hot) {
     return NULL;
 }
 
+bool sls_indices_in_range(const int64_t *idx, size_t n, int64_t rows, sls_isa isa) {
+#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+    if (isa >= SLS_ISA_AVX2 && sls_isa_runs(SLS_ISA_AVX2))
+        return sls_indices_in_range_avx2(idx, n, rows);
+#else
+    (void)isa;
+#endif
+    bool bad = false;
+    for (size_t i = 0; i < n; i++) bad |= (uint64_t)idx[i] >= (uint64_t)rows;
+    return !bad;
+}
+
 void sls_multi(const sls_table *t, const spine_bags *b, int n, sls_isa isa) {
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
     if (isa == SLS_ISA_AVX512 && sls_isa_runs(isa)) {

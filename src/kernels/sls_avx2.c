@@ -13,6 +13,27 @@
 
 #define INLINE SLS_INLINE
 
+/* Four independent accumulators of 4 indices: the OR of all indices (a negative one sets the
+ * sign bit) and the OR of the comparisons with rows - 1. */
+bool sls_indices_in_range_avx2(const int64_t *idx, size_t n, int64_t rows) {
+    if (rows <= 0) return n == 0;
+    const __m256i lim = _mm256_set1_epi64x(rows - 1);
+    __m256i any[4], gt[4];
+    for (int k = 0; k < 4; k++) any[k] = gt[k] = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 4; k++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(idx + i + 4 * k));
+            any[k] = _mm256_or_si256(any[k], x);
+            gt[k] = _mm256_or_si256(gt[k], _mm256_cmpgt_epi64(x, lim));
+        }
+    __m256i a = _mm256_or_si256(_mm256_or_si256(any[0], any[1]), _mm256_or_si256(any[2], any[3]));
+    __m256i g = _mm256_or_si256(_mm256_or_si256(gt[0], gt[1]), _mm256_or_si256(gt[2], gt[3]));
+    bool bad = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_or_si256(a, g))) != 0;
+    for (; i < n; i++) bad |= (uint64_t)idx[i] >= (uint64_t)rows;
+    return !bad;
+}
+
 /* eight values starting at element 8*k */
 INLINE __m256 ld8(const int rt, const uint8_t *row, int k) {
     switch (rt) {

@@ -3,6 +3,7 @@
  * non-decreasing, every index inside the table) before the store sees it: one place where an
  * index from outside is bounds-checked, for every store. */
 #include "../base/base.h"
+#include "../kernels/kernels.h"
 
 static spine_status check(const spine_store *s, const spine_bags *b, spine_error *err) {
     if (b->nbags < 0 || !b->offsets || (b->nbags > 0 && !b->out))
@@ -23,9 +24,8 @@ static spine_status check(const spine_store *s, const spine_bags *b, spine_error
     int64_t end = b->offsets[b->nbags];
     if (end > b->offsets[0] && !idx)
         return spine_fail(err, SPINE_ERR_INVALID, "table '%s': no indices", s->name);
-    bool bad = false;
-    for (int64_t p = b->offsets[0]; p < end; p++) bad |= (uint64_t)idx[p] >= rows;
-    if (bad) {
+    const int64_t p0 = b->offsets[0];
+    if (end > p0 && !sls_indices_in_range(idx + p0, (size_t)(end - p0), s->rows, sls_best_isa())) {
         for (int64_t p = b->offsets[0]; p < end; p++) {
             if ((uint64_t)idx[p] >= rows)
                 return spine_fail(err, SPINE_ERR_RANGE,

@@ -30,6 +30,46 @@ static void out_of_range_index_names_table_and_position(void **state) {
     spine_store_free(s);
 }
 
+/* The vectorized range check (groups of 16, then a tail) on every ISA this CPU runs: one bad
+ * index anywhere, of every kind, is found; indices 0 and rows - 1 pass. */
+static void range_check_finds_any_bad_index_on_every_isa(void **state) {
+    (void)state;
+    const size_t ns[] = {0, 1, 3, 15, 16, 17, 33, 64, 100};
+    const int64_t rowss[] = {1, 10, (int64_t)1 << 40, INT64_MAX};
+    int64_t idx[100];
+    for (int isa = SLS_ISA_SCALAR; isa <= SLS_ISA_AVX512; isa++) {
+        if (!sls_isa_runs((sls_isa)isa)) continue;
+        for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+            for (size_t r = 0; r < sizeof rowss / sizeof *rowss; r++) {
+                const size_t n = ns[a];
+                const int64_t rows = rowss[r];
+                for (size_t i = 0; i < n; i++) idx[i] = i % 3 == 0 ? rows - 1 : (int64_t)(i % 2);
+                if (rows == 1)
+                    for (size_t i = 0; i < n; i++) idx[i] = 0;
+                assert_true(sls_indices_in_range(idx, n, rows, (sls_isa)isa));
+                assert_int_equal(sls_indices_in_range(idx, n, 0, (sls_isa)isa), n == 0);
+                const int64_t bad[] = {rows, -1, INT64_MIN, rows == INT64_MAX ? -2 : rows + 1};
+                for (size_t p = 0; p < n; p++)
+                    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+                        const int64_t keep = idx[p];
+                        idx[p] = bad[k];
+                        assert_false(sls_indices_in_range(idx, n, rows, (sls_isa)isa));
+                        idx[p] = keep;
+                    }
+            }
+    }
+    /* through the store: the message still names the first bad position past the vector body */
+    float rows[40];
+    spine_store *s = make_store(rows, 10, 4);
+    int64_t off[3] = {0, 50, 100}, many[100] = {0};
+    float out[8];
+    many[77] = 10;
+    many[90] = -5;
+    spine_bags b = {2, off, many, NULL, SPINE_POOL_SUM, out, 4};
+    assert_fails_with(spine_store_lookup(s, &b, err), SPINE_ERR_RANGE, "index 10 at values[77]");
+    spine_store_free(s);
+}
+
 static void malformed_batches_are_refused(void **state) {
     (void)state;
     float rows[40];
@@ -271,6 +311,7 @@ static void lookup_many_equals_one_by_one(void **state) {
 int test_group_store(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(out_of_range_index_names_table_and_position),
+        cmocka_unit_test(range_check_finds_any_bad_index_on_every_isa),
         cmocka_unit_test(malformed_batches_are_refused),
         cmocka_unit_test(lookups_pool_rows_and_count),
         cmocka_unit_test(create_refuses_empty_tables),
