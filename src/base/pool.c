@@ -136,6 +136,7 @@ void spine_pool_run(spine_pool *p, int ntasks, spine_task_fn fn, void *arg) {
     if (p->sleepers) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     drain(p, 0);
-    while (atomic_load_explicit(&p->acked, memory_order_acquire) < p->n - 1) __builtin_ia32_pause();
+    unsigned n = 0;
+    while (atomic_load_explicit(&p->acked, memory_order_acquire) < p->n - 1) spine_wait_step(&n);
     pthread_mutex_unlock(&p->run_mu);
 }

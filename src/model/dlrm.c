@@ -554,7 +554,8 @@ static void run_task(void *arg, int task, int thread) {
         return;
     }
     /* head: wait for the chunk's body (normally long finished), then interaction + top MLP */
-    while (atomic_load_explicit(&c->pending[ch], memory_order_acquire) > 0) __builtin_ia32_pause();
+    unsigned n = 0;
+    while (atomic_load_explicit(&c->pending[ch], memory_order_acquire) > 0) spine_wait_step(&n);
     if (atomic_load_explicit(&c->failed, memory_order_relaxed)) return;
     const size_t idim = (size_t)d->interaction_dim;
     if (dot) {
