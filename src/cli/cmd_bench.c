@@ -9,6 +9,7 @@
 #include "../model/dlrm.h"
 
 #include <math.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -378,6 +379,8 @@ int cmd_bench(int argc, char **argv) {
          "task and a call per table)",
          NULL},
         {"zipf", true, "draw indices Zipf(A) (hot rows scattered), not uniformly", NULL},
+        {"gap-ms", true,
+         "idle this long before each timed batch (as between a server's queries; default 0)", NULL},
         {"hot-mb", true,
          "cache the hottest rows in N MB (profile: --profile, or 20,000 samples drawn apart)",
          NULL},
@@ -439,6 +442,8 @@ int cmd_bench(int argc, char **argv) {
     dlrm_index_dist dist = {0, (uint64_t)seed};
     double hot_mb = 0;
     if ((v = cli_get(o, n, "zipf")) && !cli_double("--zipf", v, 0, 5, &dist.alpha)) rc = 2;
+    double gap_ms = 0;
+    if ((v = cli_get(o, n, "gap-ms")) && !cli_double("--gap-ms", v, 0, 10000, &gap_ms)) rc = 2;
     if (!rc && (v = cli_get(o, n, "hot-mb")) && !cli_double("--hot-mb", v, 0, 1 << 20, &hot_mb))
         rc = 2;
     if (!rc && hot_mb > 0 &&
@@ -483,6 +488,10 @@ int cmd_bench(int argc, char **argv) {
         double start = spine_now(), now = start;
         int r = 0;
         while (!rc && (now - start < seconds || nlat < 5)) {
+            if (gap_ms > 0) { /* idle first, as a server's threads are between sparse queries */
+                struct timespec ts = {(time_t)(gap_ms / 1e3), (long)(fmod(gap_ms, 1e3) * 1e6)};
+                nanosleep(&ts, NULL);
+            }
             double t0 = spine_now();
             if (spine_ctx_run(ctx, &in[r].batch, out, 0, &err)) rc = 1;
             now = spine_now();
@@ -510,13 +519,14 @@ int cmd_bench(int argc, char **argv) {
                        "\"lookups\":%lld,\"batch\":%d,\"samples_per_s\":%.1f,\"p50_ms\":%.4f,"
                        "\"p95_ms\":%.4f,\"p99_ms\":%.4f,\"mean_ms\":%.4f,\"iters\":%zu,"
                        "\"rows_per_s\":%.0f,\"isa\":\"%s\",\"huge_bytes\":%llu,\"schedule\":\"%s\","
-                       "\"zipf\":%g,\"hot_mb\":%g,\"hit_rate\":%.4f,\"table_group\":%lld}\n",
+                       "\"zipf\":%g,\"hot_mb\":%g,\"hit_rate\":%.4f,\"table_group\":%lld,"
+                       "\"gap_ms\":%g}\n",
                        d->name, spine_rowtype_name(d->tables[0].rowtype), threads, lookups, B, sps,
                        p50, p95, p99, total / (double)nlat * 1e3, nlat,
                        sps * (double)lookups * d->num_tables, sls_isa_name(sls_best_isa()),
                        (unsigned long long)d->emb_bytes_huge,
                        sched == SPINE_SCHED_TABLE ? "table" : "sample", dist.alpha, hot_mb,
-                       hit_rate(m), tgroup);
+                       hit_rate(m), tgroup, gap_ms);
             else
                 printf("%8d %14.1f %10.4f %10.4f %10.4f %8zu\n", B, sps, p50, p95, p99, nlat);
             if (!json && hot_mb > 0)

@@ -69,6 +69,8 @@ refuses "huge table in config" 1 "has shape" "$SPINE" model info "$W/broken"
 "$SPINE" bench --preset tiny --batch 1,4 --seconds 0.05 --json >"$W/bench.json" 2>"$W/err"
 check "bench --json: one object per batch size" test "$(grep -c '"samples_per_s"' "$W/bench.json")" -eq 2
 check "bench --json parses" python3 -c "import json,sys; [json.loads(l) for l in open('$W/bench.json')]"
+check "bench --gap-ms idles between batches, outside the timing" bash -c "'$SPINE' bench --preset tiny --batch 4 --seconds 0.2 --gap-ms 50 --json | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"gap_ms\"] == 50 and 4 <= r[\"iters\"] <= 6 and r[\"mean_ms\"] < 40 else 1)'"
+refuses "bench: negative --gap-ms" 2 "--gap-ms" "$SPINE" bench --preset tiny --gap-ms -1
 check "bench table" bash -c "'$SPINE' bench --preset tiny --batch 2 --seconds 0.02 --threads 2 | grep -q 'samples/s'"
 check "demo" bash -c "'$SPINE' demo | grep -q 'p(click)'"
 check "bench membw runs" bash -c "'$SPINE' bench membw --mib 64 --threads 1 --seconds 0.05 --repeat 1 --json | grep -q lines_per_s"
