@@ -111,6 +111,11 @@ void sls_multi(const sls_table *t, const spine_bags *b, int n, sls_isa isa);
  * (spine_store_lookup), one pass over the indices, vectorized on `isa` (scalar otherwise). */
 bool sls_indices_in_range(const int64_t *idx, size_t n, int64_t rows, sls_isa isa);
 bool sls_indices_in_range_avx2(const int64_t *idx, size_t n, int64_t rows);
+/* dst[i] = src[i] for n little-endian INT32 at src (any alignment), and whether every value
+ * lies in [0, rows): a server's widening of wire indices, checked in the same pass. On false
+ * dst is still written in full, so the caller can name the bad one. */
+bool sls_widen_indices(const uint8_t *src, int64_t *dst, size_t n, int64_t rows, sls_isa isa);
+bool sls_widen_indices_avx2(const uint8_t *src, int64_t *dst, size_t n, int64_t rows);
 
 /* Row decoding (scalar), the reference every kernel is tested against. */
 void sls_decode_row(const sls_table *t, int64_t row, float *out);

@@ -297,6 +297,23 @@ bool sls_indices_in_range(const int64_t *idx, size_t n, int64_t rows, sls_isa is
     return !bad;
 }
 
+bool sls_widen_indices(const uint8_t *src, int64_t *dst, size_t n, int64_t rows, sls_isa isa) {
+#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
+    if (isa >= SLS_ISA_AVX2 && sls_isa_runs(SLS_ISA_AVX2))
+        return sls_widen_indices_avx2(src, dst, n, rows);
+#else
+    (void)isa;
+#endif
+    bool bad = false;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, src + 4 * i, 4);
+        dst[i] = (int32_t)u;
+        bad |= (uint64_t)dst[i] >= (uint64_t)rows;
+    }
+    return !bad;
+}
+
 void sls_multi(const sls_table *t, const spine_bags *b, int n, sls_isa isa) {
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
     if (isa == SLS_ISA_AVX512 && sls_isa_runs(isa)) {

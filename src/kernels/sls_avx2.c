@@ -34,6 +34,40 @@ bool sls_indices_in_range_avx2(const int64_t *idx, size_t n, int64_t rows) {
     return !bad;
 }
 
+/* Eight values at a time: compared as 32-bit integers (a limit of at least 2^31 leaves only
+ * negative values out), widened by sign extension in two halves. */
+bool sls_widen_indices_avx2(const uint8_t *src, int64_t *dst, size_t n, int64_t rows) {
+    if (rows <= 0) {
+        for (size_t i = 0; i < n; i++) {
+            int32_t v;
+            memcpy(&v, src + 4 * i, 4);
+            dst[i] = v;
+        }
+        return n == 0;
+    }
+    const int32_t top = rows > INT32_MAX ? INT32_MAX : (int32_t)(rows - 1);
+    const __m256i lim = _mm256_set1_epi32(top);
+    __m256i any = _mm256_setzero_si256(), gt = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(src + 4 * i));
+        any = _mm256_or_si256(any, x);
+        gt = _mm256_or_si256(gt, _mm256_cmpgt_epi32(x, lim));
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i),
+                            _mm256_cvtepi32_epi64(_mm256_castsi256_si128(x)));
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i + 4),
+                            _mm256_cvtepi32_epi64(_mm256_extracti128_si256(x, 1)));
+    }
+    bool bad = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(any, gt))) != 0;
+    for (; i < n; i++) {
+        int32_t v;
+        memcpy(&v, src + 4 * i, 4);
+        dst[i] = v;
+        bad |= (uint64_t)dst[i] >= (uint64_t)rows;
+    }
+    return !bad;
+}
+
 /* eight values starting at element 8*k */
 INLINE __m256 ld8(const int rt, const uint8_t *row, int k) {
     switch (rt) {

@@ -2,6 +2,7 @@
 #include "protocol.h"
 
 #include "../base/json.h"
+#include "../kernels/kernels.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -103,21 +104,6 @@ static spine_status load(const json_doc *d, const in_desc *in, const char *name,
     }
     *out = p;
     return SPINE_OK;
-}
-
-/* dst[i] = src[i] (little-endian INT32, any alignment) for i < n; true when every value is in
- * [0, lim) (lim <= 2^31, so a negative value, read unsigned, is out). One pass, and it
- * runs without a branch per value; on false, the caller finds the bad one in dst. */
-static bool widen_in_range(const uint8_t *restrict src, int64_t *restrict dst, int64_t n,
-                           uint32_t lim) {
-    uint32_t bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, src + 4 * i, 4);
-        bad |= u >= lim;
-        dst[i] = (int32_t)u;
-    }
-    return !bad;
 }
 
 static spine_status parse_inputs(const json_doc *d, const json_node *inputs, in_desc *ins,
@@ -302,8 +288,8 @@ spine_status proto_decode_infer(const spine_model *m, const char *body, size_t l
         int64_t *v = r->values;
         /* INT32 on the wire: widened and checked in one pass (the usual case, and the hot one) */
         bool checked = vl->bin && vl->type == W_INT32 &&
-                       widen_in_range(vl->bin + 4 * pos, v + pos, tsum,
-                                      rows < ((uint64_t)1 << 31) ? (uint32_t)rows : 1u << 31);
+                       sls_widen_indices((const uint8_t *)vl->bin + 4 * pos, v + pos, (size_t)tsum,
+                                         (int64_t)rows, sls_best_isa());
         if (vl->bin && vl->type == W_INT64) memcpy(v + pos, vl->bin + 8 * pos, (size_t)tsum * 8);
         for (int64_t k = pos; k < pos + tsum && !checked; k++) {
             if ((uint64_t)v[k] >= rows) {

@@ -5,6 +5,7 @@
 #include "../../src/kernels/kernels.h"
 
 #include <math.h>
+#include <string.h>
 
 static spine_store *make_store(float *rows, int64_t n, int dim) {
     for (int64_t i = 0; i < n * dim; i++) rows[i] = (float)i;
@@ -68,6 +69,45 @@ static void range_check_finds_any_bad_index_on_every_isa(void **state) {
     spine_bags b = {2, off, many, NULL, SPINE_POOL_SUM, out, 4};
     assert_fails_with(spine_store_lookup(s, &b, err), SPINE_ERR_RANGE, "index 10 at values[77]");
     spine_store_free(s);
+}
+
+/* The server's widening of INT32 wire indices: every value copied exactly (sign-extended),
+ * and one bad value anywhere (vector body or tail) reported, on every ISA this CPU runs. */
+static void widening_copies_and_checks_every_index_on_every_isa(void **state) {
+    (void)state;
+    const size_t ns[] = {0, 1, 7, 8, 9, 16, 31, 100};
+    const int64_t rowss[] = {1, 10, INT32_MAX, (int64_t)INT32_MAX + 1, (int64_t)1 << 40};
+    int32_t src[100];
+    int64_t dst[100];
+    for (int isa = SLS_ISA_SCALAR; isa <= SLS_ISA_AVX512; isa++) {
+        if (!sls_isa_runs((sls_isa)isa)) continue;
+        for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+            for (size_t r = 0; r < sizeof rowss / sizeof *rowss; r++) {
+                const size_t n = ns[a];
+                const int64_t rows = rowss[r], top = SPINE_MIN(rows - 1, (int64_t)INT32_MAX);
+                for (size_t i = 0; i < n; i++)
+                    src[i] = i % 3 == 0 ? (int32_t)top : (int32_t)(i % 2);
+                if (rows == 1)
+                    for (size_t i = 0; i < n; i++) src[i] = 0;
+                memset(dst, 0x55, sizeof dst);
+                assert_true(sls_widen_indices((const uint8_t *)src, dst, n, rows, (sls_isa)isa));
+                for (size_t i = 0; i < n; i++) assert_true(dst[i] == src[i]);
+                assert_int_equal(sls_widen_indices((const uint8_t *)src, dst, n, 0, (sls_isa)isa),
+                                 n == 0);
+                int32_t bad[4] = {-1, INT32_MIN, -1, INT32_MIN};
+                if (rows <= INT32_MAX) bad[2] = (int32_t)rows;
+                if (rows < INT32_MAX) bad[3] = (int32_t)rows + 1;
+                for (size_t p = 0; p < n; p++)
+                    for (size_t k = 0; k < 4; k++) {
+                        const int32_t keep = src[p];
+                        src[p] = bad[k];
+                        assert_false(
+                            sls_widen_indices((const uint8_t *)src, dst, n, rows, (sls_isa)isa));
+                        for (size_t i = 0; i < n; i++) assert_true(dst[i] == src[i]);
+                        src[p] = keep;
+                    }
+            }
+    }
 }
 
 static void malformed_batches_are_refused(void **state) {
@@ -312,6 +352,7 @@ int test_group_store(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(out_of_range_index_names_table_and_position),
         cmocka_unit_test(range_check_finds_any_bad_index_on_every_isa),
+        cmocka_unit_test(widening_copies_and_checks_every_index_on_every_isa),
         cmocka_unit_test(malformed_batches_are_refused),
         cmocka_unit_test(lookups_pool_rows_and_count),
         cmocka_unit_test(create_refuses_empty_tables),
