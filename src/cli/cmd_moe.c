@@ -481,6 +481,8 @@ static int moe_run(int argc, char **argv) {
         memset(pbuf, 1, pbytes); /* touched: the probe reads memory, not the zero page */
     }
     uint64_t prefill_flops = 0;
+    uint64_t dec_mm_ns = 0, dec_mm_wait = 0; /* counted decode steps: inside weight products */
+    double dec_total = 0;
     moe_report pre = {0};  /* the prefill's share of the report, summed over repeats */
     moe_report base = {0}; /* the report and tier counters as the warm-up left them */
     moe_tier_stats ts0 = {0};
@@ -520,6 +522,7 @@ static int moe_run(int argc, char **argv) {
             pgbs[nprobe++] = before / 1e9;
         }
         t0 = spine_now();
+        const uint64_t mm_ns0 = moe_ctx_mm(ctx)->ns, mm_wait0 = moe_ctx_mm(ctx)->wait_ns;
         for (int g = 0; g < G; g++) {
             double step0 = spine_now();
             for (int b = 0; b < B; b++) {
@@ -545,7 +548,12 @@ static int moe_run(int argc, char **argv) {
                 before = after;
             }
         }
-        if (r >= 0) td[r] = paired ? dsum : spine_now() - t0;
+        if (r >= 0) {
+            td[r] = paired ? dsum : spine_now() - t0;
+            dec_total += td[r];
+            dec_mm_ns += moe_ctx_mm(ctx)->ns - mm_ns0;
+            dec_mm_wait += moe_ctx_mm(ctx)->wait_ns - mm_wait0;
+        }
         moe_ctx_set_trace(ctx, NULL);
     }
     if (trace_out) {
@@ -572,6 +580,11 @@ static int moe_run(int argc, char **argv) {
     double gflops = (double)prefill_flops / tpm / 1e9;
     /* a decode step reads bpt bytes of weights (exactly at batch 1; an upper bound beyond) */
     double dec_gbs = G ? (double)bpt * (G / tdm) / 1e9 : 0.0;
+    /* where a decode step's time goes: inside the weight products (and how fast they stream
+     * while running), and the products' imbalance (first thread done to the last) */
+    double mm_share = dec_total > 0 ? (double)dec_mm_ns / 1e9 / dec_total : 0.0;
+    double mm_gbs = dec_mm_ns ? (double)bpt * (double)G * (double)repeat / (double)dec_mm_ns : 0.0;
+    double mm_wait = dec_mm_ns ? (double)dec_mm_wait / (double)dec_mm_ns : 0.0;
     const char *gname = ro.gating == MOE_GATING_STATIC ? "static" : "dynamic";
     moe_tier_stats ts;
     moe_ctx_tier_stats(ctx, &ts);
@@ -592,7 +605,9 @@ static int moe_run(int argc, char **argv) {
                "\"expert_hits\": %.0f, \"expert_misses\": %.0f, \"expert_bytes_moved\": %.0f, "
                "\"expert_load_s\": %.4f, \"expert_fast_bytes\": %llu, \"expert_bytes_all\": %llu, "
                "\"slow_gbps\": %g, \"paired_steps\": %zu, \"paired_membw_gbps\": %.3f, "
-               "\"paired_decode_fraction\": %.4f, \"panels\": %s, \"isa\": \"%s\"}\n",
+               "\"paired_decode_fraction\": %.4f, \"decode_products_share\": %.4f, "
+               "\"decode_products_weight_gb_s\": %.3f, \"decode_products_wait_share\": %.4f, "
+               "\"panels\": %s, \"isa\": \"%s\"}\n",
                B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
                spine_pool_size(pool), repeat, warmup, fresh ? "true" : "false",
                spine_dtype_name(m->embed.dt), tpm, prefill_tps, gflops, tdm, decode_tps, dec_gbs,
@@ -602,7 +617,8 @@ static int moe_run(int argc, char **argv) {
                ts.bytes_moved * per, ts.load_s * per,
                (unsigned long long)(ro.expert_slots ? ts.fast_bytes : m->expert_bytes),
                (unsigned long long)m->expert_bytes, ro.slow_gbps, npair, pair_gbs, pair_frac,
-               m->panels ? "true" : "false", sls_isa_name((sls_isa)mm_isa()));
+               mm_share, mm_gbs, mm_wait, m->panels ? "true" : "false",
+               sls_isa_name((sls_isa)mm_isa()));
     } else {
         printf("model: %s, %d layers, %d experts top-%d, %s weights%s, %d threads, %s kernels\n",
                dir ? dir : preset, cf->layers, cf->experts, cf->top_k,
@@ -622,6 +638,10 @@ static int moe_run(int argc, char **argv) {
                    B, G, tdm, decode_tps, dec_gbs, (double)bpt / 1e9);
             printf("         gating %s: %.0f assignments, %.0f dropped, waste factor %.2f\n", gname,
                    dec.assignments * per_run, dec.dropped * per_run, dwaste);
+            printf(
+                "         weight products: %.1f%% of the decode time, %.2f GB/s of weights "
+                "while they run; %.1f%% of that time between the first thread done and the last\n",
+                100 * mm_share, mm_gbs, 100 * mm_wait);
             if (npair)
                 printf("         paired with sequential reads between steps (median %.2f GB/s): "
                        "a step's weight GB/s is %.1f%% of the probes around it (median of %zu "

@@ -202,7 +202,11 @@ spine_status mm_ctx_init(mm_ctx *c, spine_pool *pool, int max_k, spine_error *er
     c->pool = pool;
     c->nthreads = pool ? spine_pool_size(pool) : 1;
     c->scratch = calloc((size_t)c->nthreads, sizeof *c->scratch);
-    if (!c->scratch) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    c->t_end = calloc((size_t)c->nthreads, sizeof *c->t_end);
+    if (!c->scratch || !c->t_end) {
+        mm_ctx_free(c);
+        return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    }
     for (int t = 0; t < c->nthreads; t++) {
         c->scratch[t] = spine_alloc_aligned(mm_scratch_floats(max_k) * sizeof(float));
         if (!c->scratch[t]) {
@@ -217,6 +221,7 @@ void mm_ctx_free(mm_ctx *c) {
     if (c->scratch)
         for (int t = 0; t < c->nthreads; t++) spine_free_aligned(c->scratch[t]);
     free(c->scratch);
+    free(c->t_end);
     free(c->task_job);
     free(c->task_row0);
     free(c->task_rows);
@@ -232,6 +237,7 @@ static void run_task(void *arg, int task, int thread) {
     run_arg *a = arg;
     const mm_job *j = &a->jobs[a->c->task_job[task]];
     mm_job_rows(j, a->c->task_row0[task], a->c->task_rows[task], a->c->scratch[thread]);
+    a->c->t_end[thread] = spine_now_ns();
 }
 
 static spine_status grow_tasks(mm_ctx *c, int need, spine_error *err) {
@@ -290,6 +296,15 @@ spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err) 
         ntasks = t;
     }
     run_arg a = {c, jobs};
+    const uint64_t t0 = spine_now_ns();
+    for (int t = 0; t < c->nthreads; t++) c->t_end[t] = t0; /* a thread with no task: idle */
     spine_pool_run(c->pool, ntasks, run_task, &a);
+    uint64_t first = UINT64_MAX, last = 0;
+    for (int t = 0; t < c->nthreads; t++) {
+        first = SPINE_MIN(first, c->t_end[t]);
+        last = SPINE_MAX(last, c->t_end[t]);
+    }
+    c->ns += spine_now_ns() - t0;
+    c->wait_ns += last - first;
     return SPINE_OK;
 }

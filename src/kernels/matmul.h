@@ -71,7 +71,10 @@ typedef struct mm_ctx {
     int *task_job, *task_row0, *task_rows;
     int task_cap;
     /* statistics */
-    uint64_t flops; /* 2 m n k per product */
+    uint64_t flops;   /* 2 m n k per product */
+    uint64_t ns;      /* wall time inside mm_run's parallel regions */
+    uint64_t wait_ns; /* summed over regions: the first thread done to the last (imbalance) */
+    uint64_t *t_end;  /* per thread: when it finished its last task of the current region */
 } mm_ctx;
 
 spine_status mm_ctx_init(mm_ctx *c, spine_pool *pool, int max_k, spine_error *err);

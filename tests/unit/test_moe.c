@@ -71,7 +71,10 @@ static void products_match_the_scalar_reference(void **state) {
                             for (int swiglu = 0; swiglu < 2; swiglu++) {
                                 mm_job j = {.x = x, .m = m, .ldx = ldx, .w = W, .y = y, .ldy = ldy};
                                 if (swiglu) j.w3 = W3, j.y3 = y3;
+                                const uint64_t ns0 = c.ns, wait0 = c.wait_ns;
                                 assert_int_equal(mm_run(&c, &j, 1, NULL), SPINE_OK);
+                                /* the region's time is counted, its imbalance within it */
+                                assert_true(c.ns > ns0 && c.wait_ns - wait0 <= c.ns - ns0);
                                 for (int i = 0; i < m; i++)
                                     for (int r = 0; r < n; r++) {
                                         float want = ref[(size_t)i * ldy + r];
