@@ -107,6 +107,14 @@ sls_fn sls_kernel(spine_rowtype rt, sls_isa isa, bool hot);
  * those of n single-table calls. `isa` as for sls_kernel. */
 void sls_multi(const sls_table *t, const spine_bags *b, int n, sls_isa isa);
 
+/* Whether a row of `bytes` at address p has its last byte prefetched on its own, after one
+ * prefetch per 64 bytes from p (see prefetch_row_fixed): always when some rows of a 64-byte
+ * aligned table straddle one line more (r >= g below), else only when this row does. */
+static inline bool sls_asks_last_byte(uintptr_t p, size_t bytes) {
+    const size_t r = (bytes - 1) & 63, g = SPINE_MIN(bytes & (~bytes + 1), (size_t)64);
+    return r >= g || (p & 63) + r >= 64;
+}
+
 /* Whether every one of n indices lies in [0, rows): the bounds check of every lookup
  * (spine_store_lookup), one pass over the indices, vectorized on `isa` (scalar otherwise). */
 bool sls_indices_in_range(const int64_t *idx, size_t n, int64_t rows, sls_isa isa);

@@ -90,7 +90,7 @@ random_rows(const job *j, int task, const size_t rb, double t0, uint64_t *sink, 
     for (unsigned k = 0; k <= mask; k++) {
         ring[k] = wbase + below(&s, nrows) * rb;
         for (size_t o = 0; o < rb; o += 64) pf_line(ring[k] + o, j->l2);
-        pf_line(ring[k] + rb - 1, j->l2);
+        if (sls_asks_last_byte((uintptr_t)ring[k], rb)) pf_line(ring[k] + rb - 1, j->l2);
     }
     do {
         for (unsigned it = 0; it < 4096; it++) {
@@ -106,7 +106,7 @@ random_rows(const job *j, int task, const size_t rb, double t0, uint64_t *sink, 
             acc += v;
             const uint8_t *next = wbase + below(&s, nrows) * rb;
             for (size_t o = 0; o < rb; o += 64) pf_line(next + o, j->l2);
-            pf_line(next + rb - 1, j->l2);
+            if (sls_asks_last_byte((uintptr_t)next, rb)) pf_line(next + rb - 1, j->l2);
             ring[k] = next;
         }
         count += 4096;

@@ -333,8 +333,30 @@ static void lines_per_row_counts_straddles(void **s) {
     assert_true(membw_lines_per_row(128) == 2.0);
 }
 
+/* Row prefetch covers every line of a row for any size and offset, and asks nothing twice for
+ * rows of an aligned table that never straddle. */
+static void row_prefetch_covers_every_line(void **state) {
+    (void)state;
+    for (size_t bytes = 1; bytes <= 300; bytes++)
+        for (uintptr_t a = 0; a < 64; a++) {
+            const uintptr_t p = 4096 + a, first = p / 64, last = (p + bytes - 1) / 64;
+            bool got[8] = {false};
+            for (size_t o = 0; o < bytes; o += 64) got[(p + o) / 64 - first] = true;
+            if (sls_asks_last_byte(p, bytes)) got[last - first] = true;
+            for (uintptr_t l = first; l <= last; l++)
+                if (!got[l - first])
+                    fail_msg("row of %zu bytes at offset %u: line %u missed", bytes, (unsigned)a,
+                             (unsigned)(l - first));
+        }
+    const size_t never[] = {64, 128, 256, 512, 72, 136, 264};
+    for (size_t i = 0; i < sizeof never / sizeof *never; i++)
+        for (uintptr_t k = 0; k < 64; k++) assert_false(sls_asks_last_byte(k * never[i], never[i]));
+    assert_true(sls_asks_last_byte(0, 36)); /* int4 dim 64: some rows straddle: always asked */
+}
+
 int test_group_kernels(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(row_prefetch_covers_every_line),
         cmocka_unit_test(f32_kernels_match_reference),
         cmocka_unit_test(f16_kernels_match_reference),
         cmocka_unit_test(int8_kernels_match_reference),
