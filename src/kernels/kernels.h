@@ -118,12 +118,13 @@ static inline bool sls_asks_last_byte(uintptr_t p, size_t bytes) {
 /* Whether every one of n indices lies in [0, rows): the bounds check of every lookup
  * (spine_store_lookup), one pass over the indices, vectorized on `isa` (scalar otherwise). */
 bool sls_indices_in_range(const int64_t *idx, size_t n, int64_t rows, sls_isa isa);
-bool sls_indices_in_range_avx2(const int64_t *idx, size_t n, int64_t rows);
+bool sls_indices_in_range_avx2(const int64_t *idx, size_t n, int64_t rows); /* n % 16 == 0 */
 /* dst[i] = src[i] for n little-endian INT32 at src (any alignment), and whether every value
  * lies in [0, rows): a server's widening of wire indices, checked in the same pass. On false
  * dst is still written in full, so the caller can name the bad one. */
 bool sls_widen_indices(const uint8_t *src, int64_t *dst, size_t n, int64_t rows, sls_isa isa);
-bool sls_widen_indices_avx2(const uint8_t *src, int64_t *dst, size_t n, int64_t rows);
+bool sls_widen_indices_avx2(const uint8_t *src, int64_t *dst, size_t n,
+                            int64_t rows); /* n % 8 == 0 */
 
 /* Row decoding (scalar), the reference every kernel is tested against. */
 void sls_decode_row(const sls_table *t, int64_t row, float *out);

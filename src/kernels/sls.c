@@ -285,33 +285,41 @@ sls_fn sls_kernel(spine_rowtype rt, sls_isa isa, bool hot) {
     return NULL;
 }
 
+/* The index passes' vector bodies run on AVX2 (whole blocks only, rows > 0); the rest here. */
 bool sls_indices_in_range(const int64_t *idx, size_t n, int64_t rows, sls_isa isa) {
+    if (rows <= 0) return n == 0;
+    size_t body = 0;
+    bool ok = true;
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
-    if (isa >= SLS_ISA_AVX2 && sls_isa_runs(SLS_ISA_AVX2))
-        return sls_indices_in_range_avx2(idx, n, rows);
+    if (isa >= SLS_ISA_AVX2 && sls_isa_runs(SLS_ISA_AVX2)) {
+        body = n & ~(size_t)15;
+        ok = sls_indices_in_range_avx2(idx, body, rows);
+    }
 #else
     (void)isa;
 #endif
-    bool bad = false;
-    for (size_t i = 0; i < n; i++) bad |= (uint64_t)idx[i] >= (uint64_t)rows;
-    return !bad;
+    for (size_t i = body; i < n; i++) ok &= (uint64_t)idx[i] < (uint64_t)rows;
+    return ok;
 }
 
 bool sls_widen_indices(const uint8_t *src, int64_t *dst, size_t n, int64_t rows, sls_isa isa) {
+    size_t body = 0;
+    bool ok = true;
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
-    if (isa >= SLS_ISA_AVX2 && sls_isa_runs(SLS_ISA_AVX2))
-        return sls_widen_indices_avx2(src, dst, n, rows);
+    if (rows > 0 && isa >= SLS_ISA_AVX2 && sls_isa_runs(SLS_ISA_AVX2)) {
+        body = n & ~(size_t)7;
+        ok = sls_widen_indices_avx2(src, dst, body, rows);
+    }
 #else
     (void)isa;
 #endif
-    bool bad = false;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, src + 4 * i, 4);
-        dst[i] = (int32_t)u;
-        bad |= (uint64_t)dst[i] >= (uint64_t)rows;
+    for (size_t i = body; i < n; i++) {
+        int32_t v;
+        memcpy(&v, src + 4 * i, 4);
+        dst[i] = v;
+        ok &= (uint64_t)dst[i] < (uint64_t)rows;
     }
-    return !bad;
+    return ok;
 }
 
 void sls_multi(const sls_table *t, const spine_bags *b, int n, sls_isa isa) {

@@ -14,14 +14,12 @@
 #define INLINE SLS_INLINE
 
 /* Four independent accumulators of 4 indices: the OR of all indices (a negative one sets the
- * sign bit) and the OR of the comparisons with rows - 1. */
+ * sign bit) and the OR of the comparisons with rows - 1. n a multiple of 16, rows > 0. */
 bool sls_indices_in_range_avx2(const int64_t *idx, size_t n, int64_t rows) {
-    if (rows <= 0) return n == 0;
     const __m256i lim = _mm256_set1_epi64x(rows - 1);
     __m256i any[4], gt[4];
     for (int k = 0; k < 4; k++) any[k] = gt[k] = _mm256_setzero_si256();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16)
+    for (size_t i = 0; i < n; i += 16)
         for (int k = 0; k < 4; k++) {
             const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(idx + i + 4 * k));
             any[k] = _mm256_or_si256(any[k], x);
@@ -29,27 +27,16 @@ bool sls_indices_in_range_avx2(const int64_t *idx, size_t n, int64_t rows) {
         }
     __m256i a = _mm256_or_si256(_mm256_or_si256(any[0], any[1]), _mm256_or_si256(any[2], any[3]));
     __m256i g = _mm256_or_si256(_mm256_or_si256(gt[0], gt[1]), _mm256_or_si256(gt[2], gt[3]));
-    bool bad = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_or_si256(a, g))) != 0;
-    for (; i < n; i++) bad |= (uint64_t)idx[i] >= (uint64_t)rows;
-    return !bad;
+    return _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_or_si256(a, g))) == 0;
 }
 
 /* Eight values at a time: compared as 32-bit integers (a limit of at least 2^31 leaves only
- * negative values out), widened by sign extension in two halves. */
+ * negative values out), widened by sign extension in two halves. n a multiple of 8, rows > 0. */
 bool sls_widen_indices_avx2(const uint8_t *src, int64_t *dst, size_t n, int64_t rows) {
-    if (rows <= 0) {
-        for (size_t i = 0; i < n; i++) {
-            int32_t v;
-            memcpy(&v, src + 4 * i, 4);
-            dst[i] = v;
-        }
-        return n == 0;
-    }
     const int32_t top = rows > INT32_MAX ? INT32_MAX : (int32_t)(rows - 1);
     const __m256i lim = _mm256_set1_epi32(top);
     __m256i any = _mm256_setzero_si256(), gt = _mm256_setzero_si256();
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
+    for (size_t i = 0; i < n; i += 8) {
         const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(src + 4 * i));
         any = _mm256_or_si256(any, x);
         gt = _mm256_or_si256(gt, _mm256_cmpgt_epi32(x, lim));
@@ -58,14 +45,7 @@ bool sls_widen_indices_avx2(const uint8_t *src, int64_t *dst, size_t n, int64_t 
         _mm256_storeu_si256((__m256i *)(void *)(dst + i + 4),
                             _mm256_cvtepi32_epi64(_mm256_extracti128_si256(x, 1)));
     }
-    bool bad = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(any, gt))) != 0;
-    for (; i < n; i++) {
-        int32_t v;
-        memcpy(&v, src + 4 * i, 4);
-        dst[i] = v;
-        bad |= (uint64_t)dst[i] >= (uint64_t)rows;
-    }
-    return !bad;
+    return _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(any, gt))) == 0;
 }
 
 /* eight values starting at element 8*k */
