@@ -9,9 +9,9 @@
 #include "../model/dlrm.h"
 
 #include <math.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define RING_BYTES ((double)(128u << 20)) /* distinct rows touched per ring: 4x a 32 MB LLC */
 

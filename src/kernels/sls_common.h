@@ -32,9 +32,9 @@ SLS_INLINE void prefetch_row(const uint8_t *p, size_t bytes, const bool L2) {
  * cost ~14 instructions a row. In a table whose base is 64-byte aligned, rows start at
  * multiples of g = gcd(size, 64): when r < g no row straddles (256-byte f32 and 72-byte int8
  * rows), and the test, taken the same way for every row, replaces a prefetch that asked again
- * for a line already asked for (it cost the f32 kernel 15-20% of its rows/s on one thread).
- * When some rows do straddle (36-byte int4 rows), the offsets of random rows would make the
- * test a coin toss: the last byte is asked for every time instead. */
+ * for a line already asked for (it cost the f32 kernel 3-20% of its rows/s on one thread, 7
+ * alternating rounds). When some rows do straddle (36-byte int4 rows), the offsets of random rows
+ * would make the test a coin toss: the last byte is asked for every time instead. */
 SLS_INLINE void prefetch_row_fixed(const uint8_t *p, const size_t bytes, const bool L2) {
 #pragma GCC unroll 8
     for (size_t o = 0; o < bytes; o += 64) prefetch_line(p + o, L2);
