@@ -12,10 +12,16 @@
  * shift and a mask.
  * Prefill: register tiles of 8 input rows x 48 outputs (three groups) over blocks of KC columns:
  * 24 accumulators, 3 panel loads and 8 broadcasts per 24 FMAs, the panel block L1-resident
- * while all input rows pass (BF16 widened to F32 once per block in scratch), its streams left
- * to the hardware prefetcher (a software prefetch of the next block measured no gain); the
- * running sums wait in y between blocks. 8 x 48 measured about 8% ahead of 12 x 32 and 6 x 64
- * (`spine bench matmul --m 32`, KC 128 / 192 / 256).
+ * while all input rows pass (BF16 widened to F32 once per block in scratch); the running sums
+ * wait in y between blocks. Tiles 0, 1 and 2 of a block each prefetch one group's share of the
+ * next block into L2, a line per column, and the first tile prefetches its own block into L1
+ * 512 bytes ahead: without that the first tile waited on DRAM for the whole block and the
+ * other three fetched nothing (one thread's time was the stream's plus the compute's, to
+ * within 5%, at m = 9, 16, 32, 64); with it, m = 32 from DRAM rose from 102-110 to 120
+ * GFLOP/s on one thread and 197 to 225 on two (`spine bench matmul --m 32 --threads T`).
+ * Prefetching two or three blocks ahead, or into L1, measured lower; packing the input rows,
+ * no better. 8 x 48 measured about 8% ahead of 12 x 32 and 6 x 64 (`spine bench matmul
+ * --m 32`, KC 128 / 192 / 256).
  * The layout is chosen for prefill: against the row-major AVX2 kernels, panels measured well
  * ahead in prefill and a little behind in decode (docs/BENCHMARKS.md). */
 #include "matmul.h"
@@ -23,8 +29,9 @@
 #include <immintrin.h>
 
 #define KC MM_PANEL_COLS
-#define AHEAD 2048 /* bytes: decode's software prefetch distance in each group's stream */
-#define MR 8       /* input rows per register tile */
+#define AHEAD 2048  /* bytes: decode's software prefetch distance in each group's stream */
+#define L1AHEAD 512 /* bytes: prefill's first tile of a block, prefetch into L1 in each panel */
+#define MR 8        /* input rows per register tile */
 _Static_assert(MR == 8, "TILE_ROWS takes the rest of the rows (up to 7) in one pass");
 _Static_assert(KC % 2 == 0, "BF16 column pairs never straddle a block");
 #define NPMAX 3 /* groups of 16 outputs per register tile (MM_TILE_SPAN = 16 NPMAX rows) */
@@ -146,7 +153,8 @@ void mm_small_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0,
 static inline __attribute__((always_inline)) void micro(const float *x, int ldx, int c0, int kc,
                                                         const float *const *p, const size_t *sp,
                                                         const __mmask16 *mk, float *y, int ldy,
-                                                        const int M, const int NP) {
+                                                        const int M, const int NP, const char *pf,
+                                                        size_t pfs, const int FIRST) {
     __m512 acc[MR][NPMAX];
     for (int i = 0; i < M; i++)
         for (int j = 0; j < NP; j++)
@@ -156,6 +164,11 @@ static inline __attribute__((always_inline)) void micro(const float *x, int ldx,
     for (int c = 0; c < kc; c++) {
         __m512 wv[NPMAX];
         for (int j = 0; j < NP; j++) wv[j] = _mm512_maskz_loadu_ps(mk[j], p[j] + (size_t)c * sp[j]);
+        _mm_prefetch((const char *)((uintptr_t)pf + (size_t)c * pfs), _MM_HINT_T1);
+        if (FIRST)
+            for (int j = 0; j < NP; j++)
+                _mm_prefetch((const char *)((uintptr_t)(p[j] + (size_t)c * sp[j]) + L1AHEAD),
+                             _MM_HINT_T0);
         for (int i = 0; i < M; i++) {
             __m512 xb = _mm512_set1_ps(xc[(size_t)i * ldx + c]);
             for (int j = 0; j < NP; j++) acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
@@ -166,12 +179,18 @@ static inline __attribute__((always_inline)) void micro(const float *x, int ldx,
             _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16 * j, mk[j], acc[i][j]);
 }
 
-#define MICRO(M, NP)                                                                               \
-    micro(x + (size_t)i * ldx, ldx, c0, kc, q, sq, mk, y + (size_t)i * ldy + r, ldy, M, NP)
+#define MICRO_F(M, NP, F)                                                                          \
+    micro(x + (size_t)i * ldx, ldx, c0, kc, q, sq, mk, y + (size_t)i * ldy + r, ldy, M, NP,        \
+          nx[SPINE_MIN(i / MR, NPMAX - 1)], nxs[SPINE_MIN(i / MR, NPMAX - 1)], F)
+#define MICRO(M, NP) MICRO_F(M, NP, 0)
 #define TILE_ROWS(NP)                                                                              \
     do {                                                                                           \
-        int i = 0;                                                                                 \
-        for (; i + MR <= m; i += MR) MICRO(MR, NP);                                                \
+        int i = 0; /* m > MR (smaller m takes mm_small_avx512): the first tile is whole */         \
+        if (bf)                                                                                    \
+            MICRO(MR, NP);                                                                         \
+        else                                                                                       \
+            MICRO_F(MR, NP, 1);                                                                    \
+        for (i = MR; i + MR <= m; i += MR) MICRO(MR, NP);                                          \
         switch (m - i) { /* the rest in one pass over the block */                                 \
         case 7:                                                                                    \
             MICRO(7, NP);                                                                          \
@@ -197,6 +216,26 @@ static inline __attribute__((always_inline)) void micro(const float *x, int ldx,
         }                                                                                          \
     } while (0)
 
+/* Where the task's next panel block starts in each of its (up to) three groups (NULL: past the
+ * task's rows) and its bytes per column: tile j of the current block prefetches group j's part
+ * of it into L2 while it computes (the panels stream at an even pace instead of in bursts: the
+ * first tile of a block would otherwise wait on DRAM for all of it, the other tiles on
+ * nothing). */
+static void next_block(const mm_weight *w, int r0, int nr, int r, int c0, const char **nx,
+                       size_t *nxs) {
+    int k = w->k, nb = (k + KC - 1) / KC, b = c0 / KC + 1;
+    int rr = r + MM_TILE_SPAN * (b / nb), cc = (b % nb) * KC;
+    size_t es = w->dt == SPINE_DT_BF16 ? 2 : 4;
+    for (int j = 0; j < NPMAX; j++) {
+        int g0 = rr + 16 * j, h = SPINE_MIN(16, w->n - g0);
+        nx[j] = w->data; /* none: a harmless prefetch of lines in cache already */
+        nxs[j] = 0;
+        if (g0 >= r0 + nr) continue;
+        nx[j] = (const char *)w->data + ((size_t)g0 * k + (size_t)cc * h) * es;
+        nxs[j] = (size_t)h * es;
+    }
+}
+
 void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                     int ldy, float *scratch) {
     int k = w->k, bf = w->dt == SPINE_DT_BF16;
@@ -220,6 +259,9 @@ void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, 
             int kc = SPINE_MIN(KC, k - c0);
             const float *q[NPMAX];
             size_t sq[NPMAX];
+            const char *nx[NPMAX];
+            size_t nxs[NPMAX];
+            next_block(w, r0, nr, r, c0, nx, nxs);
             for (int j = 0; j < NPMAX; j++) {
                 if (bf) { /* the block widened: scratch[c * 16 np + 16 j + lane] */
                     q[j] = scratch + 16 * j;
