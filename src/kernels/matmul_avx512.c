@@ -150,27 +150,34 @@ void mm_small_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0,
 /* M input rows x NP groups of 16 outputs over kc columns: column c of group j at
  * p[j] + c * sp[j] (lanes past the group's rows masked off); the sums start at zero on the
  * first block (c0 == 0) and from y after it. */
-static inline __attribute__((always_inline)) void micro(const float *x, int ldx, int c0, int kc,
-                                                        const float *const *p, const size_t *sp,
-                                                        const __mmask16 *mk, float *y, int ldy,
-                                                        const int M, const int NP, const char *pf,
-                                                        size_t pfs, const int FIRST) {
+static inline __attribute__((always_inline)) void
+micro(const float *x, int ldx, int c0, int kc, const float *const *p, const size_t *sp,
+      const __mmask16 *mk, float *y, int ldy, const int M, const int NP, const char *pf, size_t pfs,
+      const int FIRST, const int FULL) {
     __m512 acc[MR][NPMAX];
     for (int i = 0; i < M; i++)
         for (int j = 0; j < NP; j++)
             acc[i][j] = c0 == 0 ? _mm512_setzero_ps()
                                 : _mm512_maskz_loadu_ps(mk[j], y + (size_t)i * ldy + 16 * j);
-    const float *xc = x + c0;
-    for (int c = 0; c < kc; c++) {
+    const float *x0 = x + c0, *x4 = x0 + 4 * (ptrdiff_t)ldx;
+    const ptrdiff_t L = ldx, L3 = 3 * (ptrdiff_t)ldx;
+    for (int c = 0; c < kc; c++, x0++, x4++) {
         __m512 wv[NPMAX];
-        for (int j = 0; j < NP; j++) wv[j] = _mm512_maskz_loadu_ps(mk[j], p[j] + (size_t)c * sp[j]);
+        for (int j = 0; j < NP; j++) /* (a masked load costs an FMA port's slot too) */
+            wv[j] = FULL ? _mm512_loadu_ps(p[j] + (size_t)c * sp[j])
+                         : _mm512_maskz_loadu_ps(mk[j], p[j] + (size_t)c * sp[j]);
         _mm_prefetch((const char *)((uintptr_t)pf + (size_t)c * pfs), _MM_HINT_T1);
         if (FIRST)
             for (int j = 0; j < NP; j++)
                 _mm_prefetch((const char *)((uintptr_t)(p[j] + (size_t)c * sp[j]) + L1AHEAD),
                              _MM_HINT_T0);
         for (int i = 0; i < M; i++) {
-            __m512 xb = _mm512_set1_ps(xc[(size_t)i * ldx + c]);
+            const float *xr = i < 4 ? x0 : x4;
+            const int ii = i & 3;
+            __m512 xb = _mm512_set1_ps(ii == 0   ? xr[0]
+                                       : ii == 1 ? xr[L]
+                                       : ii == 2 ? xr[2 * L]
+                                                 : xr[L3]);
             for (int j = 0; j < NP; j++) acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
         }
     }
@@ -181,11 +188,14 @@ static inline __attribute__((always_inline)) void micro(const float *x, int ldx,
 
 #define MICRO_F(M, NP, F)                                                                          \
     micro(x + (size_t)i * ldx, ldx, c0, kc, q, sq, mk, y + (size_t)i * ldy + r, ldy, M, NP,        \
-          nx[SPINE_MIN(i / MR, NPMAX - 1)], nxs[SPINE_MIN(i / MR, NPMAX - 1)], F)
+          nx[SPINE_MIN(i / MR, NPMAX - 1)], nxs[SPINE_MIN(i / MR, NPMAX - 1)], F, full)
 #define MICRO(M, NP) MICRO_F(M, NP, 0)
-#define TILE_ROWS(NP)                                                                              \
+/* FULL: every lane of the NP groups' columns may be loaded (16-row groups, or the widened
+ * BF16 block, zero past its rows) */
+#define TILE_ROWS(NP, FULL)                                                                        \
     do {                                                                                           \
         int i = 0; /* m > MR (smaller m takes mm_small_avx512): the first tile is whole */         \
+        const int full = (FULL);                                                                   \
         if (bf)                                                                                    \
             MICRO(MR, NP);                                                                         \
         else                                                                                       \
@@ -216,11 +226,11 @@ static inline __attribute__((always_inline)) void micro(const float *x, int ldx,
         }                                                                                          \
     } while (0)
 
-/* Where the task's next panel block starts in each of its (up to) three groups (NULL: past the
- * task's rows) and its bytes per column: tile j of the current block prefetches group j's part
- * of it into L2 while it computes (the panels stream at an even pace instead of in bursts: the
- * first tile of a block would otherwise wait on DRAM for all of it, the other tiles on
- * nothing). */
+/* Where the task's next panel block starts in each of its (up to) three groups (past the task's
+ * rows: the weights' first line, in cache already) and its bytes per column: tile j of the current
+ * block prefetches group j's part of it into L2 while it computes (the panels stream at an even
+ * pace instead of in bursts: the first tile of a block would otherwise wait on DRAM for all of it,
+ * the other tiles on nothing). */
 static void next_block(const mm_weight *w, int r0, int nr, int r, int c0, const char **nx,
                        size_t *nxs) {
     int k = w->k, nb = (k + KC - 1) / KC, b = c0 / KC + 1;
@@ -285,13 +295,16 @@ void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, 
                 }
             switch (np) {
             case 1:
-                TILE_ROWS(1);
+                TILE_ROWS(1, 0);
                 break;
             case 2:
-                TILE_ROWS(2);
+                TILE_ROWS(2, 0);
                 break;
             default:
-                TILE_ROWS(3);
+                if (bf || h[NPMAX - 1] == 16)
+                    TILE_ROWS(3, 1);
+                else
+                    TILE_ROWS(3, 0);
                 break;
             }
         }
