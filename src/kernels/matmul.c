@@ -254,41 +254,63 @@ static spine_status grow_tasks(mm_ctx *c, int need, spine_error *err) {
     return SPINE_OK;
 }
 
+#define HEAD_PCT 80 /* small m: the share of a job's rows in one block per thread (mm_run) */
+
 spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err) {
     /* Split the total weight rows into blocks: about 4 per thread for load balance when m is
-     * large (compute bound), 1 per thread per job when m is small (bandwidth bound: long
-     * sequential streams), never under 16 rows. */
+     * large (compute bound), never under 16 rows. When m is small (bandwidth bound: long
+     * sequential streams) the first HEAD_PCT% of each job's rows go as one block per thread,
+     * all jobs' heads first, then the rest of each job as two blocks per thread: a thread that
+     * streams slower (a vCPU sharing its core with other work) leaves a short block for the
+     * other to take, not half a job. With equal halves one thread waited for the other 6-16%
+     * of the decode products' time on a 2-vCPU VM; with the tails 3-6% (docs/BENCHMARKS.md). */
     uint64_t total = 0;
     for (int i = 0; i < njobs; i++)
         if (jobs[i].m > 0) total += (uint64_t)jobs[i].w.n * (jobs[i].w3.data ? 2 : 1);
     if (total == 0) return SPINE_OK;
+    for (int i = 0; i < njobs; i++) {
+        const mm_job *j = &jobs[i];
+        if (j->m > 0)
+            c->flops += (j->w3.data ? 2ull : 1ull) * 2ull * (uint64_t)j->m * (uint64_t)j->w.n *
+                        (uint64_t)j->w.k;
+    }
     int ntasks = 0;
     for (int pass = 0; pass < 2; pass++) {
         int t = 0;
-        for (int i = 0; i < njobs; i++) {
-            const mm_job *j = &jobs[i];
-            if (j->m <= 0) continue;
-            int per = c->nthreads * (j->m <= 2 * MM_SMALL_M ? 1 : 4);
-            int rows = (j->w.n + per - 1) / per;
-            rows = SPINE_MAX(rows, 16);
-            if (j->w.packed) /* whole groups (decode), whole tile spans (tiles) */
-                rows = j->m <= 2 * MM_SMALL_M
-                           ? (rows + 15) / 16 * 16
-                           : (rows + MM_TILE_SPAN - 1) / MM_TILE_SPAN * MM_TILE_SPAN;
-            else if (j->m > 2 * MM_SMALL_M && j->w.dt == SPINE_DT_BF16)
-                rows = (rows + MM_BF16_BLOCK - 1) / MM_BF16_BLOCK * MM_BF16_BLOCK;
-            for (int r = 0; r < j->w.n; r += rows, t++) {
-                if (pass == 1) {
-                    c->task_job[t] = i;
-                    c->task_row0[t] = r;
-                    c->task_rows[t] = SPINE_MIN(rows, j->w.n - r);
+        for (int phase = 0; phase < 2; phase++)
+            for (int i = 0; i < njobs; i++) {
+                const mm_job *j = &jobs[i];
+                if (j->m <= 0) continue;
+                bool small = j->m <= 2 * MM_SMALL_M;
+                int r_begin = 0, r_end = j->w.n, per;
+                if (small && c->nthreads > 1) {
+                    int head = (int)((int64_t)j->w.n * HEAD_PCT / 100) / (16 * c->nthreads) * 16 *
+                               c->nthreads;
+                    if (phase == 0)
+                        r_end = head, per = c->nthreads;
+                    else
+                        r_begin = head, per = 2 * c->nthreads;
+                } else {
+                    if (phase == 1) continue;
+                    per = c->nthreads * (small ? 1 : 4);
+                }
+                int n = r_end - r_begin;
+                if (n <= 0) continue;
+                int rows = (n + per - 1) / per;
+                rows = SPINE_MAX(rows, 16);
+                if (j->w.packed) /* whole groups (decode), whole tile spans (tiles) */
+                    rows = small ? (rows + 15) / 16 * 16
+                                 : (rows + MM_TILE_SPAN - 1) / MM_TILE_SPAN * MM_TILE_SPAN;
+                else if (!small && j->w.dt == SPINE_DT_BF16)
+                    rows = (rows + MM_BF16_BLOCK - 1) / MM_BF16_BLOCK * MM_BF16_BLOCK;
+                for (int r = r_begin; r < r_end; r += rows, t++) {
+                    if (pass == 1) {
+                        c->task_job[t] = i;
+                        c->task_row0[t] = r;
+                        c->task_rows[t] = SPINE_MIN(rows, r_end - r);
+                    }
                 }
             }
-            if (pass == 1) {
-                uint64_t prods = j->w3.data ? 2 : 1;
-                c->flops += prods * 2ull * (uint64_t)j->m * (uint64_t)j->w.n * (uint64_t)j->w.k;
-            }
-        }
         if (pass == 0) {
             spine_status st = grow_tasks(c, t, err);
             if (st) return st;
