@@ -12,11 +12,12 @@
  * shift and a mask.
  * Prefill: register tiles of 8 input rows x 48 outputs (three groups) over blocks of KC columns:
  * 24 accumulators, 3 panel loads and 8 broadcasts per 24 FMAs, the panel block L1-resident
- * while all input rows pass (BF16 widened to F32 once per block in scratch); the running sums
- * wait in y between blocks. Tiles 0, 1 and 2 of a block each prefetch one group's share of the
- * next block into L2, a line per column, and the first tile prefetches its own block into L1
- * 512 bytes ahead: without that the first tile waited on DRAM for the whole block and the
- * other three fetched nothing (one thread's time was the stream's plus the compute's, to
+ * while all input rows pass (BF16 widened to F32 once per block in scratch, by the first tile as
+ * it reads the pairs where the three groups are whole: first_bf16, 5-10% ahead of a widening pass
+ * of its own); the running sums wait in y between blocks. Tiles 0, 1 and 2 of a block each prefetch
+ * one group's share of the next block into L2, a line per column, and the first tile prefetches its
+ * own block into L1 512 bytes ahead: without that the first tile waited on DRAM for the whole block
+ * and the other three fetched nothing (one thread's time was the stream's plus the compute's, to
  * within 5%, at m = 9, 16, 32, 64); with it, m = 32 from DRAM rose from 102-110 to 120
  * GFLOP/s on one thread and 197 to 225 on two (`spine bench matmul --m 32 --threads T`).
  * Prefetching two or three blocks ahead, or into L1, measured lower; packing the input rows,
@@ -186,6 +187,49 @@ micro(const float *x, int ldx, int c0, int kc, const float *const *p, const size
             _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16 * j, mk[j], acc[i][j]);
 }
 
+/* BF16, three whole groups, an even kc: the block's first tile widens each column pair as it
+ * reads it (storing the widened columns for the other tiles) instead of a widening pass before
+ * it; the same sums in the same order as micro. */
+static inline __attribute__((always_inline)) void first_bf16(const float *x, int ldx, int c0,
+                                                             int kc, const char *const *g,
+                                                             float *wb, float *y, int ldy,
+                                                             const char *pf, size_t pfs) {
+    __m512 acc[MR][NPMAX];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NPMAX; j++)
+            acc[i][j] =
+                c0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(y + (size_t)i * ldy + 16 * j);
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    const float *x0 = x + c0, *x4 = x0 + 4 * (ptrdiff_t)ldx;
+    const ptrdiff_t L = ldx, L3 = 3 * (ptrdiff_t)ldx;
+    for (int c = 0; c < kc; c += 2, x0 += 2, x4 += 2) {
+        __m512 we[NPMAX], wo[NPMAX];
+        for (int j = 0; j < NPMAX; j++) {
+            const char *a = g[j] + (size_t)(c0 + c) * 32; /* the pair's 16 rows: 64 bytes */
+            __m512i pr = _mm512_loadu_si512(a);
+            _mm_prefetch((const char *)((uintptr_t)a + L1AHEAD), _MM_HINT_T0);
+            we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(pr, 16));
+            wo[j] = _mm512_castsi512_ps(_mm512_and_si512(pr, hi));
+            _mm512_store_ps(wb + (size_t)c * 16 * NPMAX + 16 * j, we[j]);
+            _mm512_store_ps(wb + (size_t)(c + 1) * 16 * NPMAX + 16 * j, wo[j]);
+        }
+        _mm_prefetch((const char *)((uintptr_t)pf + (size_t)c * pfs), _MM_HINT_T1);
+        for (int h = 0; h < 2; h++)
+            for (int i = 0; i < MR; i++) {
+                const float *xr = (i < 4 ? x0 : x4) + h;
+                const int ii = i & 3;
+                __m512 xb = _mm512_set1_ps(ii == 0   ? xr[0]
+                                           : ii == 1 ? xr[L]
+                                           : ii == 2 ? xr[2 * L]
+                                                     : xr[L3]);
+                for (int j = 0; j < NPMAX; j++)
+                    acc[i][j] = _mm512_fmadd_ps(xb, h ? wo[j] : we[j], acc[i][j]);
+            }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NPMAX; j++) _mm512_storeu_ps(y + (size_t)i * ldy + 16 * j, acc[i][j]);
+}
+
 #define MICRO_F(M, NP, F)                                                                          \
     micro(x + (size_t)i * ldx, ldx, c0, kc, q, sq, mk, y + (size_t)i * ldy + r, ldy, M, NP,        \
           nx[SPINE_MIN(i / MR, NPMAX - 1)], nxs[SPINE_MIN(i / MR, NPMAX - 1)], F, full)
@@ -196,7 +240,9 @@ micro(const float *x, int ldx, int c0, int kc, const float *const *p, const size
     do {                                                                                           \
         int i = 0; /* m > MR (smaller m takes mm_small_avx512): the first tile is whole */         \
         const int full = (FULL);                                                                   \
-        if (bf)                                                                                    \
+        if (fused)                                                                                 \
+            first_bf16(x, ldx, c0, kc, g, scratch, y + r, ldy, nx[0], nxs[0]);                     \
+        else if (bf)                                                                               \
             MICRO(MR, NP);                                                                         \
         else                                                                                       \
             MICRO_F(MR, NP, 1);                                                                    \
@@ -281,7 +327,9 @@ void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, 
                     q[j] = (const float *)g[j] + (size_t)c0 * sq[j];
                 }
             }
-            for (int c = 0; c < kc && bf; c += 2) /* (KC is even, c0 too) */
+            /* BF16: the block widened into scratch, by the first tile where it can (first_bf16) */
+            const int fused = bf && np == NPMAX && h[NPMAX - 1] == 16 && kc % 2 == 0;
+            for (int c = 0; c < kc && bf && !fused; c += 2) /* (KC is even, c0 too) */
                 for (int j = 0; j < np; j++) {
                     float *o = scratch + (size_t)c * 16 * np + 16 * j;
                     if (c0 + c + 2 <= k) {
