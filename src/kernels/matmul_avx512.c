@@ -160,7 +160,9 @@ micro(const float *x, int ldx, int c0, int kc, const float *const *p, const size
         for (int j = 0; j < NP; j++)
             acc[i][j] = c0 == 0 ? _mm512_setzero_ps()
                                 : _mm512_maskz_loadu_ps(mk[j], y + (size_t)i * ldy + 16 * j);
-    const float *x0 = x + c0, *x4 = x0 + 4 * (ptrdiff_t)ldx;
+    /* rows 0-3 from x0, 4-7 from x4 (two bases and two strides: fewer registers than eight row
+     * pointers, which spilled); x4 only where those rows exist */
+    const float *x0 = x + c0, *x4 = M > 4 ? x0 + 4 * (ptrdiff_t)ldx : x0;
     const ptrdiff_t L = ldx, L3 = 3 * (ptrdiff_t)ldx;
     for (int c = 0; c < kc; c++, x0++, x4++) {
         __m512 wv[NPMAX];
