@@ -148,6 +148,24 @@ void mm_small_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0,
     }
 }
 
+/* Input row i's element at column offset o, broadcast: rows 0-3 from x0, 4-7 from x4, at 0, L,
+ * 2L and L3 = 3L (two bases and two strides take fewer registers than eight row pointers, which
+ * spilled) */
+static inline __attribute__((always_inline)) __m512
+row_elem(const float *x0, const float *x4, ptrdiff_t L, ptrdiff_t L3, int i, int o) {
+    const float *r = (i < 4 ? x0 : x4) + o;
+    switch (i & 3) {
+    case 0:
+        return _mm512_set1_ps(r[0]);
+    case 1:
+        return _mm512_set1_ps(r[L]);
+    case 2:
+        return _mm512_set1_ps(r[2 * L]);
+    default:
+        return _mm512_set1_ps(r[L3]);
+    }
+}
+
 /* M input rows x NP groups of 16 outputs over kc columns: column c of group j at
  * p[j] + c * sp[j] (lanes past the group's rows masked off); the sums start at zero on the
  * first block (c0 == 0) and from y after it. */
@@ -160,8 +178,7 @@ micro(const float *x, int ldx, int c0, int kc, const float *const *p, const size
         for (int j = 0; j < NP; j++)
             acc[i][j] = c0 == 0 ? _mm512_setzero_ps()
                                 : _mm512_maskz_loadu_ps(mk[j], y + (size_t)i * ldy + 16 * j);
-    /* rows 0-3 from x0, 4-7 from x4 (two bases and two strides: fewer registers than eight row
-     * pointers, which spilled); x4 only where those rows exist */
+    /* (row_elem; x4 only where those rows exist) */
     const float *x0 = x + c0, *x4 = M > 4 ? x0 + 4 * (ptrdiff_t)ldx : x0;
     const ptrdiff_t L = ldx, L3 = 3 * (ptrdiff_t)ldx;
     for (int c = 0; c < kc; c++, x0++, x4++) {
@@ -175,12 +192,7 @@ micro(const float *x, int ldx, int c0, int kc, const float *const *p, const size
                 _mm_prefetch((const char *)((uintptr_t)(p[j] + (size_t)c * sp[j]) + L1AHEAD),
                              _MM_HINT_T0);
         for (int i = 0; i < M; i++) {
-            const float *xr = i < 4 ? x0 : x4;
-            const int ii = i & 3;
-            __m512 xb = _mm512_set1_ps(ii == 0   ? xr[0]
-                                       : ii == 1 ? xr[L]
-                                       : ii == 2 ? xr[2 * L]
-                                                 : xr[L3]);
+            __m512 xb = row_elem(x0, x4, L, L3, i, 0);
             for (int j = 0; j < NP; j++) acc[i][j] = _mm512_fmadd_ps(xb, wv[j], acc[i][j]);
         }
     }
@@ -218,12 +230,7 @@ static inline __attribute__((always_inline)) void first_bf16(const float *x, int
         _mm_prefetch((const char *)((uintptr_t)pf + (size_t)c * pfs), _MM_HINT_T1);
         for (int h = 0; h < 2; h++)
             for (int i = 0; i < MR; i++) {
-                const float *xr = (i < 4 ? x0 : x4) + h;
-                const int ii = i & 3;
-                __m512 xb = _mm512_set1_ps(ii == 0   ? xr[0]
-                                           : ii == 1 ? xr[L]
-                                           : ii == 2 ? xr[2 * L]
-                                                     : xr[L3]);
+                __m512 xb = row_elem(x0, x4, L, L3, i, h);
                 for (int j = 0; j < NPMAX; j++)
                     acc[i][j] = _mm512_fmadd_ps(xb, h ? wo[j] : we[j], acc[i][j]);
             }
