@@ -33,7 +33,7 @@
 #define AHEAD 2048  /* bytes: decode's software prefetch distance in each group's stream */
 #define L1AHEAD 512 /* bytes: prefill's first tile of a block, prefetch into L1 in each panel */
 #define MR 8        /* input rows per register tile */
-_Static_assert(MR == 8, "TILE_ROWS takes the rest of the rows (up to 7) in one pass");
+_Static_assert(MR == 8, "TILE_ROWS takes the rest of the rows (up to 7, or 9-10) in 1-2 passes");
 _Static_assert(KC % 2 == 0, "BF16 column pairs never straddle a block");
 #define NPMAX 3 /* groups of 16 outputs per register tile (MM_TILE_SPAN = 16 NPMAX rows) */
 _Static_assert(MM_TILE_SPAN == 16 * NPMAX, "matmul.h's tile span");
@@ -239,9 +239,12 @@ static inline __attribute__((always_inline)) void first_bf16(const float *x, int
         for (int j = 0; j < NPMAX; j++) _mm512_storeu_ps(y + (size_t)i * ldy + 16 * j, acc[i][j]);
 }
 
-#define MICRO_F(M, NP, F)                                                                          \
+/* tile rows i.., prefetching group PG's share of the next block (the last group's past the third
+ * tile) */
+#define MICRO_P(M, NP, F, PG)                                                                      \
     micro(x + (size_t)i * ldx, ldx, c0, kc, q, sq, mk, y + (size_t)i * ldy + r, ldy, M, NP,        \
-          nx[SPINE_MIN(i / MR, NPMAX - 1)], nxs[SPINE_MIN(i / MR, NPMAX - 1)], F, full)
+          nx[SPINE_MIN(PG, NPMAX - 1)], nxs[SPINE_MIN(PG, NPMAX - 1)], F, full)
+#define MICRO_F(M, NP, F) MICRO_P(M, NP, F, i / MR)
 #define MICRO(M, NP) MICRO_F(M, NP, 0)
 /* FULL: every lane of the NP groups' columns may be loaded (16-row groups, or the widened
  * BF16 block, zero past its rows) */
@@ -255,8 +258,21 @@ static inline __attribute__((always_inline)) void first_bf16(const float *x, int
             MICRO(MR, NP);                                                                         \
         else                                                                                       \
             MICRO_F(MR, NP, 1);                                                                    \
-        for (i = MR; i + MR <= m; i += MR) MICRO(MR, NP);                                          \
+        /* a rest of 1 or 2 rows alone is bound by the FMA latency (3 or 6 independent sums): it   \
+         * goes with the last whole tile as two tiles of 4-5 rows */                               \
+        const int pair = (m % MR == 1 || m % MR == 2) && m >= 2 * MR;                              \
+        for (i = MR; i + MR <= m - (pair ? MR : 0); i += MR) MICRO(MR, NP);                        \
         switch (m - i) { /* the rest in one pass over the block */                                 \
+        case 10:                                                                                   \
+            MICRO_P(5, NP, 0, i / MR);                                                             \
+            i += 5;                                                                                \
+            MICRO_P(5, NP, 0, i / MR + 1);                                                         \
+            break;                                                                                 \
+        case 9:                                                                                    \
+            MICRO_P(5, NP, 0, i / MR);                                                             \
+            i += 5;                                                                                \
+            MICRO_P(4, NP, 0, i / MR + 1);                                                         \
+            break;                                                                                 \
         case 7:                                                                                    \
             MICRO(7, NP);                                                                          \
             break;                                                                                 \
