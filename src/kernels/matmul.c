@@ -262,7 +262,7 @@ spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err) 
      * sequential streams) the first HEAD_PCT% of each job's rows go as one block per thread,
      * all jobs' heads first, then the rest of each job as two blocks per thread: a thread that
      * streams slower (a vCPU sharing its core with other work) leaves a short block for the
-     * other to take, not half a job. With equal halves one thread waited for the other 6-16%
+     * other to take, not half a job. With equal halves one thread waited for the other 6-23%
      * of the decode products' time on a 2-vCPU VM; with the tails 3-10% (docs/BENCHMARKS.md). */
     uint64_t total = 0;
     for (int i = 0; i < njobs; i++)
