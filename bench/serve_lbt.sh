@@ -2,28 +2,45 @@
 # serve_lbt.sh [BUILD_DIR] [SLA_MS]: the server's latency-bounded throughput (highest Poisson
 # rate of DeepRecSys-sized queries, normal(165, 16) samples, whose p95 stays within the SLA,
 # at most 1% refused) against the engine's own offline throughput at the mean query size, on
-# the built-in default model, 1 worker x 2 threads. Note: the load generator runs on the same
-# 2 cores as the server. Then 2x that rate for 10 s: every request must be answered (served or
-# refused) within 2x the SLA.
+# the built-in default model, 1 worker x 2 threads. Then 2x that rate for 10 s: every request
+# must be answered (served or refused) within 2x the SLA.
 # WORKERS, THREADS and MAX_BATCH (default 1, 2 and the server's own) set the server's
-# --workers, --threads and --max-batch.
+# --workers, --threads and --max-batch; IDLE_POLL_MS its --idle-poll-ms.
+# Unpinned, the load generator shares the machine's cores with the server. On a machine with
+# more cores, SERVER_CPUS and LOAD_CPUS (taskset lists, e.g. 0-3 and 4-9) pin the server and the
+# offline engine to the first set and the load generator to the second.
 set -euo pipefail
 B=${1:-build/release}
 SLA=${2:-100}
 PORT=${PORT:-18555}
-"$B/spine" serve --port "$PORT" --sla-ms "$SLA" --workers "${WORKERS:-1}" --threads "${THREADS:-2}" \
-  ${MAX_BATCH:+--max-batch "$MAX_BATCH"} >/dev/null 2>&1 &
+on() { # on CPUS CMD...: run CMD pinned to the taskset list CPUS, or unpinned when CPUS is empty
+  local c=$1
+  shift
+  if [ -n "$c" ]; then taskset -c "$c" "$@"; else "$@"; fi
+}
+ready() {
+  if command -v curl >/dev/null; then
+    curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null
+  else
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+      "http://127.0.0.1:$PORT/v2/health/ready" 2>/dev/null
+  fi
+}
+SC=${SERVER_CPUS:-}
+LC=${LOAD_CPUS:-}
+on "$SC" "$B/spine" serve --port "$PORT" --sla-ms "$SLA" --workers "${WORKERS:-1}" --threads "${THREADS:-2}" \
+  ${MAX_BATCH:+--max-batch "$MAX_BATCH"} ${IDLE_POLL_MS:+--idle-poll-ms "$IDLE_POLL_MS"} >/dev/null 2>&1 &
 SP=$!
 trap 'kill -TERM $SP 2>/dev/null; wait $SP 2>/dev/null || true' EXIT
-until curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null; do sleep 0.2; done
+until ready; do sleep 0.2; done
 # the offline figure drifts with the machine's bandwidth (17-22k samples/s within minutes): it
 # is measured before and after the search, with the server idle, and the two averaged
 offline() {
-  "$B/spine" bench --preset rmc2 --rows-scale 0.05 --batch 165 --threads 2 --seconds 5 --json 2>/dev/null |
+  on "$SC" "$B/spine" bench --preset rmc2 --rows-scale 0.05 --batch 165 --threads 2 --seconds 5 --json 2>/dev/null |
     python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["samples_per_s"])'
 }
 OFF1=$(offline)
-MAX=$("$B/spine" load --url "http://127.0.0.1:$PORT" --qps 20 --duration 5 --find-max --sla-ms "$SLA" \
+MAX=$(on "$LC" "$B/spine" load --url "http://127.0.0.1:$PORT" --qps 20 --duration 5 --find-max --sla-ms "$SLA" \
       --percentile 95 --json | tee /dev/stderr | tail -1)
 OFF2=$(offline)
 OFF=$(python3 -c "import sys; print((float(sys.argv[1]) + float(sys.argv[2])) / 2)" "$OFF1" "$OFF2")
@@ -37,4 +54,4 @@ print(f"latency-bounded throughput: {m['max_qps']:.1f} qps x {m['mean_size']:.0f
 PY
 RATE=$(python3 -c "import json,sys; print(2*json.loads(sys.argv[1])['max_qps'])" "$MAX")
 echo "2x overload at $RATE qps for 10 s:"
-"$B/spine" load --url "http://127.0.0.1:$PORT" --qps "$RATE" --duration 10 --sla-ms "$SLA" --json
+on "$LC" "$B/spine" load --url "http://127.0.0.1:$PORT" --qps "$RATE" --duration 10 --sla-ms "$SLA" --json

@@ -6,6 +6,7 @@
 #include "../kernels/fmapeak.h"
 #include "../kernels/matmul.h"
 #include "../kernels/membw.h"
+#include "../base/idlepoll.h"
 #include "../model/dlrm.h"
 
 #include <math.h>
@@ -381,6 +382,9 @@ int cmd_bench(int argc, char **argv) {
         {"zipf", true, "draw indices Zipf(A) (hot rows scattered), not uniformly", NULL},
         {"gap-ms", true,
          "idle this long before each timed batch (as between a server's queries; default 0)", NULL},
+        {"idle-poll-ms", true,
+         "keep the CPUs awake this long after each batch, as `spine serve` does (default 0: off)",
+         NULL},
         {"hot-mb", true,
          "cache the hottest rows in N MB (profile: --profile, or 20,000 samples drawn apart)",
          NULL},
@@ -444,12 +448,21 @@ int cmd_bench(int argc, char **argv) {
     if ((v = cli_get(o, n, "zipf")) && !cli_double("--zipf", v, 0, 5, &dist.alpha)) rc = 2;
     double gap_ms = 0;
     if ((v = cli_get(o, n, "gap-ms")) && !cli_double("--gap-ms", v, 0, 10000, &gap_ms)) rc = 2;
+    double poll_ms = 0;
+    spine_idlepoll *ip = NULL;
+    if ((v = cli_get(o, n, "idle-poll-ms")) && !cli_double("--idle-poll-ms", v, 0, 60e3, &poll_ms))
+        rc = 2;
+    if (!rc && poll_ms > 0 && spine_idlepoll_start(poll_ms, 1024, &ip, &err)) {
+        cli_print_error("bench", &err);
+        rc = 1;
+    }
     if (!rc && (v = cli_get(o, n, "hot-mb")) && !cli_double("--hot-mb", v, 0, 1 << 20, &hot_mb))
         rc = 2;
     if (!rc && hot_mb > 0 &&
         profile_hot(m, &dist, (int)lookups, hot_mb, cli_get(o, n, "profile"), json) != 0)
         rc = 1;
     if (rc) {
+        spine_idlepoll_stop(ip);
         spine_ctx_free(ctx);
         spine_pool_free(pool);
         spine_model_free(m);
@@ -493,8 +506,10 @@ int cmd_bench(int argc, char **argv) {
                 nanosleep(&ts, NULL);
             }
             double t0 = spine_now();
+            spine_idlepoll_touch(ip);
             if (spine_ctx_run(ctx, &in[r].batch, out, 0, &err)) rc = 1;
             now = spine_now();
+            spine_idlepoll_touch(ip); /* the window covers the gap that follows */
             if (nlat == cap) {
                 double *nl = realloc(lat, 2 * cap * sizeof *lat);
                 if (!nl) break;
@@ -520,13 +535,13 @@ int cmd_bench(int argc, char **argv) {
                        "\"p95_ms\":%.4f,\"p99_ms\":%.4f,\"mean_ms\":%.4f,\"iters\":%zu,"
                        "\"rows_per_s\":%.0f,\"isa\":\"%s\",\"huge_bytes\":%llu,\"schedule\":\"%s\","
                        "\"zipf\":%g,\"hot_mb\":%g,\"hit_rate\":%.4f,\"table_group\":%lld,"
-                       "\"gap_ms\":%g}\n",
+                       "\"gap_ms\":%g,\"idle_poll_ms\":%g}\n",
                        d->name, spine_rowtype_name(d->tables[0].rowtype), threads, lookups, B, sps,
                        p50, p95, p99, total / (double)nlat * 1e3, nlat,
                        sps * (double)lookups * d->num_tables, sls_isa_name(sls_best_isa()),
                        (unsigned long long)d->emb_bytes_huge,
                        sched == SPINE_SCHED_TABLE ? "table" : "sample", dist.alpha, hot_mb,
-                       hit_rate(m), tgroup, gap_ms);
+                       hit_rate(m), tgroup, gap_ms, poll_ms);
             else
                 printf("%8d %14.1f %10.4f %10.4f %10.4f %8zu\n", B, sps, p50, p95, p99, nlat);
             if (!json && hot_mb > 0)
@@ -538,6 +553,7 @@ int cmd_bench(int argc, char **argv) {
         free(out);
         free(lat);
     }
+    spine_idlepoll_stop(ip);
     spine_ctx_free(ctx);
     spine_pool_free(pool);
     spine_model_free(m);

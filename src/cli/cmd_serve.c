@@ -31,6 +31,10 @@ int cmd_serve(int argc, char **argv) {
         {"http-threads", true, "threads reading and writing HTTP (default 2)", NULL},
         {"drain-timeout-s", true, "longest wait for accepted requests on SIGTERM (default 30)",
          NULL},
+        {"idle-poll-ms", true,
+         "keep the CPUs the server may run on from halting this long after each request, with "
+         "one lowest-priority spinning thread per CPU (default 100; 0: off)",
+         NULL},
         {"expert-budget", true,
          "MoE models: fast-tier bytes for all MoE layers' experts (e.g. 512M), as slots", NULL},
         {"expert-slots", true, "MoE models: K fast-tier experts per MoE layer (default: all)",
@@ -63,6 +67,7 @@ int cmd_serve(int argc, char **argv) {
                       .max_body = (size_t)64 << 20,
                       .max_header = 256 << 10,
                       .drain_timeout_s = 30,
+                      .idle_poll_ms = 100,
                       .slow_gbps = -1};
     char *rest[256];
     int nrest = 0;
@@ -118,6 +123,10 @@ int cmd_serve(int argc, char **argv) {
     if ((v = cli_get(o, n, "drain-timeout-s"))) {
         if (!cli_double("--drain-timeout-s", v, 0, 3600, &d)) return 2;
         so.drain_timeout_s = d;
+    }
+    if ((v = cli_get(o, n, "idle-poll-ms"))) {
+        if (!cli_double("--idle-poll-ms", v, 0, 60e3, &d)) return 2;
+        so.idle_poll_ms = d;
     }
     if ((v = cli_get(o, n, "expert-budget"))) {
         if (cli_get(o, n, "expert-slots")) {

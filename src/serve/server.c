@@ -3,6 +3,7 @@
  * Prometheus metrics, drain on SIGTERM, reload on SIGHUP or POST .../load. */
 #include "server.h"
 
+#include "../base/idlepoll.h"
 #include "../base/json.h"
 #include "../model/dlrm.h"
 #include "dashboard.h"
@@ -37,6 +38,7 @@ typedef struct server {
     int nslots;
     atomic_bool draining;
     double started;
+    spine_idlepoll *ip; /* keeps the CPUs awake between requests; NULL when off */
 } server;
 
 typedef struct conn {
@@ -641,6 +643,7 @@ static enum MHD_Result finish_infer(server *s, struct MHD_Connection *c, conn *c
     metrics_request_done(&s->mx, total, status ? 0u : (uint32_t)rq->in.batch);
     free_request(rq);
     cs->rq = NULL;
+    spine_idlepoll_touch(s->ip); /* the window covers the idle time after the answer */
     return ret;
 }
 
@@ -747,6 +750,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         cs->c = c;
         atomic_fetch_add(&s->mx.inflight, 1);
         *con_cls = cs;
+        spine_idlepoll_touch(s->ip);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         unsigned long long want = cl ? strtoull(cl, NULL, 10) : 0;
         if (want > s->o.max_body) {
@@ -861,6 +865,14 @@ int server_run(const server_opts *o) {
         fprintf(stderr, "spine serve: %s\n", err.msg);
         goto out;
     }
+    char cpus[256] = "";
+    if (o->idle_poll_ms > 0) {
+        spine_error e2 = {0};
+        if (spine_idlepoll_start(o->idle_poll_ms, 1024, &s->ip, &e2))
+            fprintf(stderr, "spine serve: %s; the CPUs may halt between requests\n", e2.msg);
+        else
+            spine_idlepoll_cpus(s->ip, cpus, sizeof cpus);
+    }
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
     if (inet_pton(AF_INET, o->host, &addr.sin_addr) != 1) {
         fprintf(stderr, "spine serve: --host must be an IPv4 address, not '%s'\n", o->host);
@@ -886,6 +898,10 @@ int server_run(const server_opts *o) {
     printf("; %d worker%s x %d thread%s, max batch %d, max delay %.0f us, SLA %g ms)\n", o->workers,
            o->workers == 1 ? "" : "s", o->threads, o->threads == 1 ? "" : "s", o->max_batch,
            o->max_delay_us, o->sla_ms);
+    if (s->ip)
+        printf("spine serve: keeping CPUs %s awake for %g ms after each request (--idle-poll-ms 0 "
+               "turns it off)\n",
+               cpus, o->idle_poll_ms);
     fflush(stdout);
     for (;;) {
         int sig = 0;
@@ -910,6 +926,7 @@ int server_run(const server_opts *o) {
     rc = left ? 1 : 0;
 out:
     if (s->d) MHD_stop_daemon(s->d);
+    spine_idlepoll_stop(s->ip);
     batcher_stop(s->b);
     for (int i = 0; i < s->nslots; i++) served_model_release(s->slots[i].cur);
     free(s);

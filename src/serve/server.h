@@ -17,6 +17,7 @@ typedef struct server_opts {
     int http_threads, max_connections, idle_timeout_s;
     size_t max_body, max_header;
     double drain_timeout_s;
+    double idle_poll_ms; /* keep the CPUs from halting this long after each request (0: off) */
     /* MoE models: expert buffering, prefetch and expert parallelism (see docs/MOE.md) */
     int expert_slots, expert_policy;
     uint64_t expert_budget; /* bytes for all MoE layers' experts, as slots (0: expert_slots) */

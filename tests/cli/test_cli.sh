@@ -74,6 +74,8 @@ refuses "bench: negative --gap-ms" 2 "--gap-ms" "$SPINE" bench --preset tiny --g
 check "bench table" bash -c "'$SPINE' bench --preset tiny --batch 2 --seconds 0.02 --threads 2 | grep -q 'samples/s'"
 check "demo" bash -c "'$SPINE' demo | grep -q 'p(click)'"
 check "bench membw runs" bash -c "'$SPINE' bench membw --mib 64 --threads 1 --seconds 0.05 --repeat 1 --json | grep -q lines_per_s"
+check "bench --gap-ms --idle-poll-ms: idles between batches with the CPUs kept awake" bash -c "'$SPINE' bench --preset rmc2 --rows-scale 0.01 --batch 16 --seconds 0.1 --gap-ms 2 --idle-poll-ms 50 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"gap_ms\"] == 2 and r[\"idle_poll_ms\"] == 50 and r[\"iters\"] >= 5 else 1)'"
+refuses "bench: bad idle poll window" 2 "idle-poll-ms" "$SPINE" bench --preset rmc2 --rows-scale 0.01 --idle-poll-ms -3
 check "bench --zipf --hot-mb serves rows from hot tiers" bash -c "'$SPINE' bench --preset rmc2 --rows-scale 0.01 --zipf 1.2 --hot-mb 1 --batch 16 --seconds 0.1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"hit_rate\"] > 0.3 else 1)'"
 check "bench sls reports rows/s against the limit" bash -c "'$SPINE' bench sls --tables 1 --rows 300000 --rowtype int4 --batch 16 --lookups 8 --seconds 0.05 --repeat 1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"rows_per_s\"] > 0 and r[\"limit_rows_per_s\"] > 0 and r[\"row_bytes\"] == 36 else 1)'"
 refuses "bench sls: bad row type" 2 "f32, f16, int8 or int4" "$SPINE" bench sls --rowtype int2

@@ -433,6 +433,43 @@ try:
 finally:
     srv.stop()
 
+
+
+# idle poll: one SCHED_IDLE filler per CPU the server may run on, each pinned to its own CPU;
+# none with --idle-poll-ms 0
+def sched_idle_threads(pid):
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[38]) == 5:  # field 41, policy: SCHED_IDLE
+            found.append(int(tid))
+    return found
+
+
+for poll in ("100", "0"):
+    srv = Server("--model", tiny, "--idle-poll-ms", poll)
+    try:
+        said = srv.p.stdout.readline() if poll != "0" else ""
+        code, _, _ = http("GET", srv.url("/v2/health/ready"))
+        fillers = sched_idle_threads(srv.p.pid)
+        cpus = os.sched_getaffinity(srv.p.pid)
+        if poll == "0":
+            check("--idle-poll-ms 0: no filler threads", code == 200 and not fillers, fillers)
+        else:
+            pinned = sorted(c for t in fillers for c in os.sched_getaffinity(t))
+            check("idle poll: one SCHED_IDLE filler pinned to each CPU of the server's",
+                  code == 200 and len(fillers) == len(cpus) and pinned == sorted(cpus) and
+                  "awake for 100 ms" in said, (fillers, pinned, cpus, said))
+    finally:
+        srv.stop()
+out = subprocess.run([SPINE, "serve", "--idle-poll-ms", "-1"], capture_output=True, text=True,
+                     timeout=30)
+check("--idle-poll-ms -1 is a usage error", out.returncode == 2 and "idle-poll-ms" in out.stderr,
+      out.stderr)
+
 npass = sum(results)
 print(f"{npass} passed, {len(results) - npass} failed")
 sys.exit(0 if npass == len(results) else 1)
