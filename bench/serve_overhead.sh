@@ -8,6 +8,7 @@
 # pays the wake-ups of the client's dispatcher and sender and of the server's threads). For
 # scale, the same closed loop sends GET /v2/health/ready (`spine load --get`): the HTTP round
 # trip with no inference, this machine's floor under any served request.
+# IDLE_POLL_MS sets the server's --idle-poll-ms (default: the server's, 100).
 set -euo pipefail
 B=${1:-build/release}
 ROUNDS=${2:-5}
@@ -19,7 +20,8 @@ for r in $(seq "$ROUNDS"); do
   echo "== round $r of $ROUNDS" >&2
   "$B/spine" bench --preset rmc2 --rows-scale 0.05 --batch 1 --threads 2 --seconds 3 --json 2>/dev/null |
     tail -1 | tee -a "$OUT/engine.jsonl" >&2
-  "$B/spine" serve --port "$PORT" --workers 1 --threads 2 --max-delay-us 0 >/dev/null 2>&1 &
+  "$B/spine" serve --port "$PORT" --workers 1 --threads 2 --max-delay-us 0 \
+    ${IDLE_POLL_MS:+--idle-poll-ms "$IDLE_POLL_MS"} >/dev/null 2>&1 &
   SP=$!
   until curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null; do sleep 0.2; done
   "$B/spine" load --url "http://127.0.0.1:$PORT" --concurrency 1 --duration 3 --sizes fixed:1 --json |

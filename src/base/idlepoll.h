@@ -7,8 +7,8 @@
 typedef struct spine_idlepoll spine_idlepoll;
 
 /* Start one filler thread per CPU of the process's affinity mask (at most max_cpus), each pinned
- * to its CPU at the SCHED_IDLE policy. While spine_idlepoll_touch was called within the last
- * window_ms they spin; otherwise they sleep. A CPU running only a filler never halts, and any
+ * to its CPU at the SCHED_IDLE policy. Within window_ms after the last spine_idlepoll_touch they
+ * spin; otherwise they sleep. A CPU running only a filler never halts, and any
  * other thread that wakes there preempts the filler at once. Fails (and starts nothing) where
  * SCHED_IDLE is refused: a filler at normal priority would compete with the work. */
 spine_status spine_idlepoll_start(double window_ms, int max_cpus, spine_idlepoll **out,

@@ -32,8 +32,8 @@ int cmd_serve(int argc, char **argv) {
         {"drain-timeout-s", true, "longest wait for accepted requests on SIGTERM (default 30)",
          NULL},
         {"idle-poll-ms", true,
-         "keep the CPUs the server may run on from halting this long after each request, with "
-         "one lowest-priority spinning thread per CPU (default 100; 0: off)",
+         "keep the CPUs the server may run on from halting this long after answering a request of "
+         ">= 32 samples, with one lowest-priority spinning thread per CPU (default 100; 0: off)",
          NULL},
         {"expert-budget", true,
          "MoE models: fast-tier bytes for all MoE layers' experts (e.g. 512M), as slots", NULL},

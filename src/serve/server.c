@@ -28,6 +28,9 @@ typedef struct slot {
     served_model *cur;
 } slot;
 
+/* requests of at least this many samples keep the CPUs awake after their answer (--idle-poll-ms) */
+#define IDLEPOLL_MIN_SAMPLES 32
+
 typedef struct server {
     server_opts o;
     struct MHD_Daemon *d;
@@ -641,9 +644,11 @@ static enum MHD_Result finish_infer(server *s, struct MHD_Connection *c, conn *c
     }
     double total = spine_now() - rq->t_arrival;
     metrics_request_done(&s->mx, total, status ? 0u : (uint32_t)rq->in.batch);
+    /* the window covers the idle time after the answer; small requests do not open one: their
+     * batches gain nothing from warm CPUs and each wake-up would pay for preempting a filler */
+    if (!status && rq->in.batch >= IDLEPOLL_MIN_SAMPLES) spine_idlepoll_touch(s->ip);
     free_request(rq);
     cs->rq = NULL;
-    spine_idlepoll_touch(s->ip); /* the window covers the idle time after the answer */
     return ret;
 }
 
@@ -750,7 +755,6 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         cs->c = c;
         atomic_fetch_add(&s->mx.inflight, 1);
         *con_cls = cs;
-        spine_idlepoll_touch(s->ip);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         unsigned long long want = cl ? strtoull(cl, NULL, 10) : 0;
         if (want > s->o.max_body) {
@@ -899,9 +903,9 @@ int server_run(const server_opts *o) {
            o->workers == 1 ? "" : "s", o->threads, o->threads == 1 ? "" : "s", o->max_batch,
            o->max_delay_us, o->sla_ms);
     if (s->ip)
-        printf("spine serve: keeping CPUs %s awake for %g ms after each request (--idle-poll-ms 0 "
-               "turns it off)\n",
-               cpus, o->idle_poll_ms);
+        printf("spine serve: keeping CPUs %s awake for %g ms after each request of >= %d samples "
+               "(--idle-poll-ms 0 turns it off)\n",
+               cpus, o->idle_poll_ms, IDLEPOLL_MIN_SAMPLES);
     fflush(stdout);
     for (;;) {
         int sig = 0;

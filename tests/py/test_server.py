@@ -463,6 +463,30 @@ for poll in ("100", "0"):
             check("idle poll: one SCHED_IDLE filler pinned to each CPU of the server's",
                   code == 200 and len(fillers) == len(cpus) and pinned == sorted(cpus) and
                   "awake for 100 ms" in said, (fillers, pinned, cpus, said))
+
+            def filler_cpu():  # clock ticks the fillers have run (utime + stime)
+                t = 0
+                for tid in fillers:
+                    f = open(f"/proc/{srv.p.pid}/task/{tid}/stat").read()
+                    t += sum(int(x) for x in f[f.rindex(")") + 2:].split()[11:13])
+                return t
+            # small requests open no window: the fillers stay asleep (and use no CPU) however
+            # many come; a request of >= 32 samples opens one and they spin (they run only where
+            # a CPU has nothing else to do: on a busy machine that can take a while)
+            c0 = filler_cpu()
+            small = json_body(*make_batch(cfg, 1))
+            for _ in range(200):
+                http("POST", srv.url(infer_url), small)
+            time.sleep(0.3)
+            c1 = filler_cpu()
+            large = json_body(*make_batch(cfg, 64))
+            t0 = time.time()
+            while filler_cpu() - c1 < 5 and time.time() - t0 < 20:
+                http("POST", srv.url(infer_url), large)
+                time.sleep(0.05)
+            c2 = filler_cpu()
+            check("idle poll: no spinning after small requests, spinning after large ones",
+                  c1 - c0 <= 1 and c2 - c1 >= 5, (c0, c1, c2))
     finally:
         srv.stop()
 out = subprocess.run([SPINE, "serve", "--idle-poll-ms", "-1"], capture_output=True, text=True,
