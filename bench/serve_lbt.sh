@@ -54,4 +54,12 @@ print(f"latency-bounded throughput: {m['max_qps']:.1f} qps x {m['mean_size']:.0f
 PY
 RATE=$(python3 -c "import json,sys; print(2*json.loads(sys.argv[1])['max_qps'])" "$MAX")
 echo "2x overload at $RATE qps for 10 s:"
-on "$LC" "$B/spine" load --url "http://127.0.0.1:$PORT" --qps "$RATE" --duration 10 --sla-ms "$SLA" --json
+OVER=$(on "$LC" "$B/spine" load --url "http://127.0.0.1:$PORT" --qps "$RATE" --duration 10 --sla-ms "$SLA" --json | tail -1)
+echo "$OVER"
+# what the server answered while overloaded is its saturated rate: the ceiling of the ratio above
+python3 - "$OFF" "$OVER" "$MAX" <<'PY'
+import json, sys
+off, o, size = float(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])["mean_size"]
+print(f"served while overloaded: {o['achieved_qps']:.1f} qps x {size:.0f} = {o['achieved_qps'] * size:.0f} "
+      f"samples/s = {o['achieved_qps'] * size / off:.0%} of offline; {o['errors']} errors, p99 {o['p99_ms']:.1f} ms")
+PY
