@@ -112,9 +112,11 @@ void spine_idlepoll_stop(spine_idlepoll *ip) {
 spine_status spine_idlepoll_start(double window_ms, int max_cpus, spine_idlepoll **out,
                                   spine_error *err) {
     *out = NULL;
-    if (!(window_ms > 0 && window_ms <= 60e3) || max_cpus < 1)
+    if (!(window_ms > 0 && window_ms <= 60e3))
         return spine_fail(err, SPINE_ERR_INVALID, "idle poll: window %g ms outside (0, 60000]",
                           window_ms);
+    if (max_cpus < 1)
+        return spine_fail(err, SPINE_ERR_INVALID, "idle poll: at most %d CPUs", max_cpus);
     cpu_set_t mask;
     if (sched_getaffinity(0, sizeof mask, &mask) != 0)
         return spine_fail(err, SPINE_ERR_IO, "idle poll: cannot read the CPU affinity: %s",

@@ -107,6 +107,8 @@ static void idle_poll_spins_in_the_window_only(void **state) {
     spine_idlepoll_touch(NULL);
     assert_fails_with(spine_idlepoll_start(0, 4, &ip, err), SPINE_ERR_INVALID, "window");
     assert_null(ip);
+    assert_fails_with(spine_idlepoll_start(10, 0, &ip, err), SPINE_ERR_INVALID, "CPUs");
+    assert_null(ip);
 }
 
 int test_group_pool(void) {
