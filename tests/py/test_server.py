@@ -434,18 +434,22 @@ finally:
     srv.stop()
 
 
-
 # idle poll: one SCHED_IDLE filler per CPU the server may run on, each pinned to its own CPU;
 # none with --idle-poll-ms 0
+def task_stat(pid, tid):
+    """/proc/PID/task/TID/stat's fields from the third (state) on: field N is at index N - 3."""
+    f = open(f"/proc/{pid}/task/{tid}/stat").read()
+    return f[f.rindex(")") + 2:].split()
+
+
 def sched_idle_threads(pid):
     found = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+            if int(task_stat(pid, tid)[38]) == 5:  # field 41, policy: SCHED_IDLE
+                found.append(int(tid))
         except OSError:
             continue
-        if int(stat[stat.rindex(")") + 2:].split()[38]) == 5:  # field 41, policy: SCHED_IDLE
-            found.append(int(tid))
     return found
 
 
@@ -464,12 +468,8 @@ for poll in ("100", "0"):
                   code == 200 and len(fillers) == len(cpus) and pinned == sorted(cpus) and
                   "awake for 100 ms" in said, (fillers, pinned, cpus, said))
 
-            def filler_cpu():  # clock ticks the fillers have run (utime + stime)
-                t = 0
-                for tid in fillers:
-                    f = open(f"/proc/{srv.p.pid}/task/{tid}/stat").read()
-                    t += sum(int(x) for x in f[f.rindex(")") + 2:].split()[11:13])
-                return t
+            def filler_cpu():  # clock ticks the fillers have run (fields 14-15, utime + stime)
+                return sum(int(x) for tid in fillers for x in task_stat(srv.p.pid, tid)[11:13])
             # small requests open no window: the fillers stay asleep (and use no CPU) however
             # many come; a request of >= 32 samples opens one and they spin (they run only where
             # a CPU has nothing else to do: on a busy machine that can take a while)

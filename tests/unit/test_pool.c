@@ -1,4 +1,5 @@
-/* test_pool.c: the thread pool runs every task exactly once, region after region. */
+/* test_pool.c: the thread pool runs every task exactly once, region after region; the idle-poll
+ * fillers spin only within their window and wake on a touch. */
 #include "test_util.h"
 
 #include "../../src/base/idlepoll.h"
