@@ -1,6 +1,8 @@
 /* fuzz_request.c: arbitrary bytes as an Open Inference Protocol infer body for the tiny model,
  * both as plain JSON and as the binary extension (the first two bytes choose the JSON length).
- * A request that decodes must be safe to run: every index inside its table. */
+ * A request that decodes must be safe to run: every index inside its table. An admit callback
+ * refuses every third batch size, so the early stop (a server's overload refusal) is fuzzed
+ * too: a refused request carries no tensors and frees cleanly. */
 #include "model/dlrm.h"
 #include "serve/protocol.h"
 
@@ -8,6 +10,12 @@
 
 static spine_model *model;
 static spine_ctx *ctx;
+
+static bool admit(void *arg, int32_t batch) {
+    (void)arg;
+    if (batch < 1) __builtin_trap(); /* asked only once the shapes are valid */
+    return batch % 3 != 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!model) {
@@ -28,7 +36,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         infer_request r;
         spine_error e;
-        if (proto_decode_infer(model, body, len, json_len, &r, &e) != SPINE_OK) continue;
+        if (proto_decode_infer(model, body, len, json_len, admit, NULL, &r, &e) != SPINE_OK)
+            continue;
+        if (r.refused) {
+            if (r.batch % 3 != 0 || r.values || r.lengths || r.dense) __builtin_trap();
+            infer_request_free(&r);
+            continue;
+        }
         float *out = malloc((size_t)r.batch * sizeof *out);
         spine_batch b = {r.batch, r.dense, r.lengths, r.values, r.weights};
         if (out && spine_ctx_run(ctx, &b, out, 0, &e) != SPINE_OK) __builtin_trap();

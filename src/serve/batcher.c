@@ -309,6 +309,29 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+/* Why a request of `samples` that arrived at t_arrival with this deadline would be refused now,
+ * or NULL (b->mu held) */
+static const char *refusal(const batcher *b, double t_arrival, double deadline, int64_t samples,
+                           fail_reason *reason) {
+    *reason = FAIL_OVERLOAD;
+    double rate = batcher_rate(b);
+    if (b->stopping) return "the server is shutting down";
+    if (b->queued_requests >= b->o.max_queue) return "queue full";
+    if (rate > 0 && t_arrival + (double)(b->queued_samples + samples) / rate > deadline) {
+        *reason = FAIL_DEADLINE;
+        return "cannot meet the deadline with the queue ahead";
+    }
+    return NULL;
+}
+
+const char *batcher_refusal(batcher *b, double t_arrival, double deadline, int64_t samples,
+                            fail_reason *reason) {
+    pthread_mutex_lock(&b->mu);
+    const char *why = refusal(b, t_arrival, deadline, samples, reason);
+    pthread_mutex_unlock(&b->mu);
+    return why;
+}
+
 bool batcher_submit(batcher *b, request *rq) {
     const spine_model_desc *d = spine_model_describe(rq->sm->m);
     const int T = d->num_tables;
@@ -350,17 +373,8 @@ bool batcher_submit(batcher *b, request *rq) {
     tstart = NULL;
     atomic_store(&rq->parts_left, nparts);
     pthread_mutex_lock(&b->mu);
-    const char *why = NULL;
-    fail_reason reason = FAIL_OVERLOAD;
-    double rate = batcher_rate(b);
-    if (b->stopping)
-        why = "the server is shutting down";
-    else if (b->queued_requests >= b->o.max_queue)
-        why = "queue full";
-    else if (rate > 0 && rq->t_arrival + (double)(b->queued_samples + B) / rate > rq->deadline) {
-        why = "cannot meet the deadline with the queue ahead";
-        reason = FAIL_DEADLINE;
-    }
+    fail_reason reason;
+    const char *why = refusal(b, rq->t_arrival, rq->deadline, B, &reason);
     if (why) {
         pthread_mutex_unlock(&b->mu);
         while (first) {

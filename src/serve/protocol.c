@@ -179,7 +179,8 @@ static spine_status parse_inputs(const json_doc *d, const json_node *inputs, in_
 }
 
 spine_status proto_decode_infer(const spine_model *m, const char *body, size_t len, size_t json_len,
-                                infer_request *r, spine_error *err) {
+                                proto_admit_fn admit, void *admit_arg, infer_request *r,
+                                spine_error *err) {
     memset(r, 0, sizeof *r);
     if (json_len > len)
         return spine_fail(err, SPINE_ERR_INVALID,
@@ -248,6 +249,10 @@ spine_status proto_decode_infer(const spine_model *m, const char *body, size_t l
     }
     r->batch = (int32_t)B;
     r->nvalues = vl->count;
+    if (admit && !admit(admit_arg, r->batch)) {
+        r->refused = true;
+        goto out;
+    }
     int64_t *len64 = NULL;
     /* binary values are converted below, table by table, as their range is checked: one pass */
     if (vl->bin && !(r->values = malloc((size_t)SPINE_MAX(vl->count, 1) * 8))) {

@@ -23,13 +23,21 @@ typedef struct infer_request {
     int64_t *values;
     float *weights; /* NULL when absent */
     bool binary_output;
+    bool refused; /* the admit callback said no: batch is set, no tensors were decoded */
 } infer_request;
+
+/* Asked once the batch size is known and the shapes check out, before the indices are widened
+ * and range-checked (the bulk of a decode): whether the request can still be served. A server
+ * under overload refuses here instead of after paying for the whole decode. */
+typedef bool (*proto_admit_fn)(void *arg, int32_t batch);
 
 /* body: the request body; json_len: the Inference-Header-Content-Length value, or 0 when the
  * whole body is JSON. Failures are SPINE_ERR_INVALID/FORMAT/RANGE/LIMIT with a message fit
- * for the client. */
+ * for the client. admit (optional): when it returns false the decode stops there and returns
+ * SPINE_OK with out->refused set (nothing to free but what infer_request_free frees). */
 spine_status proto_decode_infer(const spine_model *m, const char *body, size_t len, size_t json_len,
-                                infer_request *out, spine_error *err);
+                                proto_admit_fn admit, void *admit_arg, infer_request *out,
+                                spine_error *err);
 void infer_request_free(infer_request *r);
 
 /* The response for a decoded request and its B outputs. With binary output, *json_len is the

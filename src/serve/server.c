@@ -481,6 +481,22 @@ static enum MHD_Result moe_infer(server *s, struct MHD_Connection *c, conn *cs, 
                                  double t0);
 static enum MHD_Result finish_infer(server *s, struct MHD_Connection *c, conn *cs);
 
+/* The decoder asks, once it knows the batch size, whether the request can still be served:
+ * refused then, an overloaded server skips widening and checking its indices (with nothing
+ * queued nothing servable is refused: small requests still run inline). */
+typedef struct admit_arg {
+    server *s;
+    request *rq;
+    const char *why;
+    fail_reason reason;
+} admit_arg;
+
+static bool admit(void *arg, int32_t batch) {
+    admit_arg *a = arg;
+    a->why = batcher_refusal(a->s->b, a->rq->t_arrival, a->rq->deadline, batch, &a->reason);
+    return a->why == NULL;
+}
+
 static enum MHD_Result start_infer(server *s, struct MHD_Connection *c, conn *cs, const char *name,
                                    size_t name_len) {
     atomic_fetch_add(&s->mx.requests, 1);
@@ -520,9 +536,14 @@ static enum MHD_Result start_infer(server *s, struct MHD_Connection *c, conn *cs
         json_len = (size_t)v;
     }
     spine_error err = {0};
+    admit_arg aa = {s, rq, NULL, FAIL_OVERLOAD};
     spine_status st = proto_decode_infer(sm->m, cs->body.data ? cs->body.data : "", cs->body.len,
-                                         json_len, &rq->in, &err);
+                                         json_len, admit, &aa, &rq->in, &err);
     spine_buf_free(&cs->body);
+    if (!st && rq->in.refused) {
+        free_request(rq);
+        return fail(s, c, 503, aa.reason, aa.why);
+    }
     if (st) {
         free_request(rq);
         if (st == SPINE_ERR_NOMEM) return fail(s, c, 500, FAIL_INTERNAL, err.msg);

@@ -352,6 +352,28 @@ try:
 finally:
     srv.stop()
 
+# a request that cannot meet its deadline is refused before its indices are decoded: with a
+# deadline of 1 us (no batch of 200 samples runs that fast) even an out-of-range index gets the
+# 503, not the 400 a full decode would give; shapes are still checked first
+srv = Server("--model", tiny, "--threads", "1")
+try:
+    d, l, v = make_batch(cfg, 200, max_len=8)
+    body, hl = binary_body(d, l, v, "INT32")
+    hb = {"Inference-Header-Content-Length": str(hl)}
+    st0 = http("POST", srv.url(infer_url), body, hb)[0]  # the server learns its rate
+    tight = dict(hb, **{"X-Spine-Deadline-Ms": "0.001"})
+    st1, _, r1 = http("POST", srv.url(infer_url), body, tight)
+    bad, bhl = binary_body(d, l, np.where(np.arange(v.size) == 0, 10**9, v), "INT32")
+    st2, _, r2 = http("POST", srv.url(infer_url), bad, dict(tight, **{"Inference-Header-Content-Length": str(bhl)}))
+    st3 = http("POST", srv.url(infer_url), bad, {"Inference-Header-Content-Length": str(bhl)})[0]
+    wrong, whl = binary_body(d[:, :1], l, v, "INT32")
+    st4 = http("POST", srv.url(infer_url), wrong, dict(tight, **{"Inference-Header-Content-Length": str(whl)}))[0]
+    check("a deadline out of reach is refused before the indices are decoded (503, not 400)",
+          st0 == 200 and st1 == 503 and st2 == 503 and b"cannot meet the deadline" in r2 and
+          st3 == 400 and st4 == 400, (st0, st1, st2, r2[:80], st3, st4))
+finally:
+    srv.stop()
+
 # drain: requests in flight when SIGTERM arrives are all answered
 srv = Server("--model", tiny, "--max-delay-us", "20000", "--max-batch", "1024", "--sla-ms", "60000",
              "--threads", "1")
