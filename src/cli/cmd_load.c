@@ -12,7 +12,10 @@
  * --concurrency N is perf_analyzer's mode instead: N senders, each
  * sending its next query when the last is answered, latency from send to answer. --find-max
  * searches the highest rate whose p-th percentile latency stays within the SLA with at most 1%
- * of requests failed or refused: the latency-bounded throughput. */
+ * of requests failed or refused: the latency-bounded throughput. --then-qps R2 --then-duration
+ * S2 changes the rate without a pause (the same senders and connections): the second phase is
+ * reported on its own, with its first second apart, to show how fast a server recovers when an
+ * overload ends. */
 #include "cli.h"
 
 #include "../base/json.h"
@@ -71,8 +74,8 @@ typedef struct run {
     const struct size_dist *sd;
     spine_rng *rng;
     /* results */
-    double *lat;
-    int *status; /* HTTP status, or -1 for an I/O error */
+    double *lat, *sched; /* latency, and the scheduled arrival it is measured from */
+    int *status;         /* HTTP status, or -1 for an I/O error */
     size_t nres, rescap;
 } run;
 
@@ -237,12 +240,15 @@ static void *sender(void *arg) {
         if (r->nres == r->rescap) {
             size_t cap = r->rescap ? r->rescap * 2 : 4096;
             double *nl = realloc(r->lat, cap * sizeof *nl);
+            double *nt = realloc(r->sched, cap * sizeof *nt);
             int *ns = realloc(r->status, cap * sizeof *ns);
             if (nl) r->lat = nl;
+            if (nt) r->sched = nt;
             if (ns) r->status = ns;
-            if (nl && ns) r->rescap = cap;
+            if (nl && nt && ns) r->rescap = cap;
         }
         if (r->nres < r->rescap) {
+            r->sched[r->nres] = a.t;
             r->lat[r->nres] = lat;
             r->status[r->nres++] = status;
         }
@@ -264,16 +270,45 @@ static int draw_size(const size_dist *sd, spine_rng *rng) {
 }
 
 typedef struct load_result {
-    double offered, achieved, p50, p95, p99, pct;
+    double offered, achieved, p50, p95, p99, max, pct;
     size_t sent, ok, refused, errors;
     double fail_frac;
     int concurrency; /* closed loop with this many outstanding requests; 0: open loop */
 } load_result;
 
-/* One open-loop run at `qps` for `seconds`; with concurrency > 0, a closed-loop run instead:
- * that many senders, each with one request outstanding at a time (perf_analyzer's mode). */
+/* The answers to requests scheduled in [t0, t1): counts and latency percentiles (a refusal is
+ * an answer, and so counts); achieved = served / seconds. lat is scratch for the sort. */
+static void summarize(const run *r, double t0, double t1, double seconds, double percentile,
+                      double *lat, load_result *res) {
+    size_t k = 0;
+    for (size_t i = 0; i < r->nres; i++) {
+        if (r->sched[i] < t0 || r->sched[i] >= t1) continue;
+        lat[k++] = r->lat[i];
+        if (r->status[i] == 200)
+            res->ok++;
+        else if (r->status[i] == 503)
+            res->refused++;
+        else
+            res->errors++;
+    }
+    res->sent = k;
+    res->achieved = (double)res->ok / seconds;
+    spine_sort_doubles(lat, k);
+    res->p50 = spine_percentile(lat, k, 50) * 1e3;
+    res->p95 = spine_percentile(lat, k, 95) * 1e3;
+    res->p99 = spine_percentile(lat, k, 99) * 1e3;
+    res->max = k ? lat[k - 1] * 1e3 : 0;
+    res->pct = spine_percentile(lat, k, percentile) * 1e3;
+    res->fail_frac = k ? (double)(k - res->ok) / (double)k : 0;
+}
+
+/* One open-loop run at `qps` for `seconds`, then (qps2 > 0) at qps2 for seconds2 more; with
+ * concurrency > 0, a closed-loop run instead: that many senders, each with one request
+ * outstanding at a time (perf_analyzer's mode). res2 and first (the second phase, and its first
+ * second) are filled when qps2 > 0. */
 static int load_run(const target *tg, const size_dist *sd, double qps, double seconds,
-                    int concurrency, double percentile, uint64_t seed, load_result *res) {
+                    int concurrency, double percentile, uint64_t seed, load_result *res,
+                    double qps2, double seconds2, load_result *res2, load_result *first) {
     run r = {.tg = tg, .closed = concurrency > 0, .sd = sd};
     pthread_mutex_init(&r.mu, NULL);
     pthread_cond_init(&r.cv, NULL);
@@ -290,7 +325,8 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
     r.dense_pool = malloc((size_t)r.pool_size * (size_t)tg->num_dense * 4);
     r.value_pool = calloc((size_t)tg->num_tables, sizeof *r.value_pool);
     r.lengths = malloc(((size_t)tg->num_tables * (size_t)r.max_size + 1) * 4);
-    r.qcap = r.closed ? (size_t)1 << 24 : (size_t)(qps * seconds * 1.5) + 1024;
+    if (qps2 <= 0) seconds2 = 0;
+    r.qcap = r.closed ? (size_t)1 << 24 : (size_t)((qps * seconds + qps2 * seconds2) * 1.5) + 1024;
     r.q = r.closed ? NULL : malloc(r.qcap * sizeof *r.q);
     r.rng = &rng;
     if (!r.dense_pool || !r.value_pool || !r.lengths || (!r.closed && !r.q)) return 1;
@@ -314,9 +350,10 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
     if (!r.closed) t0 = spine_now() + 0.05; /* open loop: the schedule starts after the senders */
     double t = t0;
     size_t sent = 0;
-    while (!r.closed && t < t0 + seconds && sent < r.qcap) {
+    while (!r.closed && t < t0 + seconds + seconds2 && sent < r.qcap) {
         double u = ((double)(spine_rng_next(&rng) >> 11) + 1.0) * 0x1p-53;
-        t += -log(u) / qps;
+        t += -log(u) / (t < t0 + seconds ? qps : qps2);
+        if (t >= t0 + seconds + seconds2) break;
         double now = spine_now();
         if (t > now) {
             double w = t - now;
@@ -341,25 +378,24 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
     memset(res, 0, sizeof *res);
     res->offered = r.closed ? 0 : qps;
     res->concurrency = concurrency;
-    res->sent = sent;
-    size_t nok = 0;
-    for (size_t i = 0; i < r.nres; i++) {
-        if (r.status[i] == 200)
-            nok++;
-        else if (r.status[i] == 503)
-            res->refused++;
-        else
-            res->errors++;
+    double *scratch = malloc((r.nres + 1) * sizeof *scratch);
+    int rc = scratch ? 0 : 1;
+    if (rc) {
+    } else if (seconds2 > 0) { /* each phase by its schedule */
+        summarize(&r, t0, t0 + seconds, seconds, percentile, scratch, res);
+        memset(res2, 0, sizeof *res2);
+        memset(first, 0, sizeof *first);
+        res2->offered = first->offered = qps2;
+        summarize(&r, t0 + seconds, INFINITY, seconds2, percentile, scratch, res2);
+        double s1 = SPINE_MIN(1.0, seconds2);
+        summarize(&r, t0 + seconds, t0 + seconds + s1, s1, percentile, scratch, first);
+    } else { /* every answer, achieved over the whole wall time (drain included) */
+        summarize(&r, -INFINITY, INFINITY, wall, percentile, scratch, res);
+        res->sent = sent;
+        res->fail_frac = sent ? (double)(sent - res->ok) / (double)sent : 0;
     }
-    res->ok = nok;
-    res->achieved = (double)nok / wall;
-    spine_sort_doubles(r.lat, r.nres); /* statuses are counted: order no longer matters */
-    /* percentiles over every request: a refusal is an answer, and so counts */
-    res->p50 = spine_percentile(r.lat, r.nres, 50) * 1e3;
-    res->p95 = spine_percentile(r.lat, r.nres, 95) * 1e3;
-    res->p99 = spine_percentile(r.lat, r.nres, 99) * 1e3;
-    res->pct = spine_percentile(r.lat, r.nres, percentile) * 1e3;
-    res->fail_frac = sent ? (double)(sent - nok) / (double)sent : 0;
+    free(scratch);
+    free(r.sched);
     free(r.lat);
     free(r.status);
     free(r.q);
@@ -367,7 +403,7 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
     free(r.lengths);
     for (int t2 = 0; t2 < tg->num_tables; t2++) free(r.value_pool[t2]);
     free(r.value_pool);
-    return 0;
+    return rc;
 }
 
 /* GET the model's metadata for its shapes and table sizes. */
@@ -422,6 +458,25 @@ static int fetch_target(target *tg, const char *model, spine_error *err) {
     return rc;
 }
 
+/* the second phase (--then-qps) and its first second */
+static void print_then(const load_result *r, const load_result *f, bool json, double sla) {
+    if (json)
+        printf("{\"bench\":\"load\",\"phase\":\"then\",\"offered_qps\":%.2f,"
+               "\"achieved_qps\":%.2f,\"sent\":%zu,\"ok\":%zu,\"refused_503\":%zu,\"errors\":%zu,"
+               "\"p50_ms\":%.3f,\"p95_ms\":%.3f,\"p99_ms\":%.3f,\"first_s_sent\":%zu,"
+               "\"first_s_refused_503\":%zu,\"first_s_errors\":%zu,\"first_s_p95_ms\":%.3f,"
+               "\"first_s_max_ms\":%.3f,\"sla_ms\":%g}\n",
+               r->offered, r->achieved, r->sent, r->ok, r->refused, r->errors, r->p50, r->p95,
+               r->p99, f->sent, f->refused, f->errors, f->p95, f->max, sla);
+    else
+        printf("then %.1f qps: achieved %.1f qps: %zu sent, %zu ok, %zu refused (503), %zu errors; "
+               "p50 %.3f ms, p95 %.3f ms, p99 %.3f ms; its first second: %zu sent, %zu refused, "
+               "p95 %.3f ms, max %.3f ms\n",
+               r->offered, r->achieved, r->sent, r->ok, r->refused, r->errors, r->p50, r->p95,
+               r->p99, f->sent, f->refused, f->p95, f->max);
+    fflush(stdout);
+}
+
 static void print_result(const load_result *r, bool json, double sla) {
     if (json)
         printf("{\"bench\":\"load\",\"offered_qps\":%.2f,\"concurrency\":%d,"
@@ -455,6 +510,11 @@ int cmd_load(int argc, char **argv) {
         {"find-max", false, "search the highest rate meeting the SLA at the percentile", NULL},
         {"sla-ms", true, "latency target for --find-max (default 100)", NULL},
         {"percentile", true, "percentile for --find-max (default 95)", NULL},
+        {"then-qps", true,
+         "after --duration, go on at this rate without a pause (reported apart, with its first "
+         "second: recovery from an overload)",
+         NULL},
+        {"then-duration", true, "seconds at --then-qps (default 5)", NULL},
         {"seed", true, "random seed (default 1)", NULL},
         {"get", true,
          "send GET PATH (e.g. /v2/health/ready) instead of inferences: the HTTP round trip "
@@ -468,7 +528,8 @@ int cmd_load(int argc, char **argv) {
     if (cli_parse("load", argc, argv, o, n, pos, 0, &npos)) return 2;
     if (cli_get(o, n, "help")) {
         cli_usage("usage: spine load --url URL [--qps R | --concurrency N] [--duration S] "
-                  "[--sizes normal:165:16] [--find-max --sla-ms S --percentile 95]",
+                  "[--sizes normal:165:16] [--find-max --sla-ms S --percentile 95] "
+                  "[--then-qps R2 --then-duration S2]",
                   o, n);
         return 0;
     }
@@ -500,6 +561,15 @@ int cmd_load(int argc, char **argv) {
     if ((v = cli_get(o, n, "percentile")) && !cli_double("--percentile", v, 1, 100, &pctl))
         return 2;
     if ((v = cli_get(o, n, "seed")) && !cli_int("--seed", v, 0, INT64_MAX, &seed)) return 2;
+    double qps2 = 0, duration2 = 5;
+    if ((v = cli_get(o, n, "then-qps")) && !cli_double("--then-qps", v, 0.01, 1e6, &qps2)) return 2;
+    if ((v = cli_get(o, n, "then-duration")) &&
+        !cli_double("--then-duration", v, 0.1, 86400, &duration2))
+        return 2;
+    if (cli_get(o, n, "then-duration") && !qps2) {
+        fprintf(stderr, "spine load: --then-duration goes with --then-qps\n");
+        return 2;
+    }
     if ((v = cli_get(o, n, "sizes"))) {
         int f;
         if (sscanf(v, "normal:%lf:%lf", &sd.mean, &sd.sd) == 2 && sd.mean >= 1 && sd.sd >= 0) {
@@ -514,8 +584,14 @@ int cmd_load(int argc, char **argv) {
     long long conc = 0;
     if ((v = cli_get(o, n, "concurrency")) && !cli_int("--concurrency", v, 1, SENDERS, &conc))
         return 2;
-    if (conc && (cli_get(o, n, "find-max") || cli_get(o, n, "qps"))) {
-        fprintf(stderr, "spine load: --concurrency is a closed loop: no --qps or --find-max\n");
+    if (conc && (cli_get(o, n, "find-max") || cli_get(o, n, "qps") || qps2)) {
+        fprintf(stderr,
+                "spine load: --concurrency is a closed loop: no --qps, --then-qps or --find-max\n");
+        return 2;
+    }
+    if (qps2 && (cli_get(o, n, "find-max") || tg.get[0])) {
+        fprintf(stderr,
+                "spine load: --then-qps is a second phase of one run: no --find-max or --get\n");
         return 2;
     }
     bool json = cli_get(o, n, "json") != NULL;
@@ -524,13 +600,16 @@ int cmd_load(int argc, char **argv) {
         cli_print_error("load", &err);
         return 1;
     }
-    load_result r;
+    load_result r, r2, first;
     int rc = 0;
     if (!cli_get(o, n, "find-max")) {
-        if (load_run(&tg, &sd, qps, duration, (int)conc, pctl, (uint64_t)seed, &r))
+        if (load_run(&tg, &sd, qps, duration, (int)conc, pctl, (uint64_t)seed, &r, qps2, duration2,
+                     &r2, &first))
             rc = 1;
-        else
+        else {
             print_result(&r, json, sla);
+            if (qps2) print_then(&r2, &first, json, sla);
+        }
     } else {
         /* double until the SLA breaks, then bisect; a rate passes when its percentile meets
          * the SLA and at most 1% of requests fail or are refused */
@@ -539,7 +618,8 @@ int cmd_load(int argc, char **argv) {
         for (int step = 0; step < 16 && !rc; step++) {
             double rate = bounded ? (lo + hi) / 2 : hi;
             if (bounded && hi - lo < 0.05 * hi) break;
-            if (load_run(&tg, &sd, rate, duration, 0, pctl, (uint64_t)seed + (uint64_t)step, &r)) {
+            if (load_run(&tg, &sd, rate, duration, 0, pctl, (uint64_t)seed + (uint64_t)step, &r, 0,
+                         0, NULL, NULL)) {
                 rc = 1;
                 break;
             }

@@ -440,6 +440,27 @@ try:
     r = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
     check("spine load --get: a 404 path counts as errors", r.get("ok") == 0 and
           r.get("errors", 0) > 0 and r.get("errors") == r.get("sent"), out[-300:])
+    # --then-qps: a second rate right after the first, on the same connections, reported apart
+    # (with its first second apart too: how fast a server recovers when an overload ends)
+    out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--model", "tiny",
+                          "--qps", "40", "--duration", "1", "--then-qps", "10", "--then-duration", "2",
+                          "--sizes", "fixed:4", "--json"], capture_output=True, text=True, timeout=60).stdout
+    ls = [json.loads(x) for x in out.strip().splitlines()] if out.strip() else []
+    p1, p2 = (ls + [{}, {}])[:2]
+    check("spine load --then-qps: each phase by its schedule, the second's first second apart",
+          len(ls) == 2 and p2.get("phase") == "then" and p1.get("offered_qps") == 40 and
+          15 <= p1.get("sent", 0) <= 70 and p1.get("ok") == p1.get("sent") and
+          p2.get("offered_qps") == 10 and 6 <= p2.get("sent", 0) <= 40 and
+          p2.get("ok") == p2.get("sent") and 1 <= p2.get("first_s_sent", 0) < p2.get("sent", 0) and
+          p2.get("first_s_refused_503") == 0 and 0 < p2.get("first_s_p95_ms", 0) <= p2.get("first_s_max_ms", 0),
+          out[-400:])
+    for bad, why in ((["--then-duration", "3"], "goes with --then-qps"),
+                     (["--then-qps", "5", "--find-max"], "second phase"),
+                     (["--then-qps", "5", "--concurrency", "2"], "closed loop")):
+        out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}"] + bad,
+                             capture_output=True, text=True, timeout=30)
+        check(f"spine load {' '.join(bad)} is a usage error", out.returncode == 2 and why in out.stderr,
+              out.stderr)
     out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--concurrency", "2",
                           "--qps", "5"], capture_output=True, text=True, timeout=30)
     check("spine load: --concurrency with --qps is a usage error", out.returncode == 2 and
