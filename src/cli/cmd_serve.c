@@ -18,7 +18,10 @@ int cmd_serve(int argc, char **argv) {
         {"workers", true, "worker instances (default 1)", NULL},
         {"threads", true, "threads per worker (default 2)", NULL},
         {"max-batch", true, "samples per merged batch (default 256)", NULL},
-        {"max-delay-us", true, "longest wait for a batch to fill (default 500)", NULL},
+        {"max-delay-us", true,
+         "longest wait for a batch to fill, while a request of the usual size could still join it "
+         "(default 500)",
+         NULL},
         {"inline-max", true,
          "requests of at most this many samples run at once on the HTTP thread when a worker "
          "is idle and nothing is queued (default 16; 0: never)",

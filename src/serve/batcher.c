@@ -2,8 +2,10 @@
  *
  * A request of B samples becomes ceil(B / max_batch) parts. Workers take parts from the head
  * of the queue, merging consecutive parts of the same model up to max_batch samples, waiting
- * at most max_delay after the oldest part arrived for more to come (small queries merge,
- * large ones run as sub-batches on several workers at once, as in DeepRecSys). Each worker
+ * at most max_delay after the oldest part arrived for more to come, and only while a part of
+ * the usual size (a running mean) would still fit: small queries merge, large ones run as
+ * sub-batches on several workers at once (DeepRecSys), and a query that no typical one could
+ * join does not wait for one. Each worker
  * owns an inference context and a pool of `threads` threads. A part whose deadline has passed
  * when a worker takes it is answered 503 at once; a request whose deadline cannot be met
  * given the queue ahead of it and the measured service rate is refused 503 on arrival; the
@@ -50,6 +52,7 @@ struct batcher {
     bool stopping;
     worker *w;
     int lent;            /* workers lent out for inline runs */
+    double mean_part;    /* samples per queued part, running mean (0 before the first) */
     _Atomic double rate; /* samples/s per worker, EWMA */
 };
 
@@ -260,6 +263,7 @@ static void *worker_main(void *arg) {
         /* the batching window: wait for max_batch samples or max_delay past the oldest */
         double until = b->head->rq->t_arrival + b->o.max_delay_s;
         while (!b->stopping && b->head && b->queued_samples < b->o.max_batch &&
+               (double)b->queued_samples + b->mean_part <= (double)b->o.max_batch &&
                spine_now() < until) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -395,6 +399,10 @@ bool batcher_submit(batcher *b, request *rq) {
     b->tail = last;
     b->queued_requests++;
     b->queued_samples += B;
+    for (part *p = first; p; p = p->next) { /* the usual part size, for the batching window */
+        double n = (double)(p->s1 - p->s0);
+        b->mean_part = b->mean_part == 0 ? n : 0.9 * b->mean_part + 0.1 * n;
+    }
     atomic_store(&b->mx->queue_requests, b->queued_requests);
     atomic_store(&b->mx->queue_samples, (int)b->queued_samples);
     if (nparts > 1 || b->lent) /* a lent worker may take the signal and ignore it */

@@ -352,6 +352,39 @@ try:
 finally:
     srv.stop()
 
+# the batching window: a request waits for companions only while one of the usual size could
+# still join it (200-sample requests under --max-batch 256 never wait the 300 ms); small
+# requests still wait and merge
+srv = Server("--model", tiny, "--threads", "1", "--max-batch", "256", "--max-delay-us", "300000", "--sla-ms", "5000",
+             "--inline-max", "0")
+try:
+    d, l, v = make_batch(cfg, 200, max_len=4)
+    body, hl = binary_body(d, l, v, "INT32")
+    hb = {"Inference-Header-Content-Length": str(hl)}
+    t0 = time.time()
+    sts = [http("POST", srv.url(infer_url), body, hb)[0] for _ in range(3)]
+    big = time.time() - t0
+    def batches():
+        m = http("GET", srv.url("/metrics"))[2].decode()
+        return int([x for x in m.splitlines() if x.startswith("spine_batches_total")][0].split()[1])
+    b0 = batches()
+    small = [make_batch(cfg, 4, max_len=4) for _ in range(8)]
+    codes = []
+    def send(k):
+        sb, shl = binary_body(*small[k], "INT32")
+        codes.append(http("POST", srv.url(infer_url), sb, {"Inference-Header-Content-Length": str(shl)})[0])
+    th = [threading.Thread(target=send, args=(k,)) for k in range(8)]
+    t1 = time.time()
+    [t.start() for t in th]
+    [t.join(30) for t in th]
+    waited = time.time() - t1
+    nb = batches() - b0
+    check("batching window: large requests do not wait for companions that cannot fit; small ones merge",
+          sts == [200] * 3 and big < 0.6 and codes == [200] * 8 and nb < 8 and waited >= 0.25,
+          (sts, round(big, 3), codes, nb, round(waited, 3)))
+finally:
+    srv.stop()
+
 # a request that cannot meet its deadline is refused before its indices are decoded: with a
 # deadline of 1 us (no batch of 200 samples runs that fast) even an out-of-range index gets the
 # 503, not the 400 a full decode would give; shapes are still checked first
