@@ -379,8 +379,9 @@ static int load_run(const target *tg, const size_dist *sd, double qps, double se
     res->offered = r.closed ? 0 : qps;
     res->concurrency = concurrency;
     double *scratch = malloc((r.nres + 1) * sizeof *scratch);
-    int rc = scratch ? 0 : 1;
-    if (rc) {
+    int rc = 0;
+    if (!scratch) {
+        rc = 1;
     } else if (seconds2 > 0) { /* each phase by its schedule */
         summarize(&r, t0, t0 + seconds, seconds, percentile, scratch, res);
         memset(res2, 0, sizeof *res2);

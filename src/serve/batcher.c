@@ -5,11 +5,12 @@
  * at most max_delay after the oldest part arrived for more to come, and only while a part of
  * the usual size (a running mean) would still fit: small queries merge, large ones run as
  * sub-batches on several workers at once (DeepRecSys), and a query that no typical one could
- * join does not wait for one. Each worker
- * owns an inference context and a pool of `threads` threads. A part whose deadline has passed
- * when a worker takes it is answered 503 at once; a request whose deadline cannot be met
- * given the queue ahead of it and the measured service rate is refused 503 on arrival; the
- * queue holds at most max_queue requests. Overload therefore degrades into fast refusals. */
+ * join does not wait for one. Each worker owns an inference context and a pool of `threads`
+ * threads. A part whose deadline has passed when a worker takes it is answered 503 at once; a
+ * request whose deadline cannot be met given the queue ahead of it and the measured service
+ * rate is refused 503 on arrival (the server asks before it decodes the indices, and submit
+ * again); the queue holds at most max_queue requests. Overload therefore degrades into fast
+ * refusals. */
 #include "serve.h"
 
 #include "../moe/moe_trace.h"
