@@ -29,11 +29,26 @@ ready() {
 }
 SC=${SERVER_CPUS:-}
 LC=${LOAD_CPUS:-}
-on "$SC" "$B/spine" serve --port "$PORT" --sla-ms "$SLA" --workers "${WORKERS:-1}" --threads "${THREADS:-2}" \
-  ${MAX_BATCH:+--max-batch "$MAX_BATCH"} ${IDLE_POLL_MS:+--idle-poll-ms "$IDLE_POLL_MS"} >/dev/null 2>&1 &
+if ready; then # another server on the port would be measured instead of ours
+  echo "serve_lbt.sh: port $PORT is already serving; stop that server or set PORT" >&2
+  exit 1
+fi
+# started directly in the background (taskset execs it), so that $! is the server itself: a
+# server started through a shell function would be that function's subshell's child, and the
+# kill below would leave it running on the port for every later run to measure
+SERVE=("$B/spine" serve --port "$PORT" --sla-ms "$SLA" --workers "${WORKERS:-1}" --threads "${THREADS:-2}"
+  ${MAX_BATCH:+--max-batch "$MAX_BATCH"} ${IDLE_POLL_MS:+--idle-poll-ms "$IDLE_POLL_MS"})
+if [ -n "$SC" ]; then
+  taskset -c "$SC" "${SERVE[@]}" >/dev/null 2>&1 &
+else
+  "${SERVE[@]}" >/dev/null 2>&1 &
+fi
 SP=$!
 trap 'kill -TERM $SP 2>/dev/null; wait $SP 2>/dev/null || true' EXIT
-until ready; do sleep 0.2; done
+until ready; do
+  kill -0 "$SP" 2>/dev/null || { echo "serve_lbt.sh: the server exited" >&2; exit 1; }
+  sleep 0.2
+done
 # the offline figure drifts with the machine's bandwidth (17-22k samples/s within minutes): it
 # is measured before and after the search, with the server idle, and the two averaged
 offline() {
