@@ -4,7 +4,7 @@
 # 1. The engine alone, batches back to back and after idle gaps of 5, 20, 50, 100 ms
 #    (`spine bench --gap-ms`; the gap is outside the timing): what idling between queries costs
 #    a batch on this machine, with no server involved; each without and with the CPUs kept
-#    awake through the gap (`--idle-poll-ms 100`, as `spine serve` does by default). Rounds
+#    awake through the gap (`--idle-poll-ms 100`). Rounds
 #    alternate the gaps.
 # 2. The server saturated: closed loop, 1 and 2 queries outstanding (`spine load --concurrency`),
 #    queries/s and the engine's own time per batch from /metrics (spine_compute_duration_seconds).

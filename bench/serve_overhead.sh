@@ -8,7 +8,7 @@
 # pays the wake-ups of the client's dispatcher and sender and of the server's threads). For
 # scale, the same closed loop sends GET /v2/health/ready (`spine load --get`): the HTTP round
 # trip with no inference, this machine's floor under any served request.
-# IDLE_POLL_MS sets the server's --idle-poll-ms (default: the server's, 100).
+# IDLE_POLL_MS sets the server's --idle-poll-ms (default: the server's, 0).
 set -euo pipefail
 B=${1:-build/release}
 ROUNDS=${2:-5}

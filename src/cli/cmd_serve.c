@@ -36,7 +36,9 @@ int cmd_serve(int argc, char **argv) {
          NULL},
         {"idle-poll-ms", true,
          "keep the CPUs the server may run on from halting this long after answering a request of "
-         ">= 32 samples, with one lowest-priority spinning thread per CPU (default 100; 0: off)",
+         ">= 32 samples, with one lowest-priority spinning thread per CPU (default 0: off; measure "
+         "before "
+         "turning it on: on a 2-vCPU VM it cost the server more than it gave)",
          NULL},
         {"expert-budget", true,
          "MoE models: fast-tier bytes for all MoE layers' experts (e.g. 512M), as slots", NULL},
@@ -70,7 +72,7 @@ int cmd_serve(int argc, char **argv) {
                       .max_body = (size_t)64 << 20,
                       .max_header = 256 << 10,
                       .drain_timeout_s = 30,
-                      .idle_poll_ms = 100,
+                      .idle_poll_ms = 0,
                       .slow_gbps = -1};
     char *rest[256];
     int nrest = 0;

@@ -924,8 +924,7 @@ int server_run(const server_opts *o) {
            o->workers == 1 ? "" : "s", o->threads, o->threads == 1 ? "" : "s", o->max_batch,
            o->max_delay_us, o->sla_ms);
     if (s->ip)
-        printf("spine serve: keeping CPUs %s awake for %g ms after each request of >= %d samples "
-               "(--idle-poll-ms 0 turns it off)\n",
+        printf("spine serve: keeping CPUs %s awake for %g ms after each request of >= %d samples\n",
                cpus, o->idle_poll_ms, IDLEPOLL_MIN_SAMPLES);
     fflush(stdout);
     for (;;) {

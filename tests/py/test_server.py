@@ -511,7 +511,7 @@ finally:
 
 
 # idle poll: one SCHED_IDLE filler per CPU the server may run on, each pinned to its own CPU;
-# none with --idle-poll-ms 0
+# none with --idle-poll-ms 0 or without the option (off by default)
 def task_stat(pid, tid):
     """/proc/PID/task/TID/stat's fields from the third (state) on: field N is at index N - 3."""
     f = open(f"/proc/{pid}/task/{tid}/stat").read()
@@ -529,15 +529,16 @@ def sched_idle_threads(pid):
     return found
 
 
-for poll in ("100", "0"):
-    srv = Server("--model", tiny, "--idle-poll-ms", poll)
+for poll in ("100", "0", None):  # None: the default, off
+    srv = Server("--model", tiny, *(("--idle-poll-ms", poll) if poll else ()))
     try:
-        said = srv.p.stdout.readline() if poll != "0" else ""
+        said = srv.p.stdout.readline() if poll == "100" else ""
         code, _, _ = http("GET", srv.url("/v2/health/ready"))
         fillers = sched_idle_threads(srv.p.pid)
         cpus = os.sched_getaffinity(srv.p.pid)
-        if poll == "0":
-            check("--idle-poll-ms 0: no filler threads", code == 200 and not fillers, fillers)
+        if poll != "100":
+            check(f"--idle-poll-ms {poll or 'not given'}: no filler threads", code == 200 and not fillers,
+                  fillers)
         else:
             pinned = sorted(c for t in fillers for c in os.sched_getaffinity(t))
             check("idle poll: one SCHED_IDLE filler pinned to each CPU of the server's",
