@@ -8,6 +8,10 @@ B=${1:-build/release}
 S=$B/spine
 M=build/bench-moe/mixtral-mini-bf16
 PORT=${PORT:-8391}
+if curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null 2>&1; then # it would be measured instead
+  echo "$(basename "$0"): port $PORT is already serving; stop that server or set PORT" >&2
+  exit 1
+fi
 python3 - "$M" <<'PY' >/tmp/spine-moe-prompt.txt
 import random, sys
 random.seed(1)

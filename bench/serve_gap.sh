@@ -16,6 +16,10 @@ set -euo pipefail
 B=${1:-build/release}
 ROUNDS=${2:-3}
 PORT=${PORT:-18556}
+if curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null 2>&1; then # it would be measured instead
+  echo "$(basename "$0"): port $PORT is already serving; stop that server or set PORT" >&2
+  exit 1
+fi
 for r in $(seq "$ROUNDS"); do
   for g in 0 5 20 50 100; do
     for p in 0 100; do
@@ -28,7 +32,10 @@ done
 "$B/spine" serve --port "$PORT" ${IDLE_POLL_MS:+--idle-poll-ms "$IDLE_POLL_MS"} >/dev/null 2>&1 &
 SP=$!
 trap 'kill -TERM $SP 2>/dev/null; wait $SP 2>/dev/null || true' EXIT
-until curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null; do sleep 0.2; done
+until curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null; do
+  kill -0 "$SP" 2>/dev/null || { echo "serve_gap.sh: the server exited" >&2; exit 1; }
+  sleep 0.2
+done
 metric() { curl -s "127.0.0.1:$PORT/metrics" | awk -v k="$1" '$1 == k {print $2}'; }
 for c in 1 2 1 2; do
   s0=$(metric spine_compute_duration_seconds_sum)
