@@ -8,10 +8,8 @@ B=${1:-build/release}
 S=$B/spine
 M=build/bench-moe/mixtral-mini-bf16
 PORT=${PORT:-8391}
-if curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null 2>&1; then # it would be measured instead
-  echo "$(basename "$0"): port $PORT is already serving; stop that server or set PORT" >&2
-  exit 1
-fi
+. "$(dirname "$0")/serve_common.sh"
+port_free
 python3 - "$M" <<'PY' >/tmp/spine-moe-prompt.txt
 import random, sys
 random.seed(1)
@@ -19,8 +17,8 @@ print(" ".join(str(random.randrange(32000)) for _ in range(128)))
 PY
 "$S" serve --model "$M" --port "$PORT" >/tmp/spine-moe-serve.log 2>&1 &
 SP=$!
-trap 'kill $SP 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf "localhost:$PORT/v2/health/ready" >/dev/null && break; sleep 0.2; done
+trap 'kill -TERM $SP 2>/dev/null; wait $SP 2>/dev/null || true' EXIT # gone before the next run starts
+wait_ready "$SP"
 BODY=$(python3 -c "import json; ids=[int(x) for x in open('/tmp/spine-moe-prompt.txt').read().split()]; print(json.dumps({'inputs':[{'name':'input_ids','datatype':'INT64','shape':[1,len(ids)],'data':[ids]}],'parameters':{'max_tokens':32}}))")
 for r in 1 2 3; do
   "$S" moe run --model "$M" --tokens /tmp/spine-moe-prompt.txt --gen 32 --json |

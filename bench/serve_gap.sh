@@ -4,8 +4,8 @@
 # 1. The engine alone, batches back to back and after idle gaps of 5, 20, 50, 100 ms
 #    (`spine bench --gap-ms`; the gap is outside the timing): what idling between queries costs
 #    a batch on this machine, with no server involved; each without and with the CPUs kept
-#    awake through the gap (`--idle-poll-ms 100`). Rounds
-#    alternate the gaps.
+#    awake through the gap (`--idle-poll-ms 100`). Rounds alternate
+#    the gaps.
 # 2. The server saturated: closed loop, 1 and 2 queries outstanding (`spine load --concurrency`),
 #    queries/s and the engine's own time per batch from /metrics (spine_compute_duration_seconds).
 # 3. The server open loop at 60 qps (Poisson) for 8 s: the engine's time per batch, and the CPU
@@ -16,10 +16,8 @@ set -euo pipefail
 B=${1:-build/release}
 ROUNDS=${2:-3}
 PORT=${PORT:-18556}
-if curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null 2>&1; then # it would be measured instead
-  echo "$(basename "$0"): port $PORT is already serving; stop that server or set PORT" >&2
-  exit 1
-fi
+. "$(dirname "$0")/serve_common.sh"
+port_free
 for r in $(seq "$ROUNDS"); do
   for g in 0 5 20 50 100; do
     for p in 0 100; do
@@ -32,10 +30,7 @@ done
 "$B/spine" serve --port "$PORT" ${IDLE_POLL_MS:+--idle-poll-ms "$IDLE_POLL_MS"} >/dev/null 2>&1 &
 SP=$!
 trap 'kill -TERM $SP 2>/dev/null; wait $SP 2>/dev/null || true' EXIT
-until curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null; do
-  kill -0 "$SP" 2>/dev/null || { echo "serve_gap.sh: the server exited" >&2; exit 1; }
-  sleep 0.2
-done
+wait_ready "$SP"
 metric() { curl -s "127.0.0.1:$PORT/metrics" | awk -v k="$1" '$1 == k {print $2}'; }
 for c in 1 2 1 2; do
   s0=$(metric spine_compute_duration_seconds_sum)

@@ -19,20 +19,10 @@ on() { # on CPUS CMD...: run CMD pinned to the taskset list CPUS, or unpinned wh
   shift
   if [ -n "$c" ]; then taskset -c "$c" "$@"; else "$@"; fi
 }
-ready() {
-  if command -v curl >/dev/null; then
-    curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null
-  else
-    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
-      "http://127.0.0.1:$PORT/v2/health/ready" 2>/dev/null
-  fi
-}
+. "$(dirname "$0")/serve_common.sh"
 SC=${SERVER_CPUS:-}
 LC=${LOAD_CPUS:-}
-if ready; then # another server on the port would be measured instead of ours
-  echo "serve_lbt.sh: port $PORT is already serving; stop that server or set PORT" >&2
-  exit 1
-fi
+port_free
 # started directly in the background (taskset execs it), so that $! is the server itself: a
 # server started through a shell function would be that function's subshell's child, and the
 # kill below would leave it running on the port for every later run to measure
@@ -45,10 +35,7 @@ else
 fi
 SP=$!
 trap 'kill -TERM $SP 2>/dev/null; wait $SP 2>/dev/null || true' EXIT
-until ready; do
-  kill -0 "$SP" 2>/dev/null || { echo "serve_lbt.sh: the server exited" >&2; exit 1; }
-  sleep 0.2
-done
+wait_ready "$SP"
 # the offline figure drifts with the machine's bandwidth (17-22k samples/s within minutes): it
 # is measured before and after the search, with the server idle, and the two averaged
 offline() {

@@ -13,10 +13,8 @@ set -euo pipefail
 B=${1:-build/release}
 ROUNDS=${2:-5}
 PORT=${PORT:-18556}
-if curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null 2>&1; then # it would be measured instead
-  echo "$(basename "$0"): port $PORT is already serving; stop that server or set PORT" >&2
-  exit 1
-fi
+. "$(dirname "$0")/serve_common.sh"
+port_free
 OUT=build/serve-overhead
 mkdir -p "$OUT"
 rm -f "$OUT"/*.jsonl
@@ -27,10 +25,7 @@ for r in $(seq "$ROUNDS"); do
   "$B/spine" serve --port "$PORT" --workers 1 --threads 2 --max-delay-us 0 \
     ${IDLE_POLL_MS:+--idle-poll-ms "$IDLE_POLL_MS"} >/dev/null 2>&1 &
   SP=$!
-  until curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null; do
-    kill -0 "$SP" 2>/dev/null || { echo "serve_overhead.sh: the server exited" >&2; exit 1; }
-    sleep 0.2
-  done
+  wait_ready "$SP"
   "$B/spine" load --url "http://127.0.0.1:$PORT" --concurrency 1 --duration 3 --sizes fixed:1 --json |
     tee -a "$OUT/closed.jsonl" >&2
   "$B/spine" load --url "http://127.0.0.1:$PORT" --qps 100 --duration 3 --sizes fixed:1 --json |

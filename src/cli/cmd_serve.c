@@ -36,9 +36,8 @@ int cmd_serve(int argc, char **argv) {
          NULL},
         {"idle-poll-ms", true,
          "keep the CPUs the server may run on from halting this long after answering a request of "
-         ">= 32 samples, with one lowest-priority spinning thread per CPU (default 0: off; measure "
-         "before "
-         "turning it on: on a 2-vCPU VM it cost the server more than it gave)",
+         ">= 32 samples, with one lowest-priority spinning thread per CPU (default 0: off; "
+         "measure before turning it on: on a 2-vCPU VM it cost the server more than it gave)",
          NULL},
         {"expert-budget", true,
          "MoE models: fast-tier bytes for all MoE layers' experts (e.g. 512M), as slots", NULL},
