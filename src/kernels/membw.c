@@ -50,8 +50,9 @@ static inline uint64_t xs(uint64_t *s) {
     return *s = x;
 }
 
-/* A prefetch into L1 (prefetcht0) or L2 (prefetcht1); the branch is on a constant per run. */
-static inline void pf_line(const void *p, bool l2) {
+/* A prefetch into L1 (prefetcht0) or L2 (prefetcht1); the branch is on a constant per run.
+ * always_inline: GCC may delete a call to a helper that only prefetches (matmul_avx512.c). */
+static inline __attribute__((always_inline)) void pf_line(const void *p, bool l2) {
     if (l2)
         __builtin_prefetch(p, 0, 2);
     else
