@@ -256,6 +256,10 @@ static int moe_run(int argc, char **argv) {
          "measure sequential read bandwidth over a buffer of N MiB (>= 64) between decode steps, "
          "and report each step's weight GB/s against the probes on either side of it",
          NULL},
+        {"product-shapes", false,
+         "report the decode's weight products by shape: regions, MB each, GB/s, time with a "
+         "thread idle",
+         NULL},
         {"help", false, "this text", NULL},
     };
     int n = (int)SPINE_ARRAY_LEN(o), npos;
@@ -444,6 +448,8 @@ static int moe_run(int argc, char **argv) {
         ro.n_placement = nxpl;
     }
     if (moe_ctx_create(m, &ro, pool, &ctx, &err)) goto fail;
+    mm_ctx *mmx = moe_ctx_mm_stats(ctx);
+    if (cli_get(o, n, "product-shapes") && mm_ctx_track_shapes(mmx, &err)) goto fail;
     const char *trace_out = cli_get(o, n, "trace-out");
     if (trace_out) {
         const moe_ffn *f = &m->layers[cf->layers - 1].experts[0];
@@ -523,6 +529,7 @@ static int moe_run(int argc, char **argv) {
         }
         t0 = spine_now();
         const uint64_t mm_ns0 = moe_ctx_mm(ctx)->ns, mm_wait0 = moe_ctx_mm(ctx)->wait_ns;
+        mmx->shapes_on = r >= 0; /* counted decode steps only (the probes are no products) */
         for (int g = 0; g < G; g++) {
             double step0 = spine_now();
             for (int b = 0; b < B; b++) {
@@ -548,6 +555,7 @@ static int moe_run(int argc, char **argv) {
                 before = after;
             }
         }
+        mmx->shapes_on = false;
         if (r >= 0) {
             td[r] = paired ? dsum : spine_now() - t0;
             dec_total += td[r];
@@ -607,7 +615,7 @@ static int moe_run(int argc, char **argv) {
                "\"slow_gbps\": %g, \"paired_steps\": %zu, \"paired_membw_gbps\": %.3f, "
                "\"paired_decode_fraction\": %.4f, \"decode_products_share\": %.4f, "
                "\"decode_products_weight_gb_s\": %.3f, \"decode_products_wait_share\": %.4f, "
-               "\"panels\": %s, \"isa\": \"%s\"}\n",
+               "\"panels\": %s, \"isa\": \"%s\"",
                B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
                spine_pool_size(pool), repeat, warmup, fresh ? "true" : "false",
                spine_dtype_name(m->embed.dt), tpm, prefill_tps, gflops, tdm, decode_tps, dec_gbs,
@@ -619,6 +627,20 @@ static int moe_run(int argc, char **argv) {
                (unsigned long long)m->expert_bytes, ro.slow_gbps, npair, pair_gbs, pair_frac,
                mm_share, mm_gbs, mm_wait, m->panels ? "true" : "false",
                sls_isa_name((sls_isa)mm_isa()));
+        if (mmx->shapes) {
+            printf(", \"decode_product_shapes\": [");
+            for (int i = 0; i < mmx->nshapes; i++) {
+                const mm_shape_stat *e = &mmx->shapes[i];
+                printf("%s{\"n\": %d, \"k\": %d, \"element_bytes\": %d, \"fused\": %s, "
+                       "\"jobs\": %d, \"small_m\": %s, \"regions\": %llu, \"bytes\": %llu, "
+                       "\"seconds\": %.6f, \"wait_seconds\": %.6f}",
+                       i ? ", " : "", e->n, e->k, e->es, e->fused ? "true" : "false", e->jobs,
+                       e->small ? "true" : "false", (unsigned long long)e->calls,
+                       (unsigned long long)e->bytes, (double)e->ns / 1e9, (double)e->wait_ns / 1e9);
+            }
+            printf("]");
+        }
+        printf("}\n");
     } else {
         printf("model: %s, %d layers, %d experts top-%d, %s weights%s, %d threads, %s kernels\n",
                dir ? dir : preset, cf->layers, cf->experts, cf->top_k,
@@ -647,6 +669,20 @@ static int moe_run(int argc, char **argv) {
                        "a step's weight GB/s is %.1f%% of the probes around it (median of %zu "
                        "steps)\n",
                        pair_gbs, 100 * pair_frac, npair);
+            if (mmx->shapes) {
+                printf("         weight products by shape (the first job's rows x columns, bytes "
+                       "per weight; jobs per region):\n");
+                for (int i = 0; i < mmx->nshapes; i++) {
+                    const mm_shape_stat *e = &mmx->shapes[i];
+                    printf("           %5d x %-5d %dB%s, %d job%s: %llu regions, %.2f MB each, "
+                           "%.2f GB/s, a thread idle %.1f%% of the time\n",
+                           e->n, e->k, e->es, e->fused ? " + w3" : "", e->jobs,
+                           e->jobs == 1 ? "" : "s", (unsigned long long)e->calls,
+                           e->calls ? (double)e->bytes / 1e6 / (double)e->calls : 0.0,
+                           e->ns ? (double)e->bytes / (double)e->ns : 0.0,
+                           e->ns ? 100.0 * (double)e->wait_ns / (double)e->ns : 0.0);
+                }
+            }
         }
         char slow[64];
         if (ro.slow_gbps > 0)

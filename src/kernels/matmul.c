@@ -225,7 +225,47 @@ void mm_ctx_free(mm_ctx *c) {
     free(c->task_job);
     free(c->task_row0);
     free(c->task_rows);
+    free(c->shapes);
     memset(c, 0, sizeof *c);
+}
+
+spine_status mm_ctx_track_shapes(mm_ctx *c, spine_error *err) {
+    if (c->shapes) return SPINE_OK;
+    c->shapes = calloc(MM_SHAPES_MAX, sizeof *c->shapes);
+    if (!c->shapes) return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
+    return SPINE_OK;
+}
+
+/* a finished region into c->shapes, by its first job's shape */
+static void count_shape(mm_ctx *c, const mm_job *jobs, int njobs, uint64_t ns, uint64_t wait) {
+    const mm_job *j0 = &jobs[0];
+    mm_shape_stat key = {j0->w.n,
+                         j0->w.k,
+                         (int)spine_dtype_size(j0->w.dt),
+                         j0->w3.data != NULL,
+                         njobs,
+                         j0->m <= 2 * MM_SMALL_M,
+                         0,
+                         0,
+                         0,
+                         0};
+    int i = 0;
+    while (i < c->nshapes && !(c->shapes[i].n == key.n && c->shapes[i].k == key.k &&
+                               c->shapes[i].es == key.es && c->shapes[i].fused == key.fused &&
+                               c->shapes[i].jobs == key.jobs && c->shapes[i].small == key.small))
+        i++;
+    if (i == c->nshapes) {
+        if (i == MM_SHAPES_MAX) return;
+        c->shapes[c->nshapes++] = key;
+    }
+    mm_shape_stat *e = &c->shapes[i];
+    for (int q = 0; q < njobs; q++)
+        if (jobs[q].m > 0)
+            e->bytes += (uint64_t)jobs[q].w.n * (uint64_t)jobs[q].w.k *
+                        spine_dtype_size(jobs[q].w.dt) * (jobs[q].w3.data ? 2u : 1u);
+    e->calls++;
+    e->ns += ns;
+    e->wait_ns += wait;
 }
 
 typedef struct run_arg {
@@ -326,7 +366,9 @@ spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err) 
         first = SPINE_MIN(first, c->t_end[t]);
         last = SPINE_MAX(last, c->t_end[t]);
     }
-    c->ns += spine_now_ns() - t0;
+    uint64_t ns = spine_now_ns() - t0;
+    c->ns += ns;
     c->wait_ns += last - first;
+    if (c->shapes && c->shapes_on) count_shape(c, jobs, njobs, ns, last - first);
     return SPINE_OK;
 }

@@ -63,6 +63,16 @@ typedef struct mm_job {
 #define MM_TILE_SPAN 48 /* weight rows per AVX-512 register tile: a task's rows come in these */
 size_t mm_scratch_floats(int max_k);
 
+/* Per-shape statistics of parallel regions (mm_ctx_track_shapes): a region's shape is its first
+ * job's n x k, element size, whether it is fused (w3), the number of jobs and whether m is small
+ * (decode); regions of other shapes past MM_SHAPES_MAX are not counted. */
+#define MM_SHAPES_MAX 32
+typedef struct mm_shape_stat {
+    int n, k, es, fused, jobs, small;
+    uint64_t calls, bytes, ns,
+        wait_ns; /* weight bytes read, wall time, first thread done to last */
+} mm_shape_stat;
+
 typedef struct mm_ctx {
     spine_pool *pool; /* may be NULL */
     int nthreads;
@@ -71,14 +81,19 @@ typedef struct mm_ctx {
     int *task_job, *task_row0, *task_rows;
     int task_cap;
     /* statistics */
-    uint64_t flops;   /* 2 m n k per product */
-    uint64_t ns;      /* wall time inside mm_run's parallel regions */
-    uint64_t wait_ns; /* summed over regions: the first thread done to the last (imbalance) */
-    uint64_t *t_end;  /* per thread: when it finished its last task of the current region */
+    uint64_t flops;        /* 2 m n k per product */
+    uint64_t ns;           /* wall time inside mm_run's parallel regions */
+    uint64_t wait_ns;      /* summed over regions: the first thread done to the last (imbalance) */
+    uint64_t *t_end;       /* per thread: when it finished its last task of the current region */
+    mm_shape_stat *shapes; /* NULL, or MM_SHAPES_MAX entries (mm_ctx_track_shapes) */
+    int nshapes;
+    bool shapes_on; /* count regions into shapes now */
 } mm_ctx;
 
 spine_status mm_ctx_init(mm_ctx *c, spine_pool *pool, int max_k, spine_error *err);
 void mm_ctx_free(mm_ctx *c);
+/* Keep per-shape statistics of the regions run while c->shapes_on is set. */
+spine_status mm_ctx_track_shapes(mm_ctx *c, spine_error *err);
 /* Run jobs (m = 0 jobs are skipped) in one parallel region. */
 spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err);
 

@@ -162,6 +162,9 @@ const moe_report *moe_ctx_report(const moe_ctx *c) {
 const mm_ctx *moe_ctx_mm(const moe_ctx *c) {
     return &c->mm;
 }
+mm_ctx *moe_ctx_mm_stats(moe_ctx *c) {
+    return &c->mm;
+}
 void moe_ctx_free_placement(moe_ctx *c) {
     free(c->layer_pl);
     free(c->pjobs);

@@ -117,6 +117,8 @@ check "moe info" bash -c "'$SPINE' moe info --model '$W/moe' | grep -q '8 per Mo
 printf '1 2 3 4\n5 6 7 8\n' >"$W/tok.txt"
 check "moe run on a token file" bash -c "'$SPINE' moe run --model '$W/moe' --tokens '$W/tok.txt' --gen 3 | grep -q 'decode:  2 x 3 tokens'"
 check "moe run static reports drops" bash -c "'$SPINE' moe run --model '$W/moe' --random 32 --batch 2 --gen 2 --gating static --capacity-factor 0.5 --json | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"dropped\"] > 0 and r[\"waste_factor\"] > 0 else 1)'"
+check "moe run --product-shapes accounts for every weight byte of a decode step" bash -c "'$SPINE' moe run --preset moe-tiny --random 8 --gen 4 --repeat 2 --product-shapes --json | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); s=r[\"decode_product_shapes\"]; per=sum(e[\"bytes\"] for e in s)/(r[\"gen\"]*r[\"repeat\"]); gap=r[\"bytes_per_token\"]-per; sys.exit(0 if s and all(e[\"regions\"] > 0 and e[\"seconds\"] > 0 for e in s) and 0 < gap <= 65536 else 1)'"
+check "moe run --product-shapes in text" bash -c "'$SPINE' moe run --preset moe-tiny --random 8 --gen 2 --product-shapes | grep -q 'weight products by shape'"
 check "moe run --encoder" bash -c "'$SPINE' moe run --model '$W/moe' --random 9 --encoder | grep -q 'encode: 1 x 9'"
 check "moe run --preset in memory" bash -c "'$SPINE' moe run --preset moe-tiny --dtype bf16 --random 4 --gen 2 | grep -q 'BF16 weights'"
 printf '1 2 3\n5 999999 7\n' >"$W/tok-bad.txt"
