@@ -239,16 +239,12 @@ spine_status mm_ctx_track_shapes(mm_ctx *c, spine_error *err) {
 /* a finished region into c->shapes, by its first job's shape */
 static void count_shape(mm_ctx *c, const mm_job *jobs, int njobs, uint64_t ns, uint64_t wait) {
     const mm_job *j0 = &jobs[0];
-    mm_shape_stat key = {j0->w.n,
-                         j0->w.k,
-                         (int)spine_dtype_size(j0->w.dt),
-                         j0->w3.data != NULL,
-                         njobs,
-                         j0->m <= 2 * MM_SMALL_M,
-                         0,
-                         0,
-                         0,
-                         0};
+    mm_shape_stat key = {.n = j0->w.n,
+                         .k = j0->w.k,
+                         .es = (int)spine_dtype_size(j0->w.dt),
+                         .fused = j0->w3.data != NULL,
+                         .jobs = njobs,
+                         .small = j0->m <= 2 * MM_SMALL_M};
     int i = 0;
     while (i < c->nshapes && !(c->shapes[i].n == key.n && c->shapes[i].k == key.k &&
                                c->shapes[i].es == key.es && c->shapes[i].fused == key.fused &&
