@@ -448,7 +448,7 @@ static int moe_run(int argc, char **argv) {
         ro.n_placement = nxpl;
     }
     if (moe_ctx_create(m, &ro, pool, &ctx, &err)) goto fail;
-    mm_ctx *mmx = moe_ctx_mm_stats(ctx);
+    mm_ctx *mmx = moe_ctx_mm(ctx);
     if (cli_get(o, n, "product-shapes") && mm_ctx_track_shapes(mmx, &err)) goto fail;
     const char *trace_out = cli_get(o, n, "trace-out");
     if (trace_out) {
@@ -501,7 +501,7 @@ static int moe_run(int argc, char **argv) {
             for (size_t i = 0; i < (size_t)toks.n_seq * toks.len; i++)
                 toks.ids[i] = (int64_t)spine_rng_below(&prompt_rng, (uint64_t)cf->vocab);
         moe_ctx_reset(ctx);
-        uint64_t f0 = moe_ctx_mm(ctx)->flops;
+        uint64_t f0 = mmx->flops;
         moe_report r0 = *moe_ctx_report(ctx);
         double t0 = spine_now();
         if (moe_forward(ctx, toks.ids, B, T, logits, &err)) goto fail;
@@ -513,7 +513,7 @@ static int moe_run(int argc, char **argv) {
         pre.tokens_dropped += r1->tokens_dropped - r0.tokens_dropped;
         pre.slots_computed += r1->slots_computed - r0.slots_computed;
         pre.act_bytes_peak = r1->act_bytes_peak; /* the prefill's batch is the largest */
-        prefill_flops = moe_ctx_mm(ctx)->flops - f0;
+        prefill_flops = mmx->flops - f0;
         memcpy(pdrops, moe_ctx_last_drops(ctx), (size_t)cf->layers * sizeof *pdrops);
         /* greedy decode: the next id is the argmax of the last position's logits */
         const float *last = logits;
@@ -528,7 +528,7 @@ static int moe_run(int argc, char **argv) {
             pgbs[nprobe++] = before / 1e9;
         }
         t0 = spine_now();
-        const uint64_t mm_ns0 = moe_ctx_mm(ctx)->ns, mm_wait0 = moe_ctx_mm(ctx)->wait_ns;
+        const uint64_t mm_ns0 = mmx->ns, mm_wait0 = mmx->wait_ns;
         mmx->shapes_on = r >= 0; /* counted decode steps only (the probes are no products) */
         for (int g = 0; g < G; g++) {
             double step0 = spine_now();
@@ -559,8 +559,8 @@ static int moe_run(int argc, char **argv) {
         if (r >= 0) {
             td[r] = paired ? dsum : spine_now() - t0;
             dec_total += td[r];
-            dec_mm_ns += moe_ctx_mm(ctx)->ns - mm_ns0;
-            dec_mm_wait += moe_ctx_mm(ctx)->wait_ns - mm_wait0;
+            dec_mm_ns += mmx->ns - mm_ns0;
+            dec_mm_wait += mmx->wait_ns - mm_wait0;
         }
         moe_ctx_set_trace(ctx, NULL);
     }

@@ -150,10 +150,9 @@ int moe_ctx_pos(const moe_ctx *c);
 spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float *logits,
                          spine_error *err);
 const moe_report *moe_ctx_report(const moe_ctx *c);
-const mm_ctx *moe_ctx_mm(const moe_ctx *c);
-/* The weight-product context itself, to switch on its per-shape statistics
+/* The weight-product context: its statistics, and the switch for its per-shape ones
  * (mm_ctx_track_shapes, shapes_on). */
-mm_ctx *moe_ctx_mm_stats(moe_ctx *c);
+mm_ctx *moe_ctx_mm(moe_ctx *c);
 /* Expert-parallel counters: assignment rows run by each worker group so far (groups entries;
  * NULL without a placement). */
 const uint64_t *moe_ctx_group_rows(const moe_ctx *c, int *groups);

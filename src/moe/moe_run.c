@@ -159,10 +159,7 @@ int moe_ctx_pos(const moe_ctx *c) {
 const moe_report *moe_ctx_report(const moe_ctx *c) {
     return &c->rep;
 }
-const mm_ctx *moe_ctx_mm(const moe_ctx *c) {
-    return &c->mm;
-}
-mm_ctx *moe_ctx_mm_stats(moe_ctx *c) {
+mm_ctx *moe_ctx_mm(moe_ctx *c) {
     return &c->mm;
 }
 void moe_ctx_free_placement(moe_ctx *c) {
