@@ -6,11 +6,13 @@
  * the usual size (a running mean) would still fit: small queries merge, large ones run as
  * sub-batches on several workers at once (DeepRecSys), and a query that no typical one could
  * join does not wait for one. Each worker owns an inference context and a pool of `threads`
- * threads. A part whose deadline has passed when a worker takes it is answered 503 at once; a
- * request whose deadline cannot be met given the queue ahead of it and the measured service
- * rate is refused 503 on arrival (the server asks before it decodes the indices, and submit
- * again); the queue holds at most max_queue requests. Overload therefore degrades into fast
- * refusals. */
+ * threads. Deadlines are held against the measured service rate: a request whose deadline cannot
+ * be met given the work ahead of it (the queue, and what the busy workers have left of their
+ * batches) is refused 503 on arrival (the server asks before it decodes the indices, and submit
+ * again); a part that can no longer finish by its deadline when a worker takes it (its deadline
+ * passed while queued, or its batch would end past it) is answered 503 then, instead of running
+ * late on time the parts behind it need. The queue holds at most max_queue requests. Overload
+ * therefore degrades into fast refusals. */
 #include "serve.h"
 
 #include "../moe/moe_trace.h"
@@ -38,8 +40,10 @@ typedef struct worker {
     int32_t *lengths;
     int64_t *values;
     size_t dense_cap, values_cap, lengths_cap;
-    bool idle; /* waiting for work (under the batcher's mu) */
-    bool lent; /* its context is running a request inline on another thread */
+    bool idle;           /* waiting for work (under the batcher's mu) */
+    bool lent;           /* its context is running a request inline on another thread */
+    double run_t0;       /* when its running batch started (under mu) */
+    int64_t run_samples; /* samples of that batch, 0 while it runs none (under mu) */
 } worker;
 
 struct batcher {
@@ -290,12 +294,14 @@ static void *worker_main(void *arg) {
             ps[np++] = p;
         }
         b->queued_samples -= samples;
+        w->run_t0 = spine_now();
+        w->run_samples = samples;
         atomic_store(&b->mx->queue_requests, b->queued_requests);
         atomic_store(&b->mx->queue_samples, (int)b->queued_samples);
         if (b->head) pthread_cond_signal(&b->cv); /* more work for another worker */
         pthread_mutex_unlock(&b->mu);
-        /* parts whose deadline passed while queued: refuse them now */
-        double now = spine_now();
+        /* parts that cannot finish by their deadline: refuse them now */
+        double now = spine_now(), rate = atomic_load(&b->rate);
         int k = 0;
         int64_t live = 0;
         for (int i = 0; i < np; i++) {
@@ -306,33 +312,56 @@ static void *worker_main(void *arg) {
                 ps[k++] = ps[i];
             }
         }
+        /* the batch of the rest would end at `done`: those due before then would answer late */
+        double done = rate > 0 ? now + (double)live / rate : now;
+        np = k;
+        k = 0;
+        live = 0;
+        for (int i = 0; i < np; i++) {
+            if (done > ps[i]->rq->deadline) {
+                fail_part(b, ps[i], 503, FAIL_DEADLINE,
+                          "cannot meet the deadline: its batch would end past it");
+            } else {
+                live += ps[i]->s1 - ps[i]->s0;
+                ps[k++] = ps[i];
+            }
+        }
         if (k) run_parts(w, ps, k, live);
         pthread_mutex_lock(&b->mu);
+        w->run_samples = 0;
     }
     pthread_mutex_unlock(&b->mu);
     free(ps);
     return NULL;
 }
 
-/* Why a request of `samples` that arrived at t_arrival with this deadline would be refused now,
- * or NULL (b->mu held) */
-static const char *refusal(const batcher *b, double t_arrival, double deadline, int64_t samples,
+/* Why a request of `samples` with this deadline would be refused now, or NULL (b->mu held).
+ * The work ahead of it: the queued samples, and what each busy worker has left of its batch at
+ * the measured rate (ignoring that, a request arriving as a batch starts was admitted a batch
+ * time too optimistically, and then answered late or dropped from the queue). */
+static const char *refusal(const batcher *b, double deadline, int64_t samples,
                            fail_reason *reason) {
     *reason = FAIL_OVERLOAD;
-    double rate = batcher_rate(b);
+    double rate = atomic_load(&b->rate), now = spine_now();
     if (b->stopping) return "the server is shutting down";
     if (b->queued_requests >= b->o.max_queue) return "queue full";
-    if (rate > 0 && t_arrival + (double)(b->queued_samples + samples) / rate > deadline) {
-        *reason = FAIL_DEADLINE;
-        return "cannot meet the deadline with the queue ahead";
+    if (rate > 0) {
+        double ahead = (double)(b->queued_samples + samples);
+        for (int i = 0; i < b->o.workers; i++)
+            if (b->w[i].run_samples > 0)
+                ahead +=
+                    SPINE_MAX(0.0, (double)b->w[i].run_samples - (now - b->w[i].run_t0) * rate);
+        if (now + ahead / (rate * b->o.workers) > deadline) {
+            *reason = FAIL_DEADLINE;
+            return "cannot meet the deadline with the work ahead";
+        }
     }
     return NULL;
 }
 
-const char *batcher_refusal(batcher *b, double t_arrival, double deadline, int64_t samples,
-                            fail_reason *reason) {
+const char *batcher_refusal(batcher *b, double deadline, int64_t samples, fail_reason *reason) {
     pthread_mutex_lock(&b->mu);
-    const char *why = refusal(b, t_arrival, deadline, samples, reason);
+    const char *why = refusal(b, deadline, samples, reason);
     pthread_mutex_unlock(&b->mu);
     return why;
 }
@@ -379,7 +408,7 @@ bool batcher_submit(batcher *b, request *rq) {
     atomic_store(&rq->parts_left, nparts);
     pthread_mutex_lock(&b->mu);
     fail_reason reason;
-    const char *why = refusal(b, rq->t_arrival, rq->deadline, B, &reason);
+    const char *why = refusal(b, rq->deadline, B, &reason);
     if (why) {
         pthread_mutex_unlock(&b->mu);
         while (first) {

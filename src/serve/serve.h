@@ -110,11 +110,11 @@ spine_status batcher_start(const batcher_opts *o, metrics *mx, batcher **out, sp
 /* Queue a decoded request (split into parts of at most max_batch). Refuses with 503 (sets
  * rq->failed and returns false) when the queue is full or the deadline cannot be met. */
 bool batcher_submit(batcher *b, request *rq);
-/* Why a request of `samples` with this arrival and deadline would be refused if submitted now
- * (queue full, deadline out of reach, shutting down), or NULL. The server asks before it decodes
- * a request's indices, so that overload costs a refusal, not a decode; submit checks again. */
-const char *batcher_refusal(batcher *b, double t_arrival, double deadline, int64_t samples,
-                            fail_reason *reason);
+/* Why a request of `samples` with this deadline would be refused if submitted now (queue
+ * full, deadline out of reach given the work ahead, shutting down), or NULL. The server asks
+ * before it decodes a request's indices, so that overload costs a refusal, not a decode; submit
+ * checks again. */
+const char *batcher_refusal(batcher *b, double deadline, int64_t samples, fail_reason *reason);
 /* Run a small request (at most inline_max samples) at once on the calling thread, with the
  * context of an idle worker, when nothing is queued: no queue hand-off and no wake-ups. True
  * when it ran (rq->out written, or rq->failed set); false: submit it instead. */

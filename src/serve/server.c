@@ -493,7 +493,7 @@ typedef struct admit_arg {
 
 static bool admit(void *arg, int32_t batch) {
     admit_arg *a = arg;
-    a->why = batcher_refusal(a->s->b, a->rq->t_arrival, a->rq->deadline, batch, &a->reason);
+    a->why = batcher_refusal(a->s->b, a->rq->deadline, batch, &a->reason);
     return a->why == NULL;
 }
 

@@ -407,6 +407,87 @@ try:
 finally:
     srv.stop()
 
+# the work ahead includes what a busy worker has left of its batch, and a worker drops a part
+# whose batch would end past its deadline instead of answering it late. A compute-heavy model
+# (rmc3's 2560 x 1024 bottom layer: ~10 KB of request per 6 MFLOP) keeps the one worker busy
+# with a big request for c seconds (the server's own compute histogram; the request grown until
+# c >= 0.5 s); the moment its batch starts is read from the queue-time histogram's count.
+heavy = os.path.join(WORK, "rmc3")
+subprocess.run([SPINE, "model", "gen", "--preset", "rmc3", "--rows-scale", "0.001", "-o", heavy],
+               check=True, capture_output=True)
+hcfg = json.load(open(os.path.join(heavy, "config.json")))
+heavy_url = "/v2/models/rmc3/infer"
+
+
+def heavy_request(B):
+    d, l, v = make_batch(hcfg, B, max_len=20)
+    body, hl = binary_body(d, l, v, "INT32")
+    return body, {"Inference-Header-Content-Length": str(hl)}
+
+
+def metric(name):
+    m = http("GET", srv.url("/metrics"))[2].decode()
+    return float([x for x in m.splitlines() if x.startswith(name + " ")][0].split()[1])
+
+
+def start_busy(body, hb):
+    """send the big request in the background; return when its batch has started (and when)"""
+    box = {}
+    def go():
+        box["st"] = http("POST", srv.url(heavy_url), body, hb, timeout=120)[0]
+    started = metric("spine_queue_duration_seconds_count")
+    th = threading.Thread(target=go)
+    th.start()
+    t_end = time.time() + 60
+    while metric("spine_queue_duration_seconds_count") == started and time.time() < t_end:
+        time.sleep(0.003)
+    return th, box, time.time()
+
+
+busy = ("--model", heavy, "--threads", "1", "--max-batch", "65536", "--inline-max", "0",
+        "--max-body-mb", "256", "--sla-ms", "60000", "--max-delay-us", "0")
+srv = Server(*busy)
+try:
+    n = 500
+    while True:
+        body, hb = heavy_request(n)
+        c0 = metric("spine_compute_duration_seconds_sum")
+        st0 = http("POST", srv.url(heavy_url), body, hb, timeout=120)[0]
+        c = metric("spine_compute_duration_seconds_sum") - c0
+        if c >= 0.5 or n >= 16384 or st0 != 200:
+            break
+        n = min(16384, int(n * 0.6 / max(c, 0.01)) + 1)
+    th, box, t_start = start_busy(body, hb)
+    time.sleep(max(0.0, t_start + 0.3 * c - time.time()))  # about 0.7 c left of the big batch
+    small, shl = binary_body(*make_batch(hcfg, 1), "INT32")
+    st1, _, r1 = http("POST", srv.url(heavy_url), small,
+                      {"Inference-Header-Content-Length": str(shl),
+                       "X-Spine-Deadline-Ms": str(round(300 * c, 1))})
+    th.join(120)
+    check("admission counts what a busy worker has left: a request due before it ends is refused at once",
+          st0 == 200 and st1 == 503 and b"work ahead" in r1 and box.get("st") == 200,
+          (n, round(c, 3), st0, st1, r1[:100], box.get("st")))
+finally:
+    srv.stop()
+
+# A fresh server has measured no rate, so it admits anything. A half-size request sent while
+# the big batch runs (started at s, ends near s + c), due at s + 1.25 c: still due when the
+# worker takes it, but its batch would end near s + 1.5 c, so the worker refuses it then.
+srv = Server(*busy)
+try:
+    th, box, t_start = start_busy(body, hb)
+    half, hhb = heavy_request(n // 2)
+    time.sleep(max(0.0, t_start + 0.3 * c - time.time()))
+    due = round((t_start + 1.25 * c - time.time()) * 1e3, 1)
+    st2, _, r2 = http("POST", srv.url(heavy_url), half,
+                      dict(hhb, **{"X-Spine-Deadline-Ms": str(due)}), timeout=120)
+    th.join(120)
+    check("a worker drops a part whose batch would end past its deadline instead of answering it late",
+          st2 == 503 and b"its batch would end past it" in r2 and box.get("st") == 200,
+          (st2, r2[:100], box.get("st"), round(c, 3), due))
+finally:
+    srv.stop()
+
 # drain: requests in flight when SIGTERM arrives are all answered
 srv = Server("--model", tiny, "--max-delay-us", "20000", "--max-batch", "1024", "--sla-ms", "60000",
              "--threads", "1")
@@ -435,6 +516,20 @@ check("drain: every accepted request answered, exit 0", rc == 0 and len(answers)
       all(isinstance(a, np.ndarray) or a is None for a in answers),
       (rc, [type(a).__name__ for a in answers]))
 
+# refusals count against the latency-bounded rate however fast they come: a server that refuses
+# everything (a 10 us SLA, 200-sample queries) answers in well under the load generator's 500 ms, and has none
+srv = Server("--model", tiny, "--sla-ms", "0.01")
+try:
+    out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--model", "tiny",
+                          "--qps", "20", "--duration", "0.3", "--sizes", "fixed:200", "--find-max",
+                          "--sla-ms", "500", "--json"], capture_output=True, text=True, timeout=120).stdout
+    lines = [json.loads(x) for x in out.strip().splitlines()] if out.strip() else [{}]
+    check("spine load --find-max: fast refusals are not within the SLA",
+          lines[-1].get("max_qps") == 0 and lines[0].get("refused_503", 0) > 0 and
+          lines[0].get("p95_ms", 1e9) < 500, out[-400:])
+finally:
+    srv.stop()
+
 # the load generator against a live server: an open-loop run and a short --find-max
 srv = Server("--model", tiny, "--sla-ms", "50")
 try:
@@ -450,6 +545,15 @@ try:
     last = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
     check("spine load --find-max reports a latency-bounded rate",
           last.get("bench") == "load-max" and last.get("max_qps", 0) >= 20, out[-300:])
+    # each window counts the requests served (200) within the SLA; the rate found is the highest
+    # window at which at least 95% of those sent were
+    wins = [json.loads(x) for x in out.strip().splitlines()[:-1]]
+    passing = [w["offered_qps"] for w in wins if w["within_sla"] >= 0.95 * w["sent"] and w["sent"]]
+    check("spine load --find-max: the highest window with 95% served within the SLA",
+          wins and all(w["within_sla"] <= w["ok"] and
+                       abs(w["within_sla_frac"] - w["within_sla"] / max(1, w["sent"])) < 1e-3
+                       for w in wins) and
+          passing and abs(last.get("max_qps", -1) - max(passing)) < 0.01, out[-600:])
     out = subprocess.run([SPINE, "load", "--url", f"http://127.0.0.1:{srv.port}", "--model", "tiny",
                           "--concurrency", "2", "--duration", "0.5", "--sizes", "fixed:1", "--json"],
                          capture_output=True, text=True, timeout=60).stdout
