@@ -51,8 +51,10 @@ offline() {
     python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["samples_per_s"])'
 }
 OFF1=$(offline)
+# tee -a: without it, tee reopens a stderr redirected to a file with O_TRUNC and erases what the
+# file held (a log of several runs kept only the last one's tail)
 MAX=$(on "$LC" "$B/spine" load --url "http://127.0.0.1:$PORT" --qps 20 --duration "$WINDOW" --find-max --sla-ms "$SLA" \
-      --percentile 95 --json | tee /dev/stderr | tail -1)
+      --percentile 95 --json | tee -a /dev/stderr | tail -1)
 OFF2=$(offline)
 OFF=$(python3 -c "import sys; print((float(sys.argv[1]) + float(sys.argv[2])) / 2)" "$OFF1" "$OFF2")
 echo "offline engine, batch 165: $OFF1 before, $OFF2 after: $OFF samples/s"
