@@ -300,27 +300,21 @@ static void *worker_main(void *arg) {
         atomic_store(&b->mx->queue_samples, (int)b->queued_samples);
         if (b->head) pthread_cond_signal(&b->cv); /* more work for another worker */
         pthread_mutex_unlock(&b->mu);
-        /* parts that cannot finish by their deadline: refuse them now */
+        /* parts that cannot finish by their deadline: refuse them now. The batch of those
+         * still due would end at `done`; a part due before then would answer late. */
         double now = spine_now(), rate = atomic_load(&b->rate);
+        int64_t due = 0;
+        for (int i = 0; i < np; i++)
+            if (now <= ps[i]->rq->deadline) due += ps[i]->s1 - ps[i]->s0;
+        double done = rate > 0 ? now + (double)due / rate : now;
         int k = 0;
         int64_t live = 0;
         for (int i = 0; i < np; i++) {
-            if (now > ps[i]->rq->deadline) {
-                fail_part(b, ps[i], 503, FAIL_DEADLINE, "deadline passed while queued");
-            } else {
-                live += ps[i]->s1 - ps[i]->s0;
-                ps[k++] = ps[i];
-            }
-        }
-        /* the batch of the rest would end at `done`: those due before then would answer late */
-        double done = rate > 0 ? now + (double)live / rate : now;
-        np = k;
-        k = 0;
-        live = 0;
-        for (int i = 0; i < np; i++) {
             if (done > ps[i]->rq->deadline) {
                 fail_part(b, ps[i], 503, FAIL_DEADLINE,
-                          "cannot meet the deadline: its batch would end past it");
+                          now > ps[i]->rq->deadline
+                              ? "deadline passed while queued"
+                              : "cannot meet the deadline: its batch would end past it");
             } else {
                 live += ps[i]->s1 - ps[i]->s0;
                 ps[k++] = ps[i];
