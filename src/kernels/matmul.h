@@ -68,9 +68,10 @@ size_t mm_scratch_floats(int max_k);
  * (decode); regions of other shapes past MM_SHAPES_MAX are not counted. */
 #define MM_SHAPES_MAX 32
 typedef struct mm_shape_stat {
-    int n, k, es, fused, jobs, small;
-    uint64_t calls, bytes, ns,
-        wait_ns; /* weight bytes read, wall time, first thread done to last */
+    int n, k, es, fused, jobs, small; /* the shape */
+    uint64_t calls;                   /* regions */
+    uint64_t bytes;                   /* weight bytes read */
+    uint64_t ns, wait_ns;             /* wall time; first thread done to last */
 } mm_shape_stat;
 
 typedef struct mm_ctx {
