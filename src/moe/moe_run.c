@@ -5,6 +5,7 @@
 #include "moe_ctx.h"
 
 #include "../kernels/kernels.h"
+#include "../kernels/attn.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -274,20 +275,7 @@ static void attn_task(void *arg, int task, int thread) {
         size_t s = (size_t)b * a->T + t;
         const float *q = c->q.p + s * qd + (size_t)h * hd;
         int nk = c->o.encoder ? a->T : a->pos0 + t + 1;
-        float mx = -INFINITY;
-        for (int j = 0; j < nk; j++) {
-            sc[j] = mm_dot(q, K + (size_t)j * kvd, hd) * scale;
-            mx = sc[j] > mx ? sc[j] : mx;
-        }
-        float sum = 0.0f;
-        for (int j = 0; j < nk; j++) {
-            sc[j] = expf(sc[j] - mx);
-            sum += sc[j];
-        }
-        float inv = 1.0f / sum;
-        float *o = c->att.p + s * qd + (size_t)h * hd;
-        for (int i = 0; i < hd; i++) o[i] = 0.0f;
-        for (int j = 0; j < nk; j++) mm_axpy(o, sc[j] * inv, V + (size_t)j * kvd, hd);
+        attn_row(q, K, V, (size_t)kvd, nk, hd, scale, sc, c->att.p + s * qd + (size_t)h * hd);
     }
 }
 

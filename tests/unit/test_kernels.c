@@ -4,6 +4,8 @@
 #include "test_util.h"
 
 #include "../../src/kernels/kernels.h"
+#include "../../src/kernels/attn.h"
+#include "../../src/kernels/matmul.h"
 #include "../../src/kernels/membw.h"
 
 #include <math.h>
@@ -321,6 +323,62 @@ static void dot_interaction_matches_naive(void **s) {
     }
 }
 
+/* Attention rows, every path, against softmax in double: head dims the AVX-512 path takes (16,
+ * 32, 64, 128) and one it leaves to the portable path (48), key counts around its blocks of 4
+ * and 16, strided rows, and scores spread wide enough (a query 40x larger) that most weights
+ * underflow. The scratch holds exactly nk floats (ASan sees an overrun). */
+static void attention_rows_match_reference(void **s) {
+    (void)s;
+    spine_rng r;
+    spine_rng_seed(&r, 21);
+    const int hds[] = {16, 32, 48, 64, 128}, nks[] = {1, 2, 3, 4, 5, 15, 16, 17, 63, 200};
+    int best = (int)sls_best_isa();
+    for (size_t a = 0; a < sizeof hds / sizeof *hds; a++)
+        for (size_t b = 0; b < sizeof nks / sizeof *nks; b++)
+            for (int wide = 0; wide < 2; wide++) {
+                int hd = hds[a], nk = nks[b];
+                size_t ld = (size_t)hd * 3 + 5;
+                float *q = malloc((size_t)hd * sizeof *q), *sc = malloc((size_t)nk * sizeof *sc);
+                float *K = malloc((size_t)nk * ld * sizeof *K),
+                      *V = malloc((size_t)nk * ld * sizeof *V);
+                float *o = malloc((size_t)hd * sizeof *o), *o2 = malloc((size_t)hd * sizeof *o2);
+                double *p = malloc((size_t)nk * sizeof *p);
+                for (int i = 0; i < hd; i++) q[i] = spine_rng_normal(&r) * (wide ? 40.0f : 1.0f);
+                for (size_t i = 0; i < (size_t)nk * ld; i++) {
+                    K[i] = spine_rng_normal(&r);
+                    V[i] = spine_rng_normal(&r);
+                }
+                float scale = 1.0f / sqrtf((float)hd);
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < nk; j++) {
+                    double d = 0;
+                    for (int i = 0; i < hd; i++) d += (double)q[i] * K[(size_t)j * ld + i];
+                    p[j] = d * scale;
+                    mx = p[j] > mx ? p[j] : mx;
+                }
+                for (int j = 0; j < nk; j++) sum += p[j] = exp(p[j] - mx);
+                for (int isa = 0; isa <= best; isa++) {
+                    mm_set_isa(isa);
+                    attn_row(q, K, V, ld, nk, hd, scale, sc, o);
+                    for (int i = 0; i < hd; i++) {
+                        double ref = 0;
+                        for (int j = 0; j < nk; j++) ref += p[j] / sum * V[(size_t)j * ld + i];
+                        if (fabs(o[i] - ref) > 2e-5 * (1 + fabs(ref)))
+                            fail_msg("isa %d, head dim %d, %d keys%s: out[%d] %.8f, want %.8f", isa,
+                                     hd, nk, wide ? " (wide scores)" : "", i, o[i], ref);
+                    }
+                    /* the path the ISA chooses, and no other */
+                    if (isa == 2 && attn_avx512_fits(hd))
+                        attn_row_avx512(q, K, V, ld, nk, hd, scale, sc, o2);
+                    else
+                        attn_row_portable(q, K, V, ld, nk, hd, scale, sc, o2);
+                    assert_memory_equal(o, o2, (size_t)hd * sizeof *o);
+                }
+                mm_set_isa(-1);
+                free(q), free(sc), free(K), free(V), free(o), free(o2), free(p);
+            }
+}
+
 static void lines_per_row_counts_straddles(void **s) {
     (void)s;
     assert_true(membw_lines_per_row(64) == 1.0);
@@ -367,6 +425,7 @@ int test_group_kernels(void) {
         cmocka_unit_test(quantization_error_is_bounded),
         cmocka_unit_test(dot_interaction_matches_naive),
         cmocka_unit_test(lines_per_row_counts_straddles),
+        cmocka_unit_test(attention_rows_match_reference),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }
