@@ -488,6 +488,7 @@ static int moe_run(int argc, char **argv) {
     }
     uint64_t prefill_flops = 0;
     uint64_t dec_mm_ns = 0, dec_mm_wait = 0; /* counted decode steps: inside weight products */
+    uint64_t pre_mm_ns = 0;                  /* counted prefills: inside weight products */
     double dec_total = 0;
     moe_report pre = {0};  /* the prefill's share of the report, summed over repeats */
     moe_report base = {0}; /* the report and tier counters as the warm-up left them */
@@ -501,7 +502,7 @@ static int moe_run(int argc, char **argv) {
             for (size_t i = 0; i < (size_t)toks.n_seq * toks.len; i++)
                 toks.ids[i] = (int64_t)spine_rng_below(&prompt_rng, (uint64_t)cf->vocab);
         moe_ctx_reset(ctx);
-        uint64_t f0 = mmx->flops;
+        uint64_t f0 = mmx->flops, pm0 = mmx->ns;
         moe_report r0 = *moe_ctx_report(ctx);
         double t0 = spine_now();
         if (moe_forward(ctx, toks.ids, B, T, logits, &err)) goto fail;
@@ -512,6 +513,8 @@ static int moe_run(int argc, char **argv) {
         pre.dropped += r1->dropped - r0.dropped;
         pre.tokens_dropped += r1->tokens_dropped - r0.tokens_dropped;
         pre.slots_computed += r1->slots_computed - r0.slots_computed;
+        pre.attn_ns += r1->attn_ns - r0.attn_ns;
+        if (r >= 0) pre_mm_ns += mmx->ns - pm0;
         pre.act_bytes_peak = r1->act_bytes_peak; /* the prefill's batch is the largest */
         prefill_flops = mmx->flops - f0;
         memcpy(pdrops, moe_ctx_last_drops(ctx), (size_t)cf->layers * sizeof *pdrops);
@@ -578,7 +581,8 @@ static int moe_run(int argc, char **argv) {
         .assignments = rep->assignments - base.assignments - pre.assignments,
         .dropped = rep->dropped - base.dropped - pre.dropped,
         .tokens_dropped = rep->tokens_dropped - base.tokens_dropped - pre.tokens_dropped,
-        .slots_computed = rep->slots_computed - base.slots_computed - pre.slots_computed};
+        .slots_computed = rep->slots_computed - base.slots_computed - pre.slots_computed,
+        .attn_ns = rep->attn_ns - base.attn_ns - pre.attn_ns};
     double pair_frac = npair ? median(pfrac, (int)npair) : 0.0;
     double pair_gbs = nprobe ? median(pgbs, (int)nprobe) : 0.0;
     double per_run = 1.0 / (double)repeat;
@@ -593,6 +597,14 @@ static int moe_run(int argc, char **argv) {
     double mm_share = dec_total > 0 ? (double)dec_mm_ns / 1e9 / dec_total : 0.0;
     double mm_gbs = dec_mm_ns ? (double)bpt * (double)G * (double)repeat / (double)dec_mm_ns : 0.0;
     double mm_wait = dec_mm_ns ? (double)dec_mm_wait / (double)dec_mm_ns : 0.0;
+    /* and a prefill's: products (at what rate while they run) and attention */
+    double pre_total = 0;
+    for (long long i = 0; i < repeat; i++) pre_total += tp[i];
+    double pmm_share = pre_total > 0 ? (double)pre_mm_ns / 1e9 / pre_total : 0.0;
+    double pmm_gflops =
+        pre_mm_ns ? (double)prefill_flops * (double)repeat / (double)pre_mm_ns : 0.0;
+    double pattn_share = pre_total > 0 ? (double)pre.attn_ns / 1e9 / pre_total : 0.0;
+    double dattn_share = dec_total > 0 ? (double)dec.attn_ns / 1e9 / dec_total : 0.0;
     const char *gname = ro.gating == MOE_GATING_STATIC ? "static" : "dynamic";
     moe_tier_stats ts;
     moe_ctx_tier_stats(ctx, &ts);
@@ -615,6 +627,8 @@ static int moe_run(int argc, char **argv) {
                "\"slow_gbps\": %g, \"paired_steps\": %zu, \"paired_membw_gbps\": %.3f, "
                "\"paired_decode_fraction\": %.4f, \"decode_products_share\": %.4f, "
                "\"decode_products_weight_gb_s\": %.3f, \"decode_products_wait_share\": %.4f, "
+               "\"decode_attention_share\": %.4f, \"prefill_products_share\": %.4f, "
+               "\"prefill_products_gflops\": %.3f, \"prefill_attention_share\": %.4f, "
                "\"panels\": %s, \"isa\": \"%s\"",
                B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
                spine_pool_size(pool), repeat, warmup, fresh ? "true" : "false",
@@ -625,8 +639,8 @@ static int moe_run(int argc, char **argv) {
                ts.bytes_moved * per, ts.load_s * per,
                (unsigned long long)(ro.expert_slots ? ts.fast_bytes : m->expert_bytes),
                (unsigned long long)m->expert_bytes, ro.slow_gbps, npair, pair_gbs, pair_frac,
-               mm_share, mm_gbs, mm_wait, m->panels ? "true" : "false",
-               sls_isa_name((sls_isa)mm_isa()));
+               mm_share, mm_gbs, mm_wait, dattn_share, pmm_share, pmm_gflops, pattn_share,
+               m->panels ? "true" : "false", sls_isa_name((sls_isa)mm_isa()));
         if (mmx->shapes) {
             printf(", \"decode_product_shapes\": [");
             for (int i = 0; i < mmx->nshapes; i++) {
@@ -654,6 +668,9 @@ static int moe_run(int argc, char **argv) {
                "theirs), waste factor %.2f, MoE activation peak %.2f MB\n",
                gname, cfs, pre.assignments * per_run, pre.dropped * per_run,
                pre.tokens_dropped * per_run, waste, (double)pre.act_bytes_peak / 1e6);
+        printf("         weight products: %.1f%% of the %s time, %.1f GFLOP/s while they run; "
+               "attention %.1f%%\n",
+               100 * pmm_share, ro.encoder ? "encode" : "prefill", pmm_gflops, 100 * pattn_share);
         if (G) {
             printf("decode:  %d x %d tokens in %.3f s: %.2f tok/s (%.2f GB/s of weights at %.3f "
                    "GB per step)\n",
@@ -662,8 +679,9 @@ static int moe_run(int argc, char **argv) {
                    dec.assignments * per_run, dec.dropped * per_run, dwaste);
             printf(
                 "         weight products: %.1f%% of the decode time, %.2f GB/s of weights "
-                "while they run; %.1f%% of that time between the first thread done and the last\n",
-                100 * mm_share, mm_gbs, 100 * mm_wait);
+                "while they run; %.1f%% of that time between the first thread done and the last; "
+                "attention %.1f%%\n",
+                100 * mm_share, mm_gbs, 100 * mm_wait, 100 * dattn_share);
             if (npair)
                 printf("         paired with sequential reads between steps (median %.2f GB/s): "
                        "a step's weight GB/s is %.1f%% of the probes around it (median of %zu "

@@ -106,6 +106,7 @@ typedef struct moe_report {
     uint64_t tokens_dropped; /* tokens whose every assignment in a layer was dropped */
     uint64_t slots_computed; /* expert rows computed (padding included) */
     uint64_t act_bytes_peak; /* largest MoE-layer activation footprint of any step */
+    uint64_t attn_ns;        /* wall time in attention (scores, softmax, weighted values) */
 } moe_report;
 
 typedef struct moe_run_opts {

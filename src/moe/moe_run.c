@@ -351,7 +351,9 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
             }
         }
         attn_arg aa = {c, li, B, T, pos0};
+        const uint64_t ta = spine_now_ns();
         spine_pool_run(c->pool, B * cf->heads, attn_task, &aa);
+        c->rep.attn_ns += spine_now_ns() - ta;
         mm_job oj = {.x = c->att.p, .m = (int)S, .ldx = qd, .w = L->o, .y = c->tmp.p, .ldy = H};
         st = mm_run(&c->mm, &oj, 1, err);
         if (st) break;
