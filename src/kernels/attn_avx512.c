@@ -34,9 +34,10 @@ static inline __m512 exp16(__m512 x) {
     return _mm512_scalef_ps(y, n);
 }
 
-static inline __attribute__((always_inline)) void
-row(const float *q, const float *K, const float *V, size_t ld, int nk, float scale, float *sc,
-    float *o, const int NC) {
+static inline __attribute__((always_inline)) void row(const float *q, const float *K,
+                                                      const float *V, size_t ld, int nk,
+                                                      float scale, float *sc, float *o,
+                                                      const int NC) {
     __m512 qv[8];
     for (int c = 0; c < NC; c++) qv[c] = _mm512_loadu_ps(q + 16 * c);
     int j = 0;
@@ -45,7 +46,8 @@ row(const float *q, const float *K, const float *V, size_t ld, int nk, float sca
         for (int u = 0; u < 4; u++) {
             const float *k = K + (size_t)(j + u) * ld;
             a[u] = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k));
-            for (int c = 1; c < NC; c++) a[u] = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + 16 * c), a[u]);
+            for (int c = 1; c < NC; c++)
+                a[u] = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + 16 * c), a[u]);
         }
         for (int u = 0; u < 4; u++) sc[j + u] = _mm512_reduce_add_ps(a[u]);
     }
