@@ -60,6 +60,7 @@ struct moe_ctx {
     float *kcache, *vcache; /* [layers][max_batch][max_seq][kv_dim] */
     float **scores;         /* per thread [max_seq] */
     moe_fbuf x, xn, q, k, v, att, tmp, last;
+    moe_fbuf rope; /* this forward's rotary cos and sin, [T][head_dim / 2] each */
     /* gating */
     moe_fbuf logits, gw, g, h1, h3, ob, dmask, cmask, xd;
     int *ex, *row;

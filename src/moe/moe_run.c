@@ -129,9 +129,9 @@ void moe_ctx_free(moe_ctx *c) {
     if (c->scores)
         for (int t = 0; t < c->nthreads; t++) spine_free_aligned(c->scores[t]);
     free(c->scores);
-    moe_fbuf *bufs[] = {&c->x,   &c->xn,   &c->q,      &c->k,     &c->v, &c->att,
-                        &c->tmp, &c->last, &c->logits, &c->gw,    &c->g, &c->h1,
-                        &c->h3,  &c->ob,   &c->dmask,  &c->cmask, &c->xd};
+    moe_fbuf *bufs[] = {&c->x,   &c->xn,   &c->q,      &c->k,     &c->v,  &c->att,
+                        &c->tmp, &c->last, &c->logits, &c->gw,    &c->g,  &c->h1,
+                        &c->h3,  &c->ob,   &c->dmask,  &c->cmask, &c->xd, &c->rope};
     for (size_t i = 0; i < SPINE_ARRAY_LEN(bufs); i++) fbuf_free(bufs[i]);
     free(c->ex);
     free(c->row);
@@ -238,13 +238,21 @@ static void rmsnorm(const float *x, const float *w, int n, double eps, float *ou
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
 
-/* Hugging Face's rotate_half convention: pairs (i, i + d/2); angles computed as PyTorch does,
- * in float32 (inv_freq * position), so positions far out round the same way. */
-static void rope(float *v, int nheads, int hd, int pos, const double *inv_freq) {
+/* A position's rotary cos and sin, hd / 2 of each: angles computed as PyTorch does, in float32
+ * (inv_freq * position), so positions far out round the same way. */
+static void rope_angles(int hd, int pos, const double *inv_freq, float *cs, float *sn) {
+    for (int i = 0; i < hd / 2; i++) {
+        float ang = (float)inv_freq[i] * (float)pos;
+        cs[i] = (float)cos((double)ang);
+        sn[i] = (float)sin((double)ang);
+    }
+}
+
+/* Hugging Face's rotate_half convention: pairs (i, i + d/2), by one position's angles. */
+static void rope(float *v, int nheads, int hd, const float *csv, const float *snv) {
     int h2 = hd / 2;
     for (int i = 0; i < h2; i++) {
-        float ang = (float)inv_freq[i] * (float)pos;
-        float cs = (float)cos((double)ang), sn = (float)sin((double)ang);
+        float cs = csv[i], sn = snv[i];
         for (int h = 0; h < nheads; h++) {
             float *p = v + (size_t)h * hd;
             float a = p[i], b = p[i + h2];
@@ -252,6 +260,70 @@ static void rope(float *v, int nheads, int hd, int pos, const double *inv_freq) 
             p[i + h2] = b * cs + a * sn;
         }
     }
+}
+
+/* The steps between the weight products that work on each token's row alone, run over the rows
+ * in parallel when there are enough of them (a prefill): the residual add and the next RMSNorm
+ * fused in one pass, and the rotary positions with the KV cache's copy. */
+typedef enum row_step {
+    ROW_NORM1, /* x += tmp (the previous layer's FFN out; not before layer 0); xn = ln1(x) */
+    ROW_NORM2, /* x += tmp (the attention out); xn = ln2(x) */
+    ROW_ROPE,  /* rotary positions on q and k; k and v into the cache */
+    ROW_ADD,   /* x += tmp (the last layer's FFN out) */
+} row_step;
+
+typedef struct row_arg {
+    moe_ctx *c;
+    row_step step;
+    int li, T, pos0, ntasks;
+    size_t S;
+} row_arg;
+
+static void row_task(void *arg, int task, int thread) {
+    (void)thread;
+    const row_arg *a = arg;
+    moe_ctx *c = a->c;
+    const moe_config *cf = &c->m->c;
+    const moe_layer *L = &c->m->layers[a->li];
+    const int H = cf->hidden, hd = cf->head_dim, qd = cf->heads * hd, kvd = cf->kv_heads * hd;
+    const size_t s0 = a->S * (size_t)task / (size_t)a->ntasks;
+    const size_t s1 = a->S * (size_t)(task + 1) / (size_t)a->ntasks;
+    for (size_t s = s0; s < s1; s++) {
+        float *x = c->x.p + s * H;
+        const float *tmp = c->tmp.p + s * H;
+        switch (a->step) {
+        case ROW_NORM1:
+        case ROW_NORM2:
+        case ROW_ADD:
+            if (a->step != ROW_NORM1 || a->li > 0)
+                for (int i = 0; i < H; i++) x[i] += tmp[i];
+            if (a->step != ROW_ADD)
+                rmsnorm(x, a->step == ROW_NORM1 ? L->ln1 : L->ln2, H, cf->rms_eps, c->xn.p + s * H);
+            break;
+        case ROW_ROPE: {
+            int b = (int)(s / (size_t)a->T), t = (int)(s % (size_t)a->T);
+            const float *cs = c->rope.p + (size_t)t * hd, *sn = cs + hd / 2;
+            rope(c->q.p + s * qd, cf->heads, hd, cs, sn);
+            rope(c->k.p + s * kvd, cf->kv_heads, hd, cs, sn);
+            size_t seq = ((size_t)a->li * c->o.max_batch + b) * (size_t)c->o.max_seq;
+            memcpy(c->kcache + (seq + a->pos0 + t) * kvd, c->k.p + s * kvd, kvd * sizeof(float));
+            memcpy(c->vcache + (seq + a->pos0 + t) * kvd, c->v.p + s * kvd, kvd * sizeof(float));
+            break;
+        }
+        }
+    }
+}
+
+#define ROWS_PARALLEL 16 /* rows from which the row steps run on the pool (below: inline) */
+
+static void rows_run(moe_ctx *c, row_step step, int li, size_t S, int T, int pos0) {
+    row_arg a = {c, step, li, T, pos0, 1, S};
+    if (S < ROWS_PARALLEL || !c->pool) {
+        row_task(&a, 0, 0);
+        return;
+    }
+    a.ntasks = (int)SPINE_MIN(S, (size_t)c->nthreads * 4);
+    spine_pool_run(c->pool, a.ntasks, row_task, &a);
 }
 
 typedef struct attn_arg {
@@ -324,15 +396,20 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
         !moe_fbuf_need(&c->v, S * kvd) || !moe_fbuf_need(&c->att, S * qd) ||
         !moe_fbuf_need(&c->tmp, S * H) || !moe_fbuf_need(&c->last, (size_t)B * H))
         return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (activations for %zu tokens)", S);
+    if (!moe_fbuf_need(&c->rope, (size_t)T * hd))
+        return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (activations for %zu tokens)", S);
     for (size_t s = 0; s < S; s++) embed_row(&m->embed, tokens[s], c->x.p + s * H);
     int pos0 = c->pos;
+    for (int t = 0; t < T; t++) {
+        float *cs = c->rope.p + (size_t)t * hd;
+        rope_angles(hd, pos0 + t, m->rope_inv_freq, cs, cs + hd / 2);
+    }
     memset(c->last_drops, 0, (size_t)cf->layers * sizeof(uint64_t));
     memset(c->predicted, 0, (size_t)cf->layers * SPINE_MAX(cf->experts, 1));
     spine_status st = SPINE_OK;
     for (int li = 0; li < cf->layers && !st; li++) {
         const moe_layer *L = &m->layers[li];
-        for (size_t s = 0; s < S; s++)
-            rmsnorm(c->x.p + s * H, L->ln1, H, cf->rms_eps, c->xn.p + s * H);
+        rows_run(c, ROW_NORM1, li, S, T, pos0);
         mm_job qkv[3] = {
             {.x = c->xn.p, .m = (int)S, .ldx = H, .w = L->q, .y = c->q.p, .ldy = qd},
             {.x = c->xn.p, .m = (int)S, .ldx = H, .w = L->k, .y = c->k.p, .ldy = kvd},
@@ -340,16 +417,7 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
         };
         st = mm_run(&c->mm, qkv, 3, err);
         if (st) break;
-        for (int b = 0; b < B; b++) {
-            size_t seq = ((size_t)li * c->o.max_batch + b) * (size_t)c->o.max_seq;
-            for (int t = 0; t < T; t++) {
-                size_t s = (size_t)b * T + t;
-                rope(c->q.p + s * qd, cf->heads, hd, pos0 + t, m->rope_inv_freq);
-                rope(c->k.p + s * kvd, cf->kv_heads, hd, pos0 + t, m->rope_inv_freq);
-                memcpy(c->kcache + (seq + pos0 + t) * kvd, c->k.p + s * kvd, kvd * sizeof(float));
-                memcpy(c->vcache + (seq + pos0 + t) * kvd, c->v.p + s * kvd, kvd * sizeof(float));
-            }
-        }
+        rows_run(c, ROW_ROPE, li, S, T, pos0);
         attn_arg aa = {c, li, B, T, pos0};
         const uint64_t ta = spine_now_ns();
         spine_pool_run(c->pool, B * cf->heads, attn_task, &aa);
@@ -357,13 +425,11 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
         mm_job oj = {.x = c->att.p, .m = (int)S, .ldx = qd, .w = L->o, .y = c->tmp.p, .ldy = H};
         st = mm_run(&c->mm, &oj, 1, err);
         if (st) break;
-        for (size_t i = 0; i < S * H; i++) c->x.p[i] += c->tmp.p[i];
-        for (size_t s = 0; s < S; s++)
-            rmsnorm(c->x.p + s * H, L->ln2, H, cf->rms_eps, c->xn.p + s * H);
+        rows_run(c, ROW_NORM2, li, S, T, pos0);
         st = moe_ffn_forward(c, li, c->xn.p, (int)S, c->tmp.p, err);
-        if (st) break;
-        for (size_t i = 0; i < S * H; i++) c->x.p[i] += c->tmp.p[i];
+        /* (its residual add: with the next layer's norm, or below after the last) */
     }
+    if (!st) rows_run(c, ROW_ADD, cf->layers - 1, S, T, pos0);
     if (st) {
         moe_ctx_reset(c); /* the cache is now partial */
         return st;
