@@ -54,11 +54,13 @@ struct moe_ctx {
     spine_pool *pool;
     int nthreads;
     mm_ctx mm;
-    int pos;                /* tokens already in the cache (per sequence) */
-    int batch;              /* sequences in the cache */
-    int max_pos;            /* min(max_seq, max_position_embeddings, sliding_window) */
-    float *kcache, *vcache; /* [layers][max_batch][max_seq][kv_dim] */
-    float **scores;         /* per thread [max_seq] */
+    int pos;     /* tokens already in the cache (per sequence) */
+    int batch;   /* sequences in the cache */
+    int max_pos; /* min(max_seq, max_position_embeddings, sliding_window) */
+    /* keys [layers][max_batch][kv_dim][max_seq] (transposed: attn.h), values
+     * [layers][max_batch][max_seq][kv_dim] */
+    float *kcache, *vcache;
+    float **scores; /* per thread [heads / kv_heads][max_seq] */
     moe_fbuf x, xn, q, k, v, att, tmp, last;
     moe_fbuf rope; /* this forward's rotary cos and sin, [T][head_dim / 2] each */
     /* gating */

@@ -85,7 +85,8 @@ spine_status moe_ctx_create(const moe_model *m, const moe_run_opts *o, spine_poo
     c->offs = c->counts + SPINE_MAX(cf->experts, 1);
     c->fill = c->offs + SPINE_MAX(cf->experts, 1);
     for (int t = 0; t < c->nthreads; t++) {
-        c->scores[t] = spine_alloc_aligned((size_t)o->max_seq * sizeof(float));
+        c->scores[t] = spine_alloc_aligned((size_t)o->max_seq * (size_t)(cf->heads / cf->kv_heads) *
+                                           sizeof(float)); /* a key/value head's query heads */
         if (!c->scores[t]) {
             moe_ctx_free(c);
             return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
@@ -306,7 +307,8 @@ static void row_task(void *arg, int task, int thread) {
             rope(c->q.p + s * qd, cf->heads, hd, cs, sn);
             rope(c->k.p + s * kvd, cf->kv_heads, hd, cs, sn);
             size_t seq = ((size_t)a->li * c->o.max_batch + b) * (size_t)c->o.max_seq;
-            memcpy(c->kcache + (seq + a->pos0 + t) * kvd, c->k.p + s * kvd, kvd * sizeof(float));
+            float *kt = c->kcache + seq * kvd + a->pos0 + t; /* keys transposed: [kvd][max_seq] */
+            for (int e = 0; e < kvd; e++) kt[(size_t)e * c->o.max_seq] = c->k.p[s * kvd + e];
             memcpy(c->vcache + (seq + a->pos0 + t) * kvd, c->v.p + s * kvd, kvd * sizeof(float));
             break;
         }
@@ -331,23 +333,26 @@ typedef struct attn_arg {
     int li, B, T, pos0;
 } attn_arg;
 
+/* one task per sequence and key/value head: its G = heads / kv_heads query heads together
+ * (attn_rows shares each key and value load among them) */
 static void attn_task(void *arg, int task, int thread) {
     attn_arg *a = arg;
     moe_ctx *c = a->c;
     const moe_config *cf = &c->m->c;
-    int b = task / cf->heads, h = task % cf->heads;
+    int b = task / cf->kv_heads, kvh = task % cf->kv_heads;
     int hd = cf->head_dim, kvd = cf->kv_heads * hd, qd = cf->heads * hd;
-    int kvh = h / (cf->heads / cf->kv_heads);
+    int G = cf->heads / cf->kv_heads;
     size_t seq = ((size_t)a->li * c->o.max_batch + b) * (size_t)c->o.max_seq;
-    const float *K = c->kcache + seq * kvd + (size_t)kvh * hd;
+    const size_t ms = (size_t)c->o.max_seq;
+    const float *Kt = c->kcache + seq * kvd + (size_t)kvh * hd * ms; /* [hd][max_seq] */
     const float *V = c->vcache + seq * kvd + (size_t)kvh * hd;
     float *sc = c->scores[thread];
     float scale = 1.0f / sqrtf((float)hd);
     for (int t = 0; t < a->T; t++) {
-        size_t s = (size_t)b * a->T + t;
-        const float *q = c->q.p + s * qd + (size_t)h * hd;
+        size_t s = (size_t)b * a->T + t, h0 = (size_t)kvh * G * hd;
         int nk = c->o.encoder ? a->T : a->pos0 + t + 1;
-        attn_row(q, K, V, (size_t)kvd, nk, hd, scale, sc, c->att.p + s * qd + (size_t)h * hd);
+        attn_rows(c->q.p + s * qd + h0, (size_t)hd, G, Kt, ms, V, (size_t)kvd, nk, hd, scale, sc,
+                  c->att.p + s * qd + h0, (size_t)hd);
     }
 }
 
@@ -420,7 +425,7 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
         rows_run(c, ROW_ROPE, li, S, T, pos0);
         attn_arg aa = {c, li, B, T, pos0};
         const uint64_t ta = spine_now_ns();
-        spine_pool_run(c->pool, B * cf->heads, attn_task, &aa);
+        spine_pool_run(c->pool, B * cf->kv_heads, attn_task, &aa);
         c->rep.attn_ns += spine_now_ns() - ta;
         mm_job oj = {.x = c->att.p, .m = (int)S, .ldx = qd, .w = L->o, .y = c->tmp.p, .ldy = H};
         st = mm_run(&c->mm, &oj, 1, err);

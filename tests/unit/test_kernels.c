@@ -324,55 +324,76 @@ static void dot_interaction_matches_naive(void **s) {
 }
 
 /* Attention rows, every path, against softmax in double: head dims the AVX-512 path takes (16,
- * 32, 64, 128) and one it leaves to the portable path (48), key counts around its blocks of 4
- * and 16, strided rows, and scores spread wide enough (a query 40x larger) that most weights
- * underflow. The scratch holds exactly nk floats (ASan sees an overrun). */
+ * 32, 64, 128) and one it leaves to the portable path (48), key counts around its blocks of 16
+ * and 64, 1 to 5 query rows sharing the keys (its groups of 4 and the rows left over), strided
+ * rows of transposed keys and of values, and scores spread wide enough (queries 40x larger)
+ * that most weights underflow. The scratch holds exactly n x nk floats (ASan sees an overrun). */
 static void attention_rows_match_reference(void **s) {
     (void)s;
     spine_rng r;
     spine_rng_seed(&r, 21);
-    const int hds[] = {16, 32, 48, 64, 128}, nks[] = {1, 2, 3, 4, 5, 15, 16, 17, 63, 200};
+    const int hds[] = {16, 32, 48, 64, 128}, nks[] = {1, 2, 3, 5, 15, 16, 17, 63, 64, 65, 129, 200};
+    const int ns[] = {1, 2, 4, 5};
     int best = (int)sls_best_isa();
     for (size_t a = 0; a < sizeof hds / sizeof *hds; a++)
         for (size_t b = 0; b < sizeof nks / sizeof *nks; b++)
-            for (int wide = 0; wide < 2; wide++) {
-                int hd = hds[a], nk = nks[b];
-                size_t ld = (size_t)hd * 3 + 5;
-                float *q = malloc((size_t)hd * sizeof *q), *sc = malloc((size_t)nk * sizeof *sc);
-                float *K = malloc((size_t)nk * ld * sizeof *K),
+            for (size_t c = 0; c < sizeof ns / sizeof *ns; c++) {
+                int hd = hds[a], nk = nks[b], n = ns[c], wide = (a + b + c) % 2;
+                size_t ld = (size_t)hd * 3 + 5, ldk = (size_t)nk + 7; /* V rows; Kt rows */
+                size_t ldq = (size_t)hd + 3, ldo = (size_t)hd + 1;
+                float *q = malloc((size_t)n * ldq * sizeof *q);
+                float *sc = malloc((size_t)n * nk * sizeof *sc);
+                float *K = malloc((size_t)hd * ldk * sizeof *K),
                       *V = malloc((size_t)nk * ld * sizeof *V);
-                float *o = malloc((size_t)hd * sizeof *o), *o2 = malloc((size_t)hd * sizeof *o2);
+                float *o = calloc((size_t)n * ldo, sizeof *o),
+                      *o2 = calloc((size_t)n * ldo, sizeof *o2);
                 double *p = malloc((size_t)nk * sizeof *p);
-                for (int i = 0; i < hd; i++) q[i] = spine_rng_normal(&r) * (wide ? 40.0f : 1.0f);
-                for (size_t i = 0; i < (size_t)nk * ld; i++) {
-                    K[i] = spine_rng_normal(&r);
-                    V[i] = spine_rng_normal(&r);
-                }
+                for (size_t i = 0; i < (size_t)n * ldq; i++)
+                    q[i] = spine_rng_normal(&r) * (wide ? 40.0f : 1.0f);
+                for (size_t i = 0; i < (size_t)hd * ldk; i++) K[i] = spine_rng_normal(&r);
+                for (size_t i = 0; i < (size_t)nk * ld; i++) V[i] = spine_rng_normal(&r);
                 float scale = 1.0f / sqrtf((float)hd);
-                double mx = -INFINITY, sum = 0;
-                for (int j = 0; j < nk; j++) {
-                    double d = 0;
-                    for (int i = 0; i < hd; i++) d += (double)q[i] * K[(size_t)j * ld + i];
-                    p[j] = d * scale;
-                    mx = p[j] > mx ? p[j] : mx;
-                }
-                for (int j = 0; j < nk; j++) sum += p[j] = exp(p[j] - mx);
                 for (int isa = 0; isa <= best; isa++) {
                     mm_set_isa(isa);
-                    attn_row(q, K, V, ld, nk, hd, scale, sc, o);
-                    for (int i = 0; i < hd; i++) {
-                        double ref = 0;
-                        for (int j = 0; j < nk; j++) ref += p[j] / sum * V[(size_t)j * ld + i];
-                        if (fabs(o[i] - ref) > 2e-5 * (1 + fabs(ref)))
-                            fail_msg("isa %d, head dim %d, %d keys%s: out[%d] %.8f, want %.8f", isa,
-                                     hd, nk, wide ? " (wide scores)" : "", i, o[i], ref);
+                    attn_rows(q, ldq, n, K, ldk, V, ld, nk, hd, scale, sc, o, ldo);
+                    for (int row = 0; row < n; row++) {
+                        const float *qr = q + (size_t)row * ldq;
+                        /* a float score summed over hd terms in order is off by at most about
+                         * hd u sum |q_d K_dj| (u = 2^-24); a weight moves by its score's error
+                         * less the mean error, so an output by at most twice the largest score
+                         * error times its largest value: the tolerance allows twice that again */
+                        double mx = -INFINITY, sum = 0, ds = 0;
+                        for (int j = 0; j < nk; j++) {
+                            double d = 0, m = 0;
+                            for (int i = 0; i < hd; i++) {
+                                d += (double)qr[i] * K[(size_t)i * ldk + j];
+                                m += fabs((double)qr[i] * K[(size_t)i * ldk + j]);
+                            }
+                            p[j] = d * scale;
+                            mx = p[j] > mx ? p[j] : mx;
+                            ds = fmax(ds, m * scale * hd * 0x1p-24);
+                        }
+                        for (int j = 0; j < nk; j++) sum += p[j] = exp(p[j] - mx);
+                        for (int i = 0; i < hd; i++) {
+                            double ref = 0, vmax = 0;
+                            for (int j = 0; j < nk; j++) {
+                                ref += p[j] / sum * V[(size_t)j * ld + i];
+                                vmax = fmax(vmax, fabs(V[(size_t)j * ld + i]));
+                            }
+                            float got = o[(size_t)row * ldo + i];
+                            if (fabs(got - ref) > 2e-5 * (1 + fabs(ref)) + 4 * ds * vmax)
+                                fail_msg("isa %d, head dim %d, %d keys, row %d of %d%s: out[%d] "
+                                         "%.8f, want %.8f",
+                                         isa, hd, nk, row, n, wide ? " (wide scores)" : "", i, got,
+                                         ref);
+                        }
                     }
                     /* the path the ISA chooses, and no other */
                     if (isa == 2 && attn_avx512_fits(hd))
-                        attn_row_avx512(q, K, V, ld, nk, hd, scale, sc, o2);
+                        attn_rows_avx512(q, ldq, n, K, ldk, V, ld, nk, hd, scale, sc, o2, ldo);
                     else
-                        attn_row_portable(q, K, V, ld, nk, hd, scale, sc, o2);
-                    assert_memory_equal(o, o2, (size_t)hd * sizeof *o);
+                        attn_rows_portable(q, ldq, n, K, ldk, V, ld, nk, hd, scale, sc, o2, ldo);
+                    assert_memory_equal(o, o2, (size_t)n * ldo * sizeof *o);
                 }
                 mm_set_isa(-1);
                 free(q), free(sc), free(K), free(V), free(o), free(o2), free(p);
