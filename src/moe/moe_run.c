@@ -399,9 +399,8 @@ spine_status moe_forward(moe_ctx *c, const int64_t *tokens, int B, int T, float 
     if (!moe_fbuf_need(&c->x, S * H) || !moe_fbuf_need(&c->xn, S * H) ||
         !moe_fbuf_need(&c->q, S * qd) || !moe_fbuf_need(&c->k, S * kvd) ||
         !moe_fbuf_need(&c->v, S * kvd) || !moe_fbuf_need(&c->att, S * qd) ||
-        !moe_fbuf_need(&c->tmp, S * H) || !moe_fbuf_need(&c->last, (size_t)B * H))
-        return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (activations for %zu tokens)", S);
-    if (!moe_fbuf_need(&c->rope, (size_t)T * hd))
+        !moe_fbuf_need(&c->tmp, S * H) || !moe_fbuf_need(&c->last, (size_t)B * H) ||
+        !moe_fbuf_need(&c->rope, (size_t)T * hd))
         return spine_fail(err, SPINE_ERR_NOMEM, "out of memory (activations for %zu tokens)", S);
     for (size_t s = 0; s < S; s++) embed_row(&m->embed, tokens[s], c->x.p + s * H);
     int pos0 = c->pos;
