@@ -101,8 +101,11 @@ for d in ("f32", "bf16"):
     pf = [r["paired_decode_fraction"] for r in rs if r.get("paired_steps")]
     pairs = ("; **%.0f%% of the probes between its steps** (median over %d runs of each run's "
              "median step: %s)" % (100 * st.median(pf), len(pf), ", ".join("%.0f%%" % (100 * v) for v in pf))) if pf else ""
-    print("| spine %s | %.1f (%.1f GFLOP/s = %.0f%% of FMA peak) | %.2f (%.2f GB/s = %.0f%% of the run's median sequential%s%s) |" % (
-        d.upper(), sp[d][0], med(rs, "prefill_gflops"), 100 * med(rs, "prefill_gflops") / fma,
+    split = ("; weight products %.0f%% of the time at %.1f GFLOP/s, attention %.1f%%" % (
+        100 * med(rs, "prefill_products_share"), med(rs, "prefill_products_gflops"),
+        100 * med(rs, "prefill_attention_share"))) if all("prefill_products_share" in r for r in rs) else ""
+    print("| spine %s | %.1f (%.1f GFLOP/s = %.0f%% of FMA peak%s) | %.2f (%.2f GB/s = %.0f%% of the run's median sequential%s%s) |" % (
+        d.upper(), sp[d][0], med(rs, "prefill_gflops"), 100 * med(rs, "prefill_gflops") / fma, split,
         sp[d][1], med(rs, "decode_weight_gb_s"), 100 * med(rs, "decode_weight_gb_s") / seq, paired, pairs))
 for tag in ("debian", "pypi"):
     rs = rows("torch-%s.jsonl" % tag)

@@ -371,6 +371,7 @@ static int moe_run(int argc, char **argv) {
     float *logits = NULL, *dec_logits = NULL;
     int64_t *gen_ids = NULL, *step = NULL;
     double *tp = NULL, *td = NULL;
+    double *pstat = NULL; /* per counted prefill: products s, products share, attention share */
     uint64_t *pdrops = NULL;
     uint8_t *pbuf = NULL; /* --paired-membw: the probe's buffer, its rates, the steps' fractions */
     size_t pbytes = (size_t)pair_mib << 20, npair = 0, nprobe = 0;
@@ -465,7 +466,8 @@ static int moe_run(int argc, char **argv) {
     pdrops = calloc((size_t)cf->layers, sizeof *pdrops);
     tp = calloc((size_t)repeat, sizeof *tp);
     td = calloc((size_t)repeat, sizeof *td);
-    if (!logits || !dec_logits || !gen_ids || !step || !tp || !td || !pdrops) {
+    pstat = calloc((size_t)repeat * 3, sizeof *pstat);
+    if (!logits || !dec_logits || !gen_ids || !step || !tp || !td || !pstat || !pdrops) {
         spine_fail(&err, SPINE_ERR_NOMEM, "out of memory (logits)");
         goto fail;
     }
@@ -488,7 +490,6 @@ static int moe_run(int argc, char **argv) {
     }
     uint64_t prefill_flops = 0;
     uint64_t dec_mm_ns = 0, dec_mm_wait = 0; /* counted decode steps: inside weight products */
-    uint64_t pre_mm_ns = 0;                  /* counted prefills: inside weight products */
     double dec_total = 0;
     moe_report pre = {0};  /* the prefill's share of the report, summed over repeats */
     moe_report base = {0}; /* the report and tier counters as the warm-up left them */
@@ -514,7 +515,11 @@ static int moe_run(int argc, char **argv) {
         pre.tokens_dropped += r1->tokens_dropped - r0.tokens_dropped;
         pre.slots_computed += r1->slots_computed - r0.slots_computed;
         pre.attn_ns += r1->attn_ns - r0.attn_ns;
-        if (r >= 0) pre_mm_ns += mmx->ns - pm0;
+        if (r >= 0) {
+            pstat[r] = (double)(mmx->ns - pm0) / 1e9;
+            pstat[repeat + r] = pstat[r] / tp[r];
+            pstat[2 * repeat + r] = (double)(r1->attn_ns - r0.attn_ns) / 1e9 / tp[r];
+        }
         pre.act_bytes_peak = r1->act_bytes_peak; /* the prefill's batch is the largest */
         prefill_flops = mmx->flops - f0;
         memcpy(pdrops, moe_ctx_last_drops(ctx), (size_t)cf->layers * sizeof *pdrops);
@@ -597,13 +602,12 @@ static int moe_run(int argc, char **argv) {
     double mm_share = dec_total > 0 ? (double)dec_mm_ns / 1e9 / dec_total : 0.0;
     double mm_gbs = dec_mm_ns ? (double)bpt * (double)G * (double)repeat / (double)dec_mm_ns : 0.0;
     double mm_wait = dec_mm_ns ? (double)dec_mm_wait / (double)dec_mm_ns : 0.0;
-    /* and a prefill's: products (at what rate while they run) and attention */
-    double pre_total = 0;
-    for (long long i = 0; i < repeat; i++) pre_total += tp[i];
-    double pmm_share = pre_total > 0 ? (double)pre_mm_ns / 1e9 / pre_total : 0.0;
-    double pmm_gflops =
-        pre_mm_ns ? (double)prefill_flops * (double)repeat / (double)pre_mm_ns : 0.0;
-    double pattn_share = pre_total > 0 ? (double)pre.attn_ns / 1e9 / pre_total : 0.0;
+    /* and a prefill's (medians over the counted runs, as its time): the products' share and
+     * rate while they run, attention's share */
+    double pmm_s = median(pstat, (int)repeat);
+    double pmm_gflops = pmm_s > 0 ? (double)prefill_flops / pmm_s / 1e9 : 0.0;
+    double pmm_share = median(pstat + repeat, (int)repeat);
+    double pattn_share = median(pstat + 2 * repeat, (int)repeat);
     double dattn_share = dec_total > 0 ? (double)dec.attn_ns / 1e9 / dec_total : 0.0;
     const char *gname = ro.gating == MOE_GATING_STATIC ? "static" : "dynamic";
     moe_tier_stats ts;
@@ -775,6 +779,7 @@ out:
     free(step);
     free(tp);
     free(td);
+    free(pstat);
     free(pdrops);
     free(pfrac);
     free(pgbs);
