@@ -74,7 +74,7 @@ void mm_set_portable(bool on) {
     isa_cap = on ? SLS_ISA_SCALAR : -1;
 }
 int mm_isa(void) {
-    /* asked for every product and every attention dot: sls_best_isa's atomics are cheap, but
+    /* asked for every product and every attention row: sls_best_isa's atomics are cheap, but
      * not free at that rate (0.4% of a prefill) */
     static int best = -1; /* a CPU property; racing writers store the same value */
     if (best < 0) best = (int)sls_best_isa();
@@ -112,15 +112,6 @@ static void small_rows(const float *x, int m, int ldx, const mm_weight *w, int r
 #endif
         mm_small_scalar(xi, mi, ldx, w, r0, nr, yi, ldy);
     }
-}
-
-float mm_dot(const float *a, const float *b, int n) {
-#if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
-    if (have_avx2()) return mm_dot_avx2(a, b, n);
-#endif
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s = fmaf(a[i], b[i], s);
-    return s;
 }
 
 void mm_axpy(float *y, float a, const float *x, int n) {

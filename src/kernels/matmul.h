@@ -126,10 +126,8 @@ int mm_isa(void);
 /* Tests: take the portable paths (scalar small-m kernel, BLAS) even where AVX2 exists. */
 void mm_set_portable(bool on);
 float mm_silu(float v);
-/* Dot product and y += a * x, AVX2 when present (attention). */
-float mm_dot(const float *a, const float *b, int n);
+/* y += a * x, AVX2 when present (the portable attention path). */
 void mm_axpy(float *y, float a, const float *x, int n);
-float mm_dot_avx2(const float *a, const float *b, int n);
 void mm_axpy_avx2(float *y, float a, const float *x, int n);
 void mm_swiglu_avx2(float *y, const float *y3, int n);
 
