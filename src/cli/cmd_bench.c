@@ -205,18 +205,21 @@ static int bench_matmul(int argc, char **argv) {
     } while (t < seconds);
     double gflops = 2.0 * (double)m * (double)nn * (double)k * (double)prods / t / 1e9;
     double gbs = (double)per * (double)prods / t / 1e9;
+    /* the tile unit took these products (F32 panels past the small-m kernel; SPINE_AMX=0: no) */
+    bool amx = panels && !bf16 && m > 2 * MM_SMALL_M && mm_amx_on();
     if (cli_get(o, n, "json"))
         printf("{\"bench\":\"matmul\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"dtype\":\"%s\","
-               "\"threads\":%lld,\"portable\":%s,\"panels\":%s,\"gflops\":%.2f,"
+               "\"threads\":%lld,\"portable\":%s,\"panels\":%s,\"amx\":%s,\"gflops\":%.2f,"
                "\"weight_gb_s\":%.2f}\n",
                m, nn, k, bf16 ? "bf16" : "f32", threads,
-               cli_get(o, n, "portable") ? "true" : "false", panels ? "true" : "false", gflops,
-               gbs);
+               cli_get(o, n, "portable") ? "true" : "false", panels ? "true" : "false",
+               amx ? "true" : "false", gflops, gbs);
     else
         printf("m %lld, n %lld, k %lld, %s, %lld thread%s%s: %.1f GFLOP/s, %.2f GB/s of weights "
                "(%zu MiB cycled)\n",
                m, nn, k, bf16 ? "bf16" : "f32", threads, threads == 1 ? "" : "s",
                cli_get(o, n, "portable") ? " (portable paths)"
+               : amx                     ? " (panels, AMX tiles)"
                : panels                  ? " (panels)"
                                          : "",
                gflops, gbs, (per * nmat) >> 20);

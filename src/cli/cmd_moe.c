@@ -591,6 +591,8 @@ static int moe_run(int argc, char **argv) {
     double pair_frac = npair ? median(pfrac, (int)npair) : 0.0;
     double pair_gbs = nprobe ? median(pgbs, (int)nprobe) : 0.0;
     double per_run = 1.0 / (double)repeat;
+    /* F32 products in panels past the small-m kernel run on the AMX tile unit (SPINE_AMX=0: no) */
+    const bool amx = m->panels && m->embed.dt == SPINE_DT_F32 && mm_amx_on();
     double waste = pre.assignments ? (double)pre.slots_computed / (double)pre.assignments : 0;
     double dwaste = dec.assignments ? (double)dec.slots_computed / (double)dec.assignments : 0;
     double prefill_tps = B * (double)T / tpm, decode_tps = G ? B * (double)G / tdm : 0.0;
@@ -633,7 +635,7 @@ static int moe_run(int argc, char **argv) {
                "\"decode_products_weight_gb_s\": %.3f, \"decode_products_wait_share\": %.4f, "
                "\"decode_attention_share\": %.4f, \"prefill_products_share\": %.4f, "
                "\"prefill_products_gflops\": %.3f, \"prefill_attention_share\": %.4f, "
-               "\"panels\": %s, \"isa\": \"%s\"",
+               "\"panels\": %s, \"isa\": \"%s\", \"amx\": %s",
                B, T, G, gname, ro.gating == MOE_GATING_STATIC ? ro.capacity_factor : 0.0,
                spine_pool_size(pool), repeat, warmup, fresh ? "true" : "false",
                spine_dtype_name(m->embed.dt), tpm, prefill_tps, gflops, tdm, decode_tps, dec_gbs,
@@ -644,7 +646,8 @@ static int moe_run(int argc, char **argv) {
                (unsigned long long)(ro.expert_slots ? ts.fast_bytes : m->expert_bytes),
                (unsigned long long)m->expert_bytes, ro.slow_gbps, npair, pair_gbs, pair_frac,
                mm_share, mm_gbs, mm_wait, dattn_share, pmm_share, pmm_gflops, pattn_share,
-               m->panels ? "true" : "false", sls_isa_name((sls_isa)mm_isa()));
+               m->panels ? "true" : "false", sls_isa_name((sls_isa)mm_isa()),
+               amx ? "true" : "false");
         if (mmx->shapes) {
             printf(", \"decode_product_shapes\": [");
             for (int i = 0; i < mmx->nshapes; i++) {
@@ -660,10 +663,11 @@ static int moe_run(int argc, char **argv) {
         }
         printf("}\n");
     } else {
-        printf("model: %s, %d layers, %d experts top-%d, %s weights%s, %d threads, %s kernels\n",
+        printf("model: %s, %d layers, %d experts top-%d, %s weights%s, %d threads, %s kernels%s\n",
                dir ? dir : preset, cf->layers, cf->experts, cf->top_k,
                spine_dtype_name(m->embed.dt), m->panels ? " (in panels)" : "",
-               spine_pool_size(pool), sls_isa_name((sls_isa)mm_isa()));
+               spine_pool_size(pool), sls_isa_name((sls_isa)mm_isa()),
+               amx ? ", AMX tiles for products past 8 rows" : "");
         printf("%s: %d x %d tokens in %.3f s: %.1f tok/s, %.1f GFLOP/s in weight products\n",
                ro.encoder ? "encode" : "prefill", B, T, tpm, prefill_tps, gflops);
         char cfs[32] = "";

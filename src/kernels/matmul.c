@@ -124,14 +124,81 @@ void mm_axpy(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-/* y[:, r0:r0+nr] = x . W[r0:r0+nr]^T */
+static int amx_cap = -1;
+void mm_set_amx(int on) {
+    amx_cap = on;
+}
+bool mm_amx_on(void) {
+#if defined(__x86_64__) && defined(SPINE_HAVE_AMX)
+    static int env = -1; /* SPINE_AMX=0 turns it off; a process property, read once */
+    if (env < 0) {
+        const char *e = getenv("SPINE_AMX");
+        env = e && strcmp(e, "0") == 0 ? 0 : 1;
+    }
+    return amx_cap != 0 && (amx_cap == 1 || env) && mm_isa() >= SLS_ISA_AVX512 && mm_amx_runs();
+#else
+    return false;
+#endif
+}
+
+#if defined(__x86_64__) && defined(SPINE_HAVE_AMX)
+/* buffer *p of *cap bytes grown to at least need (64-byte aligned); false when out of memory */
+static bool grow(void **p, size_t *cap, size_t need) {
+    if (*cap >= need) return true;
+    size_t n = SPINE_MAX(need, 2 * *cap);
+    void *q = spine_alloc_aligned(n);
+    if (!q) return false;
+    spine_free_aligned(*p);
+    *p = q;
+    *cap = n;
+    return true;
+}
+
+/* F32 panels on the tile unit (whole groups; a last short group through the AVX-512 tiles);
+ * false when a buffer cannot grow (the caller takes the AVX-512 tiles) */
+static bool amx_product(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr,
+                        float *y, int ldy, float *scratch, mm_amx_buf *ab, uint64_t serial) {
+    int k = w->k, nch = (k + 31) / 32, whole = SPINE_MIN(nr, w->n / 16 * 16 - r0) / 16 * 16;
+    if (whole <= 0) return false;
+    size_t wneed = (size_t)(m <= 32 ? 2 : nch) * 6 * 1024;
+    void *xa = ab->xa, *wb = ab->wb, *st = ab->stage;
+    size_t stc = ab->stage ? 1024 : 0;
+    bool ok = grow(&xa, &ab->xa_cap, mm_amx_x_bytes(m, k)) && grow(&wb, &ab->wb_cap, wneed) &&
+              grow(&st, &stc, 1024);
+    ab->xa = xa;
+    ab->wb = wb;
+    ab->stage = st;
+    if (!ok) {
+        ab->kserial = 0;
+        return false;
+    }
+    if (!(serial && ab->kserial == serial && ab->kx == x && ab->km == m && ab->kldx == ldx &&
+          ab->kk == k)) {
+        mm_amx_split_x(x, m, ldx, k, ab->xa);
+        ab->kx = x;
+        ab->km = m;
+        ab->kldx = ldx;
+        ab->kk = k;
+        ab->kserial = serial;
+    }
+    mm_tile_amx(ab->xa, m, w, r0, whole, y, ldy, ab->wb, ab->stage);
+    if (whole < nr) mm_tile_avx512(x, m, ldx, w, r0 + whole, nr - whole, y, ldy, scratch);
+    return true;
+}
+#endif
+
+/* y[:, r0:r0+nr] = x . W[r0:r0+nr]^T; ab: the thread's AMX buffers (NULL: no AMX) */
 static void product(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
-                    int ldy, float *scratch) {
+                    int ldy, float *scratch, mm_amx_buf *ab, uint64_t serial) {
     if (w->packed) { /* panels: AVX-512, or the scalar reference where it cannot run */
 #if defined(__x86_64__) && defined(SPINE_HAVE_AVX2)
         if (have_avx512()) {
-            if (m <= 2 * MM_SMALL_M)
-                mm_small_avx512(x, m, ldx, w, r0, nr, y, ldy);
+            if (m <= 2 * MM_SMALL_M) mm_small_avx512(x, m, ldx, w, r0, nr, y, ldy);
+#if defined(SPINE_HAVE_AMX)
+            else if (ab && w->dt == SPINE_DT_F32 && mm_amx_on() &&
+                     amx_product(x, m, ldx, w, r0, nr, y, ldy, scratch, ab, serial))
+                return;
+#endif
             else
                 mm_tile_avx512(x, m, ldx, w, r0, nr, y, ldy, scratch);
             return;
@@ -171,10 +238,12 @@ static void product(const float *x, int m, int ldx, const mm_weight *w, int r0, 
     }
 }
 
-void mm_job_rows(const mm_job *j, int r0, int nr, float *scratch) {
-    product(j->x, j->m, j->ldx, &j->w, r0, nr, j->y, j->ldy, scratch);
+static void job_rows(mm_ctx *c, int thread, const mm_job *j, int r0, int nr, uint64_t serial) {
+    float *scratch = c->scratch[thread];
+    mm_amx_buf *ab = c->amx ? &c->amx[thread] : NULL;
+    product(j->x, j->m, j->ldx, &j->w, r0, nr, j->y, j->ldy, scratch, ab, serial);
     if (!j->w3.data) return;
-    product(j->x, j->m, j->ldx, &j->w3, r0, nr, j->y3, j->ldy, scratch);
+    product(j->x, j->m, j->ldx, &j->w3, r0, nr, j->y3, j->ldy, scratch, ab, serial);
     for (int i = 0; i < j->m; i++) {
         float *y = j->y + (size_t)i * j->ldy + r0;
         const float *y3 = j->y3 + (size_t)i * j->ldy + r0;
@@ -188,13 +257,18 @@ void mm_job_rows(const mm_job *j, int r0, int nr, float *scratch) {
     }
 }
 
+void mm_job_rows(mm_ctx *c, int thread, const mm_job *j, int r0, int nr) {
+    job_rows(c, thread, j, r0, nr, 0); /* outside a region: the split inputs are not kept */
+}
+
 spine_status mm_ctx_init(mm_ctx *c, spine_pool *pool, int max_k, spine_error *err) {
     memset(c, 0, sizeof *c);
     c->pool = pool;
     c->nthreads = pool ? spine_pool_size(pool) : 1;
     c->scratch = calloc((size_t)c->nthreads, sizeof *c->scratch);
     c->t_end = calloc((size_t)c->nthreads, sizeof *c->t_end);
-    if (!c->scratch || !c->t_end) {
+    c->amx = calloc((size_t)c->nthreads, sizeof *c->amx);
+    if (!c->scratch || !c->t_end || !c->amx) {
         mm_ctx_free(c);
         return spine_fail(err, SPINE_ERR_NOMEM, "out of memory");
     }
@@ -211,6 +285,13 @@ spine_status mm_ctx_init(mm_ctx *c, spine_pool *pool, int max_k, spine_error *er
 void mm_ctx_free(mm_ctx *c) {
     if (c->scratch)
         for (int t = 0; t < c->nthreads; t++) spine_free_aligned(c->scratch[t]);
+    if (c->amx)
+        for (int t = 0; t < c->nthreads; t++) {
+            spine_free_aligned(c->amx[t].xa);
+            spine_free_aligned(c->amx[t].wb);
+            spine_free_aligned(c->amx[t].stage);
+        }
+    free(c->amx);
     free(c->scratch);
     free(c->t_end);
     free(c->task_job);
@@ -263,7 +344,7 @@ typedef struct run_arg {
 static void run_task(void *arg, int task, int thread) {
     run_arg *a = arg;
     const mm_job *j = &a->jobs[a->c->task_job[task]];
-    mm_job_rows(j, a->c->task_row0[task], a->c->task_rows[task], a->c->scratch[thread]);
+    job_rows(a->c, thread, j, a->c->task_row0[task], a->c->task_rows[task], a->c->serial);
     a->c->t_end[thread] = spine_now_ns();
 }
 
@@ -345,6 +426,7 @@ spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err) 
         ntasks = t;
     }
     run_arg a = {c, jobs};
+    c->serial++; /* a new region: inputs split in the last one are stale */
     const uint64_t t0 = spine_now_ns();
     for (int t = 0; t < c->nthreads; t++) c->t_end[t] = t0; /* a thread with no task: idle */
     spine_pool_run(c->pool, ntasks, run_task, &a);

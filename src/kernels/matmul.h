@@ -7,7 +7,10 @@
  * larger m goes through BLAS sgemm on row blocks of W (BF16 blocks widened to F32 in per-thread
  * scratch first). A job may
  * carry a second weight for SwiGLU: y = silu(x . W1^T) * (x . W3^T), fused so the product never
- * leaves the task. */
+ * leaves the task. Where the CPU has AMX (matmul_amx.c), F32 panels with more than 8 input rows
+ * go to the tile unit instead, each value split in three BF16 parts: within F32 rounding of the
+ * AVX-512 kernels, not bitwise (SPINE_AMX=0 keeps every product bitwise the scalar reference's,
+ * whatever m). */
 #ifndef SPINE_MATMUL_H
 #define SPINE_MATMUL_H
 
@@ -74,10 +77,24 @@ typedef struct mm_shape_stat {
     uint64_t ns, wait_ns;             /* wall time; first thread done to last */
 } mm_shape_stat;
 
+/* A thread's AMX buffers (matmul_amx.c), grown as needed: the inputs of one job split into A
+ * tiles, kept for the rest of the region (kserial: mm_run's region; 0: not kept), the weights of
+ * one span split into B tiles, and a 16 x 16 stage for short output tiles. */
+typedef struct mm_amx_buf {
+    uint16_t *xa, *wb;
+    size_t xa_cap, wb_cap; /* bytes */
+    float *stage;
+    const float *kx; /* whose inputs xa holds */
+    int km, kldx, kk;
+    uint64_t kserial;
+} mm_amx_buf;
+
 typedef struct mm_ctx {
     spine_pool *pool; /* may be NULL */
     int nthreads;
     float **scratch; /* per thread, mm_scratch_floats(max_k) each */
+    mm_amx_buf *amx; /* per thread */
+    uint64_t serial; /* mm_run's regions, counted */
     /* task table, grown as needed */
     int *task_job, *task_row0, *task_rows;
     int task_cap;
@@ -98,8 +115,9 @@ spine_status mm_ctx_track_shapes(mm_ctx *c, spine_error *err);
 /* Run jobs (m = 0 jobs are skipped) in one parallel region. */
 spine_status mm_run(mm_ctx *c, const mm_job *jobs, int njobs, spine_error *err);
 
-/* One task's worth of work, exposed for tests: rows [r0, r0 + nr) of job j. */
-void mm_job_rows(const mm_job *j, int r0, int nr, float *scratch);
+/* One task's worth of work: rows [r0, r0 + nr) of job j, on thread `thread` of c's pool (its
+ * scratch), outside mm_run (an MoE placement runs whole jobs this way). */
+void mm_job_rows(mm_ctx *c, int thread, const mm_job *j, int r0, int nr);
 
 /* Small-m kernels (m <= MM_SMALL_M): y[i, r] = x_i . W_r for rows r in [r0, r0 + nr). */
 #define MM_SMALL_M 4
@@ -114,11 +132,26 @@ void mm_tile_avx2(const float *x, int m, int ldx, const mm_weight *w, int r0, in
 /* AVX-512, on panels only (r0 a multiple of 16): the same two kernels (small: m <=
  * 2 * MM_SMALL_M in one pass), in the scalar reference's order, so bitwise equal to
  * mm_small_scalar. Within each ISA and layout the small and tiled kernels sum each output in
- * the same order, so a row's result is bitwise the same whatever m it is computed with. */
+ * the same order, so a row's result is bitwise the same whatever m it is computed with (with
+ * AMX on: the same for every m past 8, within F32 rounding of m <= 8). */
 void mm_small_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                      int ldy);
 void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                     int ldy, float *scratch);
+/* AMX (matmul_amx.c): F32 products on the tile unit to within F32 rounding, each value split
+ * into three BF16 parts; on panels, F32 weights, m > 2 * MM_SMALL_M, where the CPU and kernel
+ * allow (mm_amx_runs) and mm_set_amx / SPINE_AMX=0 do not turn it off. */
+bool mm_amx_runs(void);
+/* -1: on where it runs unless the environment says SPINE_AMX=0 (the default); 0 off; 1 on
+ * where it runs. For tests and `spine bench matmul --amx`. */
+void mm_set_amx(int on);
+bool mm_amx_on(void);
+size_t mm_amx_x_bytes(int m, int k); /* the split inputs' bytes */
+void mm_amx_split_x(const float *x, int m, int ldx, int k, uint16_t *xa);
+/* rows [r0, r0 + nr) of w, whole groups of 16 (r0 a multiple of 16), from the split inputs xa:
+ * wb holds 2 (m <= 32) or ceil(k / 32) chunks of 6 KiB, 64-byte aligned; stage 256 floats */
+void mm_tile_amx(const uint16_t *xa, int m, const mm_weight *w, int r0, int nr, float *y, int ldy,
+                 uint16_t *wb, float *stage);
 /* Cap the kernels' ISA (0 scalar small-m + BLAS, 1 AVX2, 2 AVX-512: sls_isa values; -1: the
  * best this CPU runs under SPINE_ISA). For tests and `spine bench matmul --isa`. */
 void mm_set_isa(int isa);

@@ -83,12 +83,11 @@ typedef struct placed_arg {
 
 static void placed_task(void *arg, int g, int thread) {
     moe_ctx *c = ((placed_arg *)arg)->c;
-    float *scratch = c->mm.scratch[thread];
     for (int i = 0; i < c->npjobs; i++) {
         if (c->pjob_group[i] != g) continue;
         const mm_job *up = &c->pjobs[2 * i], *down = &c->pjobs[2 * i + 1];
-        mm_job_rows(up, 0, up->w.n, scratch);
-        mm_job_rows(down, 0, down->w.n, scratch);
+        mm_job_rows(&c->mm, thread, up, 0, up->w.n);
+        mm_job_rows(&c->mm, thread, down, 0, down->w.n);
     }
 }
 

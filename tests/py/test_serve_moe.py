@@ -93,9 +93,13 @@ check("the DLRM next to it still served", st == 200 and b"spine_dlrm" in body)
 st, body = infer(prompts)
 out = json.loads(body)["outputs"][0] if st == 200 else {}
 want = ref["prefill_logits"][:, -1, :]
+# within F32 rounding, not bitwise: the server takes the last positions' logits alone (2 rows,
+# the AVX-512 kernel) where the CLI writes every position's (10 rows: on AMX where the CPU has
+# it, summed in another order); a wrong token or position is off by far more
+TOL = 1e-5 * max(1.0, float(np.abs(want).max()))
 got = np.array(out.get("data", []), dtype=np.float64).reshape(out.get("shape", [0]))
 check("logits equal spine moe run", st == 200 and out["name"] == "logits" and
-      got.shape == want.shape and np.abs(got - want).max() <= 1e-6,
+      got.shape == want.shape and np.abs(got - want).max() <= TOL,
       body[:200] if st != 200 else np.abs(got - want).max())
 st, body = infer(prompts.astype(np.int32), max_tokens=4, dtype="INT32")
 out = json.loads(body)["outputs"][0] if st == 200 else {}
@@ -169,7 +173,7 @@ check("metrics count MoE requests and tokens",
 st, _ = http("POST", base + "/v2/repository/models/moe/load", b"")
 st2, body = infer(prompts)
 check("reload, then the same answers", st == 200 and st2 == 200 and
-      np.abs(np.array(json.loads(body)["outputs"][0]["data"]).reshape(2, -1) - want).max() <= 1e-6)
+      np.abs(np.array(json.loads(body)["outputs"][0]["data"]).reshape(2, -1) - want).max() <= TOL)
 srv.send_signal(signal.SIGTERM)
 check("drains and exits 0", srv.wait(60) == 0)
 
@@ -185,7 +189,7 @@ srv, base, line = serve_or_exit(["--model", moe, "--expert-prefetch", "--expert-
 st, body = infer(prompts)
 got = np.array(json.loads(body)["outputs"][0]["data"]).reshape(2, -1) if st == 200 else None
 check("placement on 2 groups: the same logits", "listening" in line and st == 200 and
-      np.abs(got - want).max() <= 1e-6, open(errpath + "2").read()[-500:] + str(body[:200]))
+      np.abs(got - want).max() <= TOL, open(errpath + "2").read()[-500:] + str(body[:200]))
 st, body = http("GET", base + "/metrics")
 text = body.decode()
 check("metrics: per-group rows and prefetch precision",
