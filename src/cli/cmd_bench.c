@@ -205,8 +205,8 @@ static int bench_matmul(int argc, char **argv) {
     } while (t < seconds);
     double gflops = 2.0 * (double)m * (double)nn * (double)k * (double)prods / t / 1e9;
     double gbs = (double)per * (double)prods / t / 1e9;
-    /* the tile unit took these products (F32 panels past the small-m kernel; SPINE_AMX=0: no) */
-    bool amx = panels && !bf16 && m > 2 * MM_SMALL_M && mm_amx_on();
+    /* the tile unit took these products (panels past the small-m kernel; SPINE_AMX=0: no) */
+    bool amx = panels && m > 2 * MM_SMALL_M && mm_amx_on();
     if (cli_get(o, n, "json"))
         printf("{\"bench\":\"matmul\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"dtype\":\"%s\","
                "\"threads\":%lld,\"portable\":%s,\"panels\":%s,\"amx\":%s,\"gflops\":%.2f,"

@@ -591,8 +591,8 @@ static int moe_run(int argc, char **argv) {
     double pair_frac = npair ? median(pfrac, (int)npair) : 0.0;
     double pair_gbs = nprobe ? median(pgbs, (int)nprobe) : 0.0;
     double per_run = 1.0 / (double)repeat;
-    /* F32 products in panels past the small-m kernel run on the AMX tile unit (SPINE_AMX=0: no) */
-    const bool amx = m->panels && m->embed.dt == SPINE_DT_F32 && mm_amx_on();
+    /* products in panels past the small-m kernel run on the AMX tile unit (SPINE_AMX=0: no) */
+    const bool amx = m->panels && mm_amx_on();
     double waste = pre.assignments ? (double)pre.slots_computed / (double)pre.assignments : 0;
     double dwaste = dec.assignments ? (double)dec.slots_computed / (double)dec.assignments : 0;
     double prefill_tps = B * (double)T / tpm, decode_tps = G ? B * (double)G / tdm : 0.0;

@@ -154,13 +154,15 @@ static bool grow(void **p, size_t *cap, size_t need) {
     return true;
 }
 
-/* F32 panels on the tile unit (whole groups; a last short group through the AVX-512 tiles);
+/* Panels on the tile unit (whole groups; a last short group through the AVX-512 tiles);
  * false when a buffer cannot grow (the caller takes the AVX-512 tiles) */
 static bool amx_product(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr,
                         float *y, int ldy, float *scratch, mm_amx_buf *ab, uint64_t serial) {
     int k = w->k, nch = (k + 31) / 32, whole = SPINE_MIN(nr, w->n / 16 * 16 - r0) / 16 * 16;
     if (whole <= 0) return false;
-    size_t wneed = (size_t)(m <= 32 ? 2 : nch) * 6 * 1024;
+    /* F32: split weights (a ring of two chunks, or the span's); BF16: two zero-padded tiles */
+    size_t wneed =
+        w->dt == SPINE_DT_BF16 ? 2048 : (size_t)((m + 15) / 16 <= 4 ? 2 : nch) * 6 * 1024;
     void *xa = ab->xa, *wb = ab->wb, *st = ab->stage;
     size_t stc = ab->stage ? 1024 : 0;
     bool ok = grow(&xa, &ab->xa_cap, mm_amx_x_bytes(m, k)) && grow(&wb, &ab->wb_cap, wneed) &&
@@ -195,7 +197,7 @@ static void product(const float *x, int m, int ldx, const mm_weight *w, int r0, 
         if (have_avx512()) {
             if (m <= 2 * MM_SMALL_M) mm_small_avx512(x, m, ldx, w, r0, nr, y, ldy);
 #if defined(SPINE_HAVE_AMX)
-            else if (ab && w->dt == SPINE_DT_F32 && mm_amx_on() &&
+            else if (ab && mm_amx_on() &&
                      amx_product(x, m, ldx, w, r0, nr, y, ldy, scratch, ab, serial))
                 return;
 #endif

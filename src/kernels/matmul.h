@@ -7,10 +7,10 @@
  * larger m goes through BLAS sgemm on row blocks of W (BF16 blocks widened to F32 in per-thread
  * scratch first). A job may
  * carry a second weight for SwiGLU: y = silu(x . W1^T) * (x . W3^T), fused so the product never
- * leaves the task. Where the CPU has AMX (matmul_amx.c), F32 panels with more than 8 input rows
- * go to the tile unit instead, each value split in three BF16 parts: within F32 rounding of the
- * AVX-512 kernels, not bitwise (SPINE_AMX=0 keeps every product bitwise the scalar reference's,
- * whatever m). */
+ * leaves the task. Where the CPU has AMX (matmul_amx.c), panels with more than 8 input rows go
+ * to the tile unit instead, inputs (and F32 weights) split in three BF16 parts: within F32
+ * rounding of the AVX-512 kernels, not bitwise (SPINE_AMX=0 keeps every product bitwise the
+ * scalar reference's, whatever m). */
 #ifndef SPINE_MATMUL_H
 #define SPINE_MATMUL_H
 
@@ -138,9 +138,9 @@ void mm_small_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0,
                      int ldy);
 void mm_tile_avx512(const float *x, int m, int ldx, const mm_weight *w, int r0, int nr, float *y,
                     int ldy, float *scratch);
-/* AMX (matmul_amx.c): F32 products on the tile unit to within F32 rounding, each value split
- * into three BF16 parts; on panels, F32 weights, m > 2 * MM_SMALL_M, where the CPU and kernel
- * allow (mm_amx_runs) and mm_set_amx / SPINE_AMX=0 do not turn it off. */
+/* AMX (matmul_amx.c): products on the tile unit to within F32 rounding, inputs and F32 weights
+ * split into three BF16 parts (BF16 weights as they lie); on panels, m > 2 * MM_SMALL_M, where
+ * the CPU and kernel allow (mm_amx_runs) and mm_set_amx / SPINE_AMX=0 do not turn it off. */
 bool mm_amx_runs(void);
 /* -1: on where it runs unless the environment says SPINE_AMX=0 (the default); 0 off; 1 on
  * where it runs. For tests and `spine bench matmul --amx`. */
@@ -149,7 +149,8 @@ bool mm_amx_on(void);
 size_t mm_amx_x_bytes(int m, int k); /* the split inputs' bytes */
 void mm_amx_split_x(const float *x, int m, int ldx, int k, uint16_t *xa);
 /* rows [r0, r0 + nr) of w, whole groups of 16 (r0 a multiple of 16), from the split inputs xa:
- * wb holds 2 (m <= 32) or ceil(k / 32) chunks of 6 KiB, 64-byte aligned; stage 256 floats */
+ * wb (64-byte aligned) holds, for F32 weights, 2 (m <= 64) or ceil(k / 32) chunks of 6 KiB, for
+ * BF16 2 KiB; stage 256 floats */
 void mm_tile_amx(const uint16_t *xa, int m, const mm_weight *w, int r0, int nr, float *y, int ldy,
                  uint16_t *wb, float *stage);
 /* Cap the kernels' ISA (0 scalar small-m + BLAS, 1 AVX2, 2 AVX-512: sls_isa values; -1: the

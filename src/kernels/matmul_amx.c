@@ -1,12 +1,13 @@
-/* matmul_amx.c: F32 weight products on Intel AMX tiles (AMX-TILE and AMX-BF16: Sapphire Rapids
- * and later), to within F32 rounding. The tile unit multiplies BF16 pairs and sums in F32; an
- * F32 value v splits exactly into three BF16 parts, v = v1 + v2 + v3 (v1: v with its low 16
- * bits cleared, v2 the same of v - v1, v3 of the rest: 8 significant bits each, 24 in all), and
- * the products of the six part pairs whose size reaches 2^-16 of the leading one (x1w1, x1w2,
- * x2w1, x1w3, x2w2, x3w1) give x . w to within about 2^-24 of each product, what an F32
- * multiply-add rounds away. The sums run in another order than the AVX-512 kernels' (each
- * product pair summed, then added), so results differ from theirs in the last bits, not more;
- * the tests hold them to an F32 error bound.
+/* matmul_amx.c: weight products on Intel AMX tiles (AMX-TILE and AMX-BF16: Sapphire Rapids and
+ * later) for F32 inputs and F32 or BF16 weights in panels, to within F32 rounding. The tile unit
+ * multiplies BF16 pairs and sums in F32; an F32 value v splits exactly into three BF16 parts, v =
+ * v1 + v2 + v3 (v1: v with its low 16 bits cleared, v2 the same of v - v1, v3 of the rest: 8
+ * significant bits each, 24 in all), and the products of the six part pairs whose size reaches
+ * 2^-16 of the leading one (x1w1, x1w2, x2w1, x1w3, x2w2, x3w1) give x . w to within about 2^-24 of
+ * each product, what an F32 multiply-add rounds away. The sums run in another order than the
+ * AVX-512 kernels' (each product pair summed, then added), so results differ from theirs in the
+ * last bits, not more; the tests hold them to an F32 error bound. BF16 weights need no split: their
+ * column pairs in the panels are B tiles as they lie, and three products (x1w, x2w, x3w) are exact.
  *
  * Inputs are split once per job (mm_amx_split_x, A tiles: 16 rows x 32 columns per KiB); the
  * weights, in matmul.h's panels (16 rows per group, one column of the group per 64 bytes), a
@@ -180,6 +181,36 @@ static inline __attribute__((always_inline)) void split_w(const int NG, const fl
 #define SLICE_T(q)                                                                                 \
     if (ng) split_w(1, ng, k, nt, (q)*16 / MT, ((q) + 1) * 16 / MT, nb, pf)
 
+/* C tiles out (tile 2 mi + j, or mi when tall): whole tiles straight into y, a last short one
+ * through the stage */
+static inline __attribute__((always_inline)) void c_out(const int MT, const int NG, float *y,
+                                                        int ldy, int yrows, float *stage) {
+    for (int mi = 0; mi < MT; mi++)
+        for (int j = 0; j < NG; j++) {
+            int rows = SPINE_MIN(16, yrows - 16 * mi);
+            float *d = y + (size_t)(16 * mi) * ldy + 16 * j;
+            float *s = rows == 16 ? d : stage;
+            size_t st = rows == 16 ? (size_t)ldy * sizeof(float) : 64;
+            switch (MT >= 3 ? mi : 2 * mi + j) {
+            case 0:
+                _tile_stored(0, s, st);
+                break;
+            case 1:
+                _tile_stored(1, s, st);
+                break;
+            case 2:
+                _tile_stored(2, s, st);
+                break;
+            default:
+                _tile_stored(3, s, st);
+                break;
+            }
+            if (rows < 16)
+                for (int r = 0; r < rows; r++)
+                    memcpy(d + (size_t)r * ldy, stage + 16 * r, 16 * sizeof(float));
+        }
+}
+
 /* One pass over a span of NG groups (16 NG weight rows from g[0]) for MT m-tiles of input rows
  * (A tiles at a), C into y (rows: yrows of them valid; columns 16 NG). SPLIT: this pass also
  * splits the weights (chunk t into wb + t * 3072 elements, or the ring slot t % 2 when ring),
@@ -266,31 +297,7 @@ span_pass(const int MT, const int NG, const int SPLIT, const float *const *g,
         TDP(MT, NG);
         SLICE(5);
     }
-    /* C out: whole tiles straight into y, a last short one through the stage */
-    for (int mi = 0; mi < MT; mi++)
-        for (int j = 0; j < NG; j++) {
-            int rows = SPINE_MIN(16, yrows - 16 * mi);
-            float *d = y + (size_t)(16 * mi) * ldy + 16 * j;
-            float *s = rows == 16 ? d : stage;
-            size_t st = rows == 16 ? (size_t)ldy * sizeof(float) : 64;
-            switch (MT >= 3 ? mi : 2 * mi + j) {
-            case 0:
-                _tile_stored(0, s, st);
-                break;
-            case 1:
-                _tile_stored(1, s, st);
-                break;
-            case 2:
-                _tile_stored(2, s, st);
-                break;
-            default:
-                _tile_stored(3, s, st);
-                break;
-            }
-            if (rows < 16)
-                for (int r = 0; r < rows; r++)
-                    memcpy(d + (size_t)r * ldy, stage + 16 * r, 16 * sizeof(float));
-        }
+    c_out(MT, NG, y, ldy, yrows, stage);
 }
 #undef SLICE
 #undef SLICE_T
@@ -306,6 +313,76 @@ static void split_first(const int NG, const float *const *g, int k, uint16_t *b)
         split_w(1, g, k, 0, 0, 16, b, pf);
 }
 
+/* BF16 weights: the panels' column pairs are B tiles as they lie (a chunk of a group: 16 pairs
+ * of 64 bytes, 1 KiB), so only the inputs are split (x1 w + x2 w + x3 w, exact products). A
+ * chunk short of 32 whole columns (k mod 32; an odd k's last column, stored alone) is copied
+ * into a zero-padded tile at tail first (what lies past the group's columns is not read). */
+static const uint16_t *bf16_chunk(const uint16_t *gp, int k, int t, uint16_t *tail) {
+    const int c0 = 32 * t, whole = k & ~1;
+    if (c0 + 32 <= whole) return gp + (size_t)c0 * 16;
+    memset(tail, 0, 1024);
+    if (whole > c0) memcpy(tail, gp + (size_t)c0 * 16, (size_t)(whole - c0) / 2 * 64);
+    if (k & 1) /* column k - 1: 16 values, the even half of the last pair row */
+        for (int q = 0; q < 16; q++)
+            tail[(size_t)(k - 1 - c0) / 2 * 32 + 2 * q] = gp[(size_t)(k - 1) * 16 + q];
+    return tail;
+}
+
+#define PFD_BF16 8 /* chunks: a BF16 chunk's products take a quarter of an F32 one's */
+
+/* One pass over a span of NG BF16 groups (gp[j]) for MT m-tiles (as span_pass) */
+static inline __attribute__((always_inline)) void
+span_bf16(const int MT, const int NG, const uint16_t *const *gp, int k, const uint16_t *a,
+          size_t ap, size_t a2, float *y, int ldy, int yrows, float *stage, uint16_t *tail) {
+    const int nch = (k + 31) / 32;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int t = 0; t < nch; t++, a += 512) {
+        /* the same chunk PFD_BF16 ahead (past the group's end: the next group's, harmless) */
+        for (int j = 0; j < NG; j++)
+            for (int l = 0; l < 16; l++)
+                _mm_prefetch((const char *)((uintptr_t)gp[j] +
+                                            ((uintptr_t)(t + PFD_BF16) * 1024 + (uintptr_t)l * 64)),
+                             _MM_HINT_T1);
+        const uint16_t *b0 = bf16_chunk(gp[0], k, t, tail);
+        if (MT >= 3) { /* NG 1: C tiles 0 to MT - 1, B in 7, the three A parts in 4-6 */
+            _tile_loadd(7, b0, 64);
+#define TALL_BF(C)                                                                                 \
+    do {                                                                                           \
+        _tile_loadd(4, a + (C)*a2, 64);                                                            \
+        _tile_loadd(5, a + ap + (C)*a2, 64);                                                       \
+        _tile_loadd(6, a + 2 * ap + (C)*a2, 64);                                                   \
+        _tile_dpbf16ps(C, 4, 7);                                                                   \
+        _tile_dpbf16ps(C, 5, 7);                                                                   \
+        _tile_dpbf16ps(C, 6, 7);                                                                   \
+    } while (0)
+            TALL_BF(0);
+            TALL_BF(1);
+            TALL_BF(2);
+            if (MT == 4) TALL_BF(3);
+#undef TALL_BF
+            continue;
+        }
+        _tile_loadd(6, b0, 64);
+        if (NG == 2) _tile_loadd(7, bf16_chunk(gp[1], k, t, tail + 512), 64);
+        for (int P = 0; P < 3; P++) {
+            _tile_loadd(4, a + P * ap, 64);
+            if (MT == 2) _tile_loadd(5, a + P * ap + a2, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if (NG == 2) _tile_dpbf16ps(1, 4, 7);
+            if (MT == 2) _tile_dpbf16ps(2, 5, 6);
+            if (MT == 2 && NG == 2) _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    c_out(MT, NG, y, ldy, yrows, stage);
+}
+
+#define PASS_BF(MT, NG)                                                                            \
+    span_bf16(MT, NG, gb, k, xa + (size_t)(2 * p) * a2, ap, a2, y + (size_t)(32 * p) * ldy + r,    \
+              ldy, yrows, stage, wb)
+
 #define PASS(MT, NG, SPLIT)                                                                        \
     span_pass(MT, NG, SPLIT, g, nextg, k, xa + (size_t)(2 * p) * a2, ap, a2, wb, slot, ring,       \
               y + (size_t)(32 * p) * ldy + r, ldy, yrows, stage)
@@ -320,9 +397,37 @@ void mm_tile_amx(const uint16_t *xa, int m, const mm_weight *w, int r0, int nr, 
      * whole */
     const bool tall = mtiles >= 3 && mtiles <= 4, ring = mtiles <= 4;
     const int maxg = tall ? 1 : 2;
+    tiles_on();
+    if (w->dt == SPINE_DT_BF16) {
+        const uint16_t *bb = w->data;
+        for (int r = r0; r < r0 + nr;) {
+            const int NG = SPINE_MIN(tall ? 1 : 2, (r0 + nr - r) / 16);
+            const uint16_t *gb[2] = {bb + (size_t)r * k, bb + (size_t)(r + 16 * (NG - 1)) * k};
+            if (tall) {
+                const int p = 0, yrows = m;
+                if (mtiles == 3)
+                    PASS_BF(3, 1);
+                else
+                    PASS_BF(4, 1);
+            } else
+                for (int p = 0; 32 * p < m; p++) {
+                    const int yrows = SPINE_MIN(32, m - 32 * p);
+                    if (m - 32 * p > 16 && NG == 2)
+                        PASS_BF(2, 2);
+                    else if (m - 32 * p > 16)
+                        PASS_BF(2, 1);
+                    else if (NG == 2)
+                        PASS_BF(1, 2);
+                    else
+                        PASS_BF(1, 1);
+                }
+            r += 16 * NG;
+        }
+        _tile_release();
+        return;
+    }
     const float *base = w->data;
     int slot = 0, pre = 0; /* ring: the current chunk's slot; the span's first chunk split */
-    tiles_on();
     for (int r = r0; r < r0 + nr;) {
         const int NG = SPINE_MIN(maxg, (r0 + nr - r) / 16), rn = r + 16 * NG;
         const int ngn = SPINE_MIN(maxg, (r0 + nr - rn) / 16); /* the next span's groups */

@@ -177,7 +177,8 @@ static void products_do_not_depend_on_m(void **state) {
     spine_pool_free(pool);
 }
 
-/* AMX (F32 as three BF16 parts on the tile unit), where this CPU has it: every output within
+/* AMX (F32 inputs as three BF16 parts on the tile unit, F32 weights too, BF16 weights as they
+ * lie), where this CPU has it: every output within
  * an F32 rounding bound of the exact product, (k + 8) 2^-24 sum |x w| (a recursive F32 sum
  * allows k 2^-24; the three-part split drops terms below 2^-24 of each product); a row's
  * result bitwise the same for every m past 8 (the 2 x 2, tall and multi-pass schedules sum in
@@ -201,78 +202,93 @@ static void amx_products_within_f32_rounding(void **state) {
     assert_int_equal(mm_ctx_init(&c, pool, 300, NULL), SPINE_OK);
     mm_set_amx(1);
     assert_true(mm_amx_on());
-    for (size_t b = 0; b < SPINE_ARRAY_LEN(ns); b++)
-        for (size_t d = 0; d < SPINE_ARRAY_LEN(ks); d++) {
-            int n = ns[b], k = ks[d], ldx = k + 5, ldy = n + 3;
-            float *w = rnd((size_t)n * k, 300 + b * 10 + d);
-            float *w3 = rnd((size_t)n * k, 400 + b * 10 + d);
-            float *x = rnd((size_t)mmax * ldx, 500 + b * 10 + d);
-            mm_weight R = {w, SPINE_DT_F32, n, k, false}, R3 = {w3, SPINE_DT_F32, n, k, false};
-            mm_weight W = copy_weight(&R, true), W3 = copy_weight(&R3, true);
-            float *all = calloc((size_t)mmax * ldy, 4), *y = calloc((size_t)mmax * ldy, 4);
-            float *y3 = calloc((size_t)mmax * ldy, 4), *z3 = calloc((size_t)mmax * ldy, 4);
-            mm_job ja = {.x = x, .m = mmax, .ldx = ldx, .w = W, .y = all, .ldy = ldy};
-            assert_int_equal(mm_run(&c, &ja, 1, NULL), SPINE_OK);
-            for (int i = 0; i < mmax; i++)
-                for (int r = 0; r < n; r++) {
-                    double s = 0, bound = 0;
-                    for (int q = 0; q < k; q++) {
-                        double p = (double)x[(size_t)i * ldx + q] * w[(size_t)r * k + q];
-                        s += p;
-                        bound += fabs(p);
-                    }
-                    bound *= (k + 8) * 0x1p-24;
-                    double got = all[(size_t)i * ldy + r];
-                    if (fabs(got - s) > bound)
-                        fail_msg("n %d k %d: [%d,%d] %.9g vs %.9g (bound %.3g)", n, k, i, r, got, s,
-                                 bound);
+    for (int dt = 0; dt < 2; dt++)
+        for (size_t b = 0; b < SPINE_ARRAY_LEN(ns); b++)
+            for (size_t d = 0; d < SPINE_ARRAY_LEN(ks); d++) {
+                int n = ns[b], k = ks[d], ldx = k + 5, ldy = n + 3;
+                float *w = rnd((size_t)n * k, 300 + b * 10 + d);
+                float *w3 = rnd((size_t)n * k, 400 + b * 10 + d);
+                float *x = rnd((size_t)mmax * ldx, 500 + b * 10 + d);
+                /* BF16: the weights rounded, the reference on the rounded values */
+                uint16_t *wb = spine_alloc_aligned((size_t)n * k * 2 + 64);
+                uint16_t *w3b = spine_alloc_aligned((size_t)n * k * 2 + 64);
+                for (size_t i = 0; i < (size_t)n * k && dt; i++) {
+                    wb[i] = spine_f32_to_bf16(w[i]);
+                    w3b[i] = spine_f32_to_bf16(w3[i]);
+                    w[i] = spine_bf16_to_f32(wb[i]);
+                    w3[i] = spine_bf16_to_f32(w3b[i]);
                 }
-            for (size_t a = 0; a < SPINE_ARRAY_LEN(ms); a++) {
-                int m = ms[a];
-                mm_job j = {.x = x, .m = m, .ldx = ldx, .w = W, .y = y, .ldy = ldy};
-                assert_int_equal(mm_run(&c, &j, 1, NULL), SPINE_OK);
-                for (int i = 0; i < m; i++)
-                    if (memcmp(y + (size_t)i * ldy, all + (size_t)i * ldy, (size_t)n * 4) != 0)
-                        fail_msg("n %d k %d: row %d of m = %d differs from m = %d", n, k, i, m,
-                                 mmax);
-                memset(y, 0, (size_t)m * ldy * 4);
-                mm_job_rows(&c, 1, &j, 0, n);
-                for (int i = 0; i < m; i++)
-                    if (memcmp(y + (size_t)i * ldy, all + (size_t)i * ldy, (size_t)n * 4) != 0)
-                        fail_msg("n %d k %d m %d: mm_job_rows differs from mm_run", n, k, m);
-                /* SwiGLU, fused */
-                mm_job f = {
-                    .x = x, .m = m, .ldx = ldx, .w = W, .y = y, .ldy = ldy, .w3 = W3, .y3 = y3};
-                assert_int_equal(mm_run(&c, &f, 1, NULL), SPINE_OK);
-                mm_job g3 = {.x = x, .m = m, .ldx = ldx, .w = W3, .y = z3, .ldy = ldy};
-                assert_int_equal(mm_run(&c, &g3, 1, NULL), SPINE_OK);
-                for (int i = 0; i < m; i++)
+                const spine_dtype T = dt ? SPINE_DT_BF16 : SPINE_DT_F32;
+                mm_weight R = {dt ? (void *)wb : w, T, n, k, false};
+                mm_weight R3 = {dt ? (void *)w3b : w3, T, n, k, false};
+                mm_weight W = copy_weight(&R, true), W3 = copy_weight(&R3, true);
+                float *all = calloc((size_t)mmax * ldy, 4), *y = calloc((size_t)mmax * ldy, 4);
+                float *y3 = calloc((size_t)mmax * ldy, 4), *z3 = calloc((size_t)mmax * ldy, 4);
+                mm_job ja = {.x = x, .m = mmax, .ldx = ldx, .w = W, .y = all, .ldy = ldy};
+                assert_int_equal(mm_run(&c, &ja, 1, NULL), SPINE_OK);
+                for (int i = 0; i < mmax; i++)
                     for (int r = 0; r < n; r++) {
-                        float want = mm_silu(all[(size_t)i * ldy + r]) * z3[(size_t)i * ldy + r];
-                        float got = y[(size_t)i * ldy + r];
-                        if (fabsf(got - want) > 1e-6f * (1.0f + fabsf(want)))
-                            fail_msg("n %d k %d m %d swiglu: [%d,%d] %.9g vs %.9g", n, k, m, i, r,
-                                     got, want);
+                        double s = 0, bound = 0;
+                        for (int q = 0; q < k; q++) {
+                            double p = (double)x[(size_t)i * ldx + q] * w[(size_t)r * k + q];
+                            s += p;
+                            bound += fabs(p);
+                        }
+                        bound *= (k + 8) * 0x1p-24;
+                        double got = all[(size_t)i * ldy + r];
+                        if (fabs(got - s) > bound)
+                            fail_msg("dt %d n %d k %d: [%d,%d] %.9g vs %.9g (bound %.3g)", dt, n, k,
+                                     i, r, got, s, bound);
                     }
+                for (size_t a = 0; a < SPINE_ARRAY_LEN(ms); a++) {
+                    int m = ms[a];
+                    mm_job j = {.x = x, .m = m, .ldx = ldx, .w = W, .y = y, .ldy = ldy};
+                    assert_int_equal(mm_run(&c, &j, 1, NULL), SPINE_OK);
+                    for (int i = 0; i < m; i++)
+                        if (memcmp(y + (size_t)i * ldy, all + (size_t)i * ldy, (size_t)n * 4) != 0)
+                            fail_msg("dt %d n %d k %d: row %d of m = %d differs from m = %d", dt, n,
+                                     k, i, m, mmax);
+                    memset(y, 0, (size_t)m * ldy * 4);
+                    mm_job_rows(&c, 1, &j, 0, n);
+                    for (int i = 0; i < m; i++)
+                        if (memcmp(y + (size_t)i * ldy, all + (size_t)i * ldy, (size_t)n * 4) != 0)
+                            fail_msg("n %d k %d m %d: mm_job_rows differs from mm_run", n, k, m);
+                    /* SwiGLU, fused */
+                    mm_job f = {
+                        .x = x, .m = m, .ldx = ldx, .w = W, .y = y, .ldy = ldy, .w3 = W3, .y3 = y3};
+                    assert_int_equal(mm_run(&c, &f, 1, NULL), SPINE_OK);
+                    mm_job g3 = {.x = x, .m = m, .ldx = ldx, .w = W3, .y = z3, .ldy = ldy};
+                    assert_int_equal(mm_run(&c, &g3, 1, NULL), SPINE_OK);
+                    for (int i = 0; i < m; i++)
+                        for (int r = 0; r < n; r++) {
+                            float want =
+                                mm_silu(all[(size_t)i * ldy + r]) * z3[(size_t)i * ldy + r];
+                            float got = y[(size_t)i * ldy + r];
+                            if (fabsf(got - want) > 1e-6f * (1.0f + fabsf(want)))
+                                fail_msg("n %d k %d m %d swiglu: [%d,%d] %.9g vs %.9g", n, k, m, i,
+                                         r, got, want);
+                        }
+                }
+                /* new inputs at the same address: the next region splits them again */
+                for (size_t i = 0; i < (size_t)mmax * ldx; i++) x[i] = -x[i];
+                mm_job jn = {.x = x, .m = mmax, .ldx = ldx, .w = W, .y = y, .ldy = ldy};
+                assert_int_equal(mm_run(&c, &jn, 1, NULL), SPINE_OK);
+                for (int i = 0; i < mmax; i++)
+                    for (int r = 0; r < n; r++)
+                        if (y[(size_t)i * ldy + r] != -all[(size_t)i * ldy + r])
+                            fail_msg("n %d k %d: stale split inputs at [%d,%d]", n, k, i, r);
+                spine_free_aligned((void *)W.data);
+                spine_free_aligned((void *)W3.data);
+                spine_free_aligned(w);
+                spine_free_aligned(w3);
+                spine_free_aligned(wb);
+                spine_free_aligned(w3b);
+                spine_free_aligned(x);
+                free(all);
+                free(y);
+                free(y3);
+                free(z3);
             }
-            /* new inputs at the same address: the next region splits them again */
-            for (size_t i = 0; i < (size_t)mmax * ldx; i++) x[i] = -x[i];
-            mm_job jn = {.x = x, .m = mmax, .ldx = ldx, .w = W, .y = y, .ldy = ldy};
-            assert_int_equal(mm_run(&c, &jn, 1, NULL), SPINE_OK);
-            for (int i = 0; i < mmax; i++)
-                for (int r = 0; r < n; r++)
-                    if (y[(size_t)i * ldy + r] != -all[(size_t)i * ldy + r])
-                        fail_msg("n %d k %d: stale split inputs at [%d,%d]", n, k, i, r);
-            spine_free_aligned((void *)W.data);
-            spine_free_aligned((void *)W3.data);
-            spine_free_aligned(w);
-            spine_free_aligned(w3);
-            spine_free_aligned(x);
-            free(all);
-            free(y);
-            free(y3);
-            free(z3);
-        }
     mm_set_amx(-1);
     mm_ctx_free(&c);
     spine_pool_free(pool);
