@@ -128,6 +128,11 @@ static int amx_cap = -1;
 void mm_set_amx(int on) {
     amx_cap = on;
 }
+#define AMX_X_CAP ((size_t)64 << 20)
+static size_t amx_x_cap = AMX_X_CAP;
+void mm_amx_set_x_cap(size_t bytes) {
+    amx_x_cap = bytes ? bytes : AMX_X_CAP;
+}
 bool mm_amx_on(void) {
 #if defined(__x86_64__) && defined(SPINE_HAVE_AMX)
     static int env = -1; /* SPINE_AMX=0 turns it off; a process property, read once */
@@ -160,12 +165,16 @@ static bool amx_product(const float *x, int m, int ldx, const mm_weight *w, int 
                         float *y, int ldy, float *scratch, mm_amx_buf *ab, uint64_t serial) {
     int k = w->k, nch = (k + 31) / 32, whole = SPINE_MIN(nr, w->n / 16 * 16 - r0) / 16 * 16;
     if (whole <= 0) return false;
+    /* the inputs in blocks whose split stays within amx_x_cap (6 bytes per input element: a
+     * long prompt's would otherwise grow a thread's buffer without bound) */
+    int mb =
+        (int)SPINE_MIN((size_t)m, SPINE_MAX((size_t)1, amx_x_cap / mm_amx_x_bytes(16, k)) * 16);
     /* F32: split weights (a ring of two chunks, or the span's); BF16: two zero-padded tiles */
     size_t wneed =
-        w->dt == SPINE_DT_BF16 ? 2048 : (size_t)((m + 15) / 16 <= 4 ? 2 : nch) * 6 * 1024;
+        w->dt == SPINE_DT_BF16 ? 2048 : (size_t)((mb + 15) / 16 <= 4 ? 2 : nch) * 6 * 1024;
     void *xa = ab->xa, *wb = ab->wb, *st = ab->stage;
     size_t stc = ab->stage ? 1024 : 0;
-    bool ok = grow(&xa, &ab->xa_cap, mm_amx_x_bytes(m, k)) && grow(&wb, &ab->wb_cap, wneed) &&
+    bool ok = grow(&xa, &ab->xa_cap, mm_amx_x_bytes(mb, k)) && grow(&wb, &ab->wb_cap, wneed) &&
               grow(&st, &stc, 1024);
     ab->xa = xa;
     ab->wb = wb;
@@ -174,16 +183,20 @@ static bool amx_product(const float *x, int m, int ldx, const mm_weight *w, int 
         ab->kserial = 0;
         return false;
     }
-    if (!(serial && ab->kserial == serial && ab->kx == x && ab->km == m && ab->kldx == ldx &&
-          ab->kk == k)) {
-        mm_amx_split_x(x, m, ldx, k, ab->xa);
-        ab->kx = x;
-        ab->km = m;
-        ab->kldx = ldx;
-        ab->kk = k;
-        ab->kserial = serial;
+    for (int i0 = 0; i0 < m; i0 += mb) {
+        const int mi = SPINE_MIN(mb, m - i0);
+        const float *xi = x + (size_t)i0 * ldx;
+        if (!(serial && ab->kserial == serial && ab->kx == xi && ab->km == mi && ab->kldx == ldx &&
+              ab->kk == k)) {
+            mm_amx_split_x(xi, mi, ldx, k, ab->xa);
+            ab->kx = xi;
+            ab->km = mi;
+            ab->kldx = ldx;
+            ab->kk = k;
+            ab->kserial = serial;
+        }
+        mm_tile_amx(ab->xa, mi, w, r0, whole, y + (size_t)i0 * ldy, ldy, ab->wb, ab->stage);
     }
-    mm_tile_amx(ab->xa, m, w, r0, whole, y, ldy, ab->wb, ab->stage);
     if (whole < nr) mm_tile_avx512(x, m, ldx, w, r0 + whole, nr - whole, y, ldy, scratch);
     return true;
 }

@@ -146,6 +146,8 @@ bool mm_amx_runs(void);
  * where it runs. For tests and `spine bench matmul --amx`. */
 void mm_set_amx(int on);
 bool mm_amx_on(void);
+/* Tests: the most bytes of split inputs a thread keeps (more rows go in blocks; 0: 64 MiB). */
+void mm_amx_set_x_cap(size_t bytes);
 size_t mm_amx_x_bytes(int m, int k); /* the split inputs' bytes */
 void mm_amx_split_x(const float *x, int m, int ldx, int k, uint16_t *xa);
 /* rows [r0, r0 + nr) of w, whole groups of 16 (r0 a multiple of 16), from the split inputs xa:

@@ -240,6 +240,15 @@ static void amx_products_within_f32_rounding(void **state) {
                             fail_msg("dt %d n %d k %d: [%d,%d] %.9g vs %.9g (bound %.3g)", dt, n, k,
                                      i, r, got, s, bound);
                     }
+                /* inputs in blocks of 16 rows (a long prompt's split capped): the same rows */
+                mm_amx_set_x_cap(1);
+                mm_job jb = {.x = x, .m = mmax, .ldx = ldx, .w = W, .y = y, .ldy = ldy};
+                assert_int_equal(mm_run(&c, &jb, 1, NULL), SPINE_OK);
+                mm_amx_set_x_cap(0);
+                for (int i = 0; i < mmax; i++)
+                    if (memcmp(y + (size_t)i * ldy, all + (size_t)i * ldy, (size_t)n * 4) != 0)
+                        fail_msg("dt %d n %d k %d: row %d differs with the inputs in blocks", dt, n,
+                                 k, i);
                 for (size_t a = 0; a < SPINE_ARRAY_LEN(ms); a++) {
                     int m = ms[a];
                     mm_job j = {.x = x, .m = m, .ldx = ldx, .w = W, .y = y, .ldy = ldy};
