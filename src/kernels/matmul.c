@@ -176,13 +176,11 @@ static bool amx_product(const float *x, int m, int ldx, const mm_weight *w, int 
     size_t stc = ab->stage ? 1024 : 0;
     bool ok = grow(&xa, &ab->xa_cap, mm_amx_x_bytes(mb, k)) && grow(&wb, &ab->wb_cap, wneed) &&
               grow(&st, &stc, 1024);
+    if (!ok || xa != ab->xa) ab->kserial = 0; /* (a new buffer holds no inputs yet) */
     ab->xa = xa;
     ab->wb = wb;
     ab->stage = st;
-    if (!ok) {
-        ab->kserial = 0;
-        return false;
-    }
+    if (!ok) return false;
     for (int i0 = 0; i0 < m; i0 += mb) {
         const int mi = SPINE_MIN(mb, m - i0);
         const float *xi = x + (size_t)i0 * ldx;
