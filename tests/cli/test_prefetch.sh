@@ -13,12 +13,13 @@ objdump -d --no-show-raw-insn "$LIB" 2>/dev/null |
        /prefetch/{c[fn]++} END{for (f in c) print f, c[f]}' >"$T"
 [ -s "$T" ] || { echo "cannot disassemble $LIB"; exit 1; }
 pass=0 fail=0
+# (mm_tile_amx: where the compiler builds matmul_amx.c)
 # "a|b": the prefetches may sit in either function (a static helper, or the kernel it is
 # inlined into, as the compiler decides)
 for want in mm_small_avx512 mm_tile_avx512 "small_f32|mm_small_avx2" "small_bf16|mm_small_avx2" \
   membw_seq_avx2 sls_f32_avx2 sls_f32_avx512 sls_f16_avx2 sls_f16_avx512 sls_int8_avx2 \
   sls_int8_avx512 sls_int4_avx2 sls_int4_avx512 sls_f32_hot_avx512 sls_int8_hot_avx512 \
-  sls_multi_avx2 sls_multi_avx512; do
+  sls_multi_avx2 sls_multi_avx512 $(awk '$1 == "mm_tile_amx" {print $1}' "$T"); do
   n=$(awk -v w="|$want|" 'index(w, "|" $1 "|") {s += $2; seen = 1} END{if (seen) print s}' "$T")
   if [ -z "$n" ]; then
     fail=$((fail + 1)); echo "FAIL $want: not in $LIB"
