@@ -402,6 +402,7 @@ void mm_tile_amx(const uint16_t *xa, int m, const mm_weight *w, int r0, int nr, 
         const uint16_t *bb = w->data;
         for (int r = r0; r < r0 + nr;) {
             const int NG = SPINE_MIN(tall ? 1 : 2, (r0 + nr - r) / 16);
+            if (NG == 0) break; /* (whole groups only: the caller's promise) */
             const uint16_t *gb[2] = {bb + (size_t)r * k, bb + (size_t)(r + 16 * (NG - 1)) * k};
             if (tall) {
                 const int p = 0, yrows = m;
@@ -430,6 +431,7 @@ void mm_tile_amx(const uint16_t *xa, int m, const mm_weight *w, int r0, int nr, 
     int slot = 0, pre = 0; /* ring: the current chunk's slot; the span's first chunk split */
     for (int r = r0; r < r0 + nr;) {
         const int NG = SPINE_MIN(maxg, (r0 + nr - r) / 16), rn = r + 16 * NG;
+        if (NG == 0) break;
         const int ngn = SPINE_MIN(maxg, (r0 + nr - rn) / 16); /* the next span's groups */
         const float *g[2] = {base + (size_t)r * k, base + (size_t)(r + 16 * (NG - 1)) * k};
         const float *nx[2] = {base + (size_t)rn * k,
