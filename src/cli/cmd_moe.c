@@ -260,6 +260,10 @@ static int moe_run(int argc, char **argv) {
          "report the decode's weight products by shape: regions, MB each, GB/s, time with a "
          "thread idle",
          NULL},
+        {"prefill-shapes", false,
+         "report the prefill's weight products by shape: regions, GFLOP each, GFLOP/s, time "
+         "with a thread idle",
+         NULL},
         {"help", false, "this text", NULL},
     };
     int n = (int)SPINE_ARRAY_LEN(o), npos;
@@ -376,6 +380,8 @@ static int moe_run(int argc, char **argv) {
     uint8_t *pbuf = NULL; /* --paired-membw: the probe's buffer, its rates, the steps' fractions */
     size_t pbytes = (size_t)pair_mib << 20, npair = 0, nprobe = 0;
     double *pfrac = NULL, *pgbs = NULL;
+    mm_shape_stat *pshapes = NULL; /* --prefill-shapes */
+    int npshapes = 0;
     if (dir) {
         if (moe_model_load(dir, placement, &m, &err)) goto fail;
     } else {
@@ -451,6 +457,14 @@ static int moe_run(int argc, char **argv) {
     if (moe_ctx_create(m, &ro, pool, &ctx, &err)) goto fail;
     mm_ctx *mmx = moe_ctx_mm(ctx);
     if (cli_get(o, n, "product-shapes") && mm_ctx_track_shapes(mmx, &err)) goto fail;
+    /* the prefill's regions by shape in an array of their own, swapped in around each prefill */
+    if (cli_get(o, n, "prefill-shapes")) {
+        pshapes = calloc(MM_SHAPES_MAX, sizeof *pshapes);
+        if (!pshapes) {
+            spine_fail(&err, SPINE_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
     const char *trace_out = cli_get(o, n, "trace-out");
     if (trace_out) {
         const moe_ffn *f = &m->layers[cf->layers - 1].experts[0];
@@ -506,7 +520,21 @@ static int moe_run(int argc, char **argv) {
         uint64_t f0 = mmx->flops, pm0 = mmx->ns;
         moe_report r0 = *moe_ctx_report(ctx);
         double t0 = spine_now();
-        if (moe_forward(ctx, toks.ids, B, T, logits, &err)) goto fail;
+        mm_shape_stat *dshapes = mmx->shapes;
+        const int ndshapes = mmx->nshapes;
+        if (pshapes) { /* counted runs only */
+            mmx->shapes = pshapes;
+            mmx->nshapes = npshapes;
+            mmx->shapes_on = r >= 0;
+        }
+        spine_status fst = moe_forward(ctx, toks.ids, B, T, logits, &err);
+        if (pshapes) {
+            npshapes = mmx->nshapes;
+            mmx->shapes = dshapes;
+            mmx->nshapes = ndshapes;
+            mmx->shapes_on = false;
+        }
+        if (fst) goto fail;
         if (r >= 0) tp[r] = spine_now() - t0;
         const moe_report *r1 = moe_ctx_report(ctx);
         if (r < 0) r0 = *r1; /* a warm-up run: its prefill is not counted */
@@ -648,6 +676,20 @@ static int moe_run(int argc, char **argv) {
                mm_share, mm_gbs, mm_wait, dattn_share, pmm_share, pmm_gflops, pattn_share,
                m->panels ? "true" : "false", sls_isa_name((sls_isa)mm_isa()),
                amx ? "true" : "false");
+        if (pshapes) {
+            printf(", \"prefill_product_shapes\": [");
+            for (int i = 0; i < npshapes; i++) {
+                const mm_shape_stat *e = &pshapes[i];
+                printf("%s{\"n\": %d, \"k\": %d, \"element_bytes\": %d, \"fused\": %s, "
+                       "\"jobs\": %d, \"small_m\": %s, \"regions\": %llu, \"bytes\": %llu, "
+                       "\"flops\": %llu, \"seconds\": %.6f, \"wait_seconds\": %.6f}",
+                       i ? ", " : "", e->n, e->k, e->es, e->fused ? "true" : "false", e->jobs,
+                       e->small ? "true" : "false", (unsigned long long)e->calls,
+                       (unsigned long long)e->bytes, (unsigned long long)e->flops,
+                       (double)e->ns / 1e9, (double)e->wait_ns / 1e9);
+            }
+            printf("]");
+        }
         if (mmx->shapes) {
             printf(", \"decode_product_shapes\": [");
             for (int i = 0; i < mmx->nshapes; i++) {
@@ -679,6 +721,22 @@ static int moe_run(int argc, char **argv) {
         printf("         weight products: %.1f%% of the %s time, %.1f GFLOP/s while they run; "
                "attention %.1f%%\n",
                100 * pmm_share, ro.encoder ? "encode" : "prefill", pmm_gflops, 100 * pattn_share);
+        if (pshapes) {
+            printf("         weight products by shape (the first job's rows x columns, bytes per "
+                   "weight; jobs per region; the counted runs together):\n");
+            for (int i = 0; i < npshapes; i++) {
+                const mm_shape_stat *e = &pshapes[i];
+                printf("           %5d x %-5d %dB%s, %d job%s%s: %llu regions, %.3f GFLOP each, "
+                       "%.1f GFLOP/s, %.2f GB/s of weights, a thread idle %.1f%% of the time\n",
+                       e->n, e->k, e->es, e->fused ? " + w3" : "", e->jobs, e->jobs == 1 ? "" : "s",
+                       e->small ? " (the first of 8 rows or fewer)" : "",
+                       (unsigned long long)e->calls,
+                       e->calls ? (double)e->flops / 1e9 / (double)e->calls : 0.0,
+                       e->ns ? (double)e->flops / (double)e->ns : 0.0,
+                       e->ns ? (double)e->bytes / (double)e->ns : 0.0,
+                       e->ns ? 100.0 * (double)e->wait_ns / (double)e->ns : 0.0);
+            }
+        }
         if (G) {
             printf("decode:  %d x %d tokens in %.3f s: %.2f tok/s (%.2f GB/s of weights at %.3f "
                    "GB per step)\n",
@@ -787,6 +845,7 @@ out:
     free(pdrops);
     free(pfrac);
     free(pgbs);
+    free(pshapes);
     if (pbuf) spine_free_huge(pbuf, pbytes);
     moe_ctx_free(ctx);
     moe_trace_free(&trace);

@@ -341,9 +341,12 @@ static void count_shape(mm_ctx *c, const mm_job *jobs, int njobs, uint64_t ns, u
     }
     mm_shape_stat *e = &c->shapes[i];
     for (int q = 0; q < njobs; q++)
-        if (jobs[q].m > 0)
-            e->bytes += (uint64_t)jobs[q].w.n * (uint64_t)jobs[q].w.k *
-                        spine_dtype_size(jobs[q].w.dt) * (jobs[q].w3.data ? 2u : 1u);
+        if (jobs[q].m > 0) {
+            const uint64_t nk = (uint64_t)jobs[q].w.n * (uint64_t)jobs[q].w.k,
+                           prods = jobs[q].w3.data ? 2u : 1u;
+            e->bytes += nk * spine_dtype_size(jobs[q].w.dt) * prods;
+            e->flops += 2u * (uint64_t)jobs[q].m * nk * prods;
+        }
     e->calls++;
     e->ns += ns;
     e->wait_ns += wait;

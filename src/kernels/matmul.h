@@ -74,6 +74,7 @@ typedef struct mm_shape_stat {
     int n, k, es, fused, jobs, small; /* the shape */
     uint64_t calls;                   /* regions */
     uint64_t bytes;                   /* weight bytes read */
+    uint64_t flops;                   /* 2 m n k per product */
     uint64_t ns, wait_ns;             /* wall time; first thread done to last */
 } mm_shape_stat;
 
