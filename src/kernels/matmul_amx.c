@@ -58,13 +58,21 @@ bool mm_amx_runs(void) {
     return s == 1;
 }
 
-static void tiles_on(void) {
+/* Tiles of 16 rows of 64 bytes; with one pass of at most 32 input rows (m <= 32), the last
+ * m-tile's C and A tiles (m1: C 2-3 and A 5; m <= 16: C 0-1 and A 4) hold only its rows, and
+ * the tile unit spends its time on those alone. */
+static void tiles_on(int m) {
     tilecfg c;
     memset(&c, 0, sizeof c);
     c.palette = 1;
     for (int i = 0; i < 8; i++) {
         c.rows[i] = 16;
         c.colsb[i] = 64;
+    }
+    if (m <= 16) {
+        c.rows[0] = c.rows[1] = c.rows[4] = (uint8_t)m;
+    } else if (m < 32) {
+        c.rows[2] = c.rows[3] = c.rows[5] = (uint8_t)(m - 16);
     }
     _tile_loadconfig(&c);
 }
@@ -397,7 +405,7 @@ void mm_tile_amx(const uint16_t *xa, int m, const mm_weight *w, int r0, int nr, 
      * whole */
     const bool tall = mtiles >= 3 && mtiles <= 4, ring = mtiles <= 4;
     const int maxg = tall ? 1 : 2;
-    tiles_on();
+    tiles_on(m);
     if (w->dt == SPINE_DT_BF16) {
         const uint16_t *bb = w->data;
         for (int r = r0; r < r0 + nr;) {
