@@ -180,6 +180,13 @@ check "warm-up: the same prompt again, all experts fit: no misses counted" test 
 "$SPINE" moe run --model "$W/moe" --random 16 --gen 4 --warmup 2 --repeat 2 --fresh-prompts --logits-out "$W/fresh-all.st" >/dev/null
 check "fresh prompts: the tier gives identical outputs" bash -c "'$SPINE' moe run --model '$W/moe' --random 16 --gen 4 --warmup 2 --repeat 2 --fresh-prompts --expert-slots 3 --logits-out '$W/fresh-tier.st' >/dev/null && cmp -s '$W/fresh-all.st' '$W/fresh-tier.st'"
 check "fresh prompts: another prompt than without" bash -c "'$SPINE' moe run --model '$W/moe' --random 16 --gen 4 --warmup 2 --repeat 2 --logits-out '$W/same.st' >/dev/null && ! cmp -s '$W/fresh-all.st' '$W/same.st'"
+# tools/st_diff.py (beside this script's repository): a logits file against itself, then against
+# another prompt's; a truncated file is refused
+STD="$(cd "$(dirname "$0")/../.." && pwd)/tools/st_diff.py"
+check "st_diff: a file against itself is 0 apart" bash -c "python3 '$STD' '$W/all.st' '$W/all.st' | grep -q 'prefill_logits F32 .*: max |difference| 0 ' && python3 '$STD' '$W/all.st' '$W/all.st' | grep -q 'generated I64 .*: equal'"
+check "st_diff: another prompt's logits are apart" bash -c "python3 '$STD' '$W/fresh-all.st' '$W/same.st' | grep 'prefill_logits' | grep -vq 'difference 0 '"
+head -c 100 "$W/all.st" >"$W/trunc.st"
+refuses "st_diff: a truncated file" 2 "past the end of the file" python3 "$STD" "$W/trunc.st" "$W/all.st"
 refuses "moe: fresh prompts need --random" 2 "needs --random" "$SPINE" moe run --model "$W/moe" --tokens "$W/tok8.txt" --fresh-prompts
 # --paired-membw: a probe between decode steps, one fraction per step
 check "moe run --paired-membw pairs every counted decode step with probes" bash -c "'$SPINE' moe run --model '$W/moe' --random 8 --gen 3 --repeat 2 --paired-membw 64 --json | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"paired_steps\"] == 6 and r[\"paired_decode_fraction\"] > 0 and r[\"paired_membw_gbps\"] > 0 else 1)'"
