@@ -169,17 +169,15 @@ static bool amx_product(const float *x, int m, int ldx, const mm_weight *w, int 
      * long prompt's would otherwise grow a thread's buffer without bound) */
     int mb =
         (int)SPINE_MIN((size_t)m, SPINE_MAX((size_t)1, amx_x_cap / mm_amx_x_bytes(16, k)) * 16);
-    /* F32: split weights (a ring of two chunks, or the span's); BF16: two zero-padded tiles */
+    /* F32: split weights (a ring of two chunks, or the span's); BF16: two zero-padded tiles;
+     * then the 1 KiB stage for short output tiles */
     size_t wneed =
         w->dt == SPINE_DT_BF16 ? 2048 : (size_t)((mb + 15) / 16 <= 4 ? 2 : nch) * 6 * 1024;
-    void *xa = ab->xa, *wb = ab->wb, *st = ab->stage;
-    size_t stc = ab->stage ? 1024 : 0;
-    bool ok = grow(&xa, &ab->xa_cap, mm_amx_x_bytes(mb, k)) && grow(&wb, &ab->wb_cap, wneed) &&
-              grow(&st, &stc, 1024);
+    void *xa = ab->xa, *wb = ab->wb;
+    bool ok = grow(&xa, &ab->xa_cap, mm_amx_x_bytes(mb, k)) && grow(&wb, &ab->wb_cap, wneed + 1024);
     if (!ok || xa != ab->xa) ab->kserial = 0; /* (a new buffer holds no inputs yet) */
     ab->xa = xa;
     ab->wb = wb;
-    ab->stage = st;
     if (!ok) return false;
     for (int i0 = 0; i0 < m; i0 += mb) {
         const int mi = SPINE_MIN(mb, m - i0);
@@ -193,7 +191,8 @@ static bool amx_product(const float *x, int m, int ldx, const mm_weight *w, int 
             ab->kk = k;
             ab->kserial = serial;
         }
-        mm_tile_amx(ab->xa, mi, w, r0, whole, y + (size_t)i0 * ldy, ldy, ab->wb, ab->stage);
+        mm_tile_amx(ab->xa, mi, w, r0, whole, y + (size_t)i0 * ldy, ldy, ab->wb,
+                    (float *)((char *)ab->wb + wneed));
     }
     if (whole < nr) mm_tile_avx512(x, m, ldx, w, r0 + whole, nr - whole, y, ldy, scratch);
     return true;
@@ -302,7 +301,6 @@ void mm_ctx_free(mm_ctx *c) {
         for (int t = 0; t < c->nthreads; t++) {
             spine_free_aligned(c->amx[t].xa);
             spine_free_aligned(c->amx[t].wb);
-            spine_free_aligned(c->amx[t].stage);
         }
     free(c->amx);
     free(c->scratch);

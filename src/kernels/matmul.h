@@ -80,12 +80,11 @@ typedef struct mm_shape_stat {
 
 /* A thread's AMX buffers (matmul_amx.c), grown as needed: the inputs of one job split into A
  * tiles, kept for the rest of the region (kserial: mm_run's region; 0: not kept), the weights of
- * one span split into B tiles, and a 16 x 16 stage for short output tiles. */
+ * one span split into B tiles (followed by a 16 x 16 stage for short output tiles). */
 typedef struct mm_amx_buf {
     uint16_t *xa, *wb;
     size_t xa_cap, wb_cap; /* bytes */
-    float *stage;
-    const float *kx; /* whose inputs xa holds */
+    const float *kx;       /* whose inputs xa holds */
     int km, kldx, kk;
     uint64_t kserial;
 } mm_amx_buf;

@@ -172,6 +172,31 @@ static inline __attribute__((always_inline)) void split_w(const int NG, const fl
         if (NG == 2) _tile_loadd(7, b + (P)*1024 + 512, 64);                                       \
     } while (0)
 #define SLICE(q) split_w(NG, ng, k, nt, (q)*np / 6, ((q) + 1) * np / 6, nb, pf)
+#define NO_SLICE(q) (void)0
+/* part pairs (x, w): (1,1) (1,2) (1,3) (2,2) (2,1) (3,1), S(q) between them */
+#define PRODUCTS_2X2(S)                                                                            \
+    do {                                                                                           \
+        LOAD_A(MT, 0);                                                                             \
+        LOAD_B(NG, 0);                                                                             \
+        TDP(MT, NG);                                                                               \
+        S(0);                                                                                      \
+        LOAD_B(NG, 1);                                                                             \
+        TDP(MT, NG);                                                                               \
+        S(1);                                                                                      \
+        LOAD_B(NG, 2);                                                                             \
+        TDP(MT, NG);                                                                               \
+        S(2);                                                                                      \
+        LOAD_A(MT, 1);                                                                             \
+        LOAD_B(NG, 1);                                                                             \
+        TDP(MT, NG);                                                                               \
+        S(3);                                                                                      \
+        LOAD_B(NG, 0);                                                                             \
+        TDP(MT, NG);                                                                               \
+        S(4);                                                                                      \
+        LOAD_A(MT, 2);                                                                             \
+        TDP(MT, NG);                                                                               \
+        S(5);                                                                                      \
+    } while (0)
 /* 3-4 m-tiles of one group: m-tile C's products with the three B parts held in tiles 5-7, the
  * part pairs in the 2 x 2 passes' order (so a row's sums do not depend on m, past 8 rows) */
 #define TALL(C)                                                                                    \
@@ -266,48 +291,18 @@ span_pass(const int MT, const int NG, const int SPLIT, const float *const *g,
             }
             continue;
         }
-        if (!ng) { /* products only */
-            LOAD_A(MT, 0);
-            LOAD_B(NG, 0);
-            TDP(MT, NG);
-            LOAD_B(NG, 1);
-            TDP(MT, NG);
-            LOAD_B(NG, 2);
-            TDP(MT, NG);
-            LOAD_A(MT, 1);
-            LOAD_B(NG, 1);
-            TDP(MT, NG);
-            LOAD_B(NG, 0);
-            TDP(MT, NG);
-            LOAD_A(MT, 2);
-            TDP(MT, NG);
-            continue;
-        }
-        /* part pairs (x, w): (1,1) (1,2) (1,3) (2,2) (2,1) (3,1) */
-        LOAD_A(MT, 0);
-        LOAD_B(NG, 0);
-        TDP(MT, NG);
-        SLICE(0);
-        LOAD_B(NG, 1);
-        TDP(MT, NG);
-        SLICE(1);
-        LOAD_B(NG, 2);
-        TDP(MT, NG);
-        SLICE(2);
-        LOAD_A(MT, 1);
-        LOAD_B(NG, 1);
-        TDP(MT, NG);
-        SLICE(3);
-        LOAD_B(NG, 0);
-        TDP(MT, NG);
-        SLICE(4);
-        LOAD_A(MT, 2);
-        TDP(MT, NG);
-        SLICE(5);
+        /* one sequence of products, with the next chunk's split between them, or without a
+         * next chunk to split (a later pass, a span's last chunk with none to chain) alone */
+        if (ng)
+            PRODUCTS_2X2(SLICE);
+        else
+            PRODUCTS_2X2(NO_SLICE);
     }
     c_out(MT, NG, y, ldy, yrows, stage);
 }
 #undef SLICE
+#undef NO_SLICE
+#undef PRODUCTS_2X2
 #undef SLICE_T
 #undef TALL
 
