@@ -446,7 +446,7 @@ int cmd_bench(int argc, char **argv) {
     if ((v = cli_get(o, n, "table-group")) && !cli_int("--table-group", v, 0, 4096, &tgroup))
         rc = 2;
     spine_ctx_set_table_group(ctx, (int)tgroup);
-    dlrm_index_dist dist = {0, (uint64_t)seed};
+    dlrm_index_dist dist = {.alpha = 0, .seed = (uint64_t)seed};
     double hot_mb = 0;
     if ((v = cli_get(o, n, "zipf")) && !cli_double("--zipf", v, 0, 5, &dist.alpha)) rc = 2;
     double gap_ms = 0;

@@ -166,6 +166,10 @@ int cmd_bench_sls(int argc, char **argv) {
         {"batch", true, "bags per table per run (default 256)", NULL},
         {"lookups", true, "indices per bag (default 80)", NULL},
         {"zipf", true, "Zipf skew of the indices (default 0: uniform)", NULL},
+        {"zipf-ranks", true,
+         "LO:HI: only Zipf ranks LO..HI-1 of each table (0 the hottest), drawn by rejection: "
+         "the rows a hot tier would hold (0:K) or leave (K:rows), measured apart",
+         NULL},
         {"threads", true, "threads (default 2)", NULL},
         {"seconds", true, "per measurement (default 2)", NULL},
         {"repeat", true, "measurements; the median is reported (default 3)", NULL},
@@ -201,6 +205,18 @@ int cmd_bench_sls(int argc, char **argv) {
     if ((v = cli_get(o, n, "repeat")) && !cli_int("--repeat", v, 1, 99, &repeat)) return 2;
     if ((v = cli_get(o, n, "zipf")) && !cli_double("--zipf", v, 0, 5, &alpha)) return 2;
     if ((v = cli_get(o, n, "hot-mb")) && !cli_double("--hot-mb", v, 0, 1 << 20, &hot_mb)) return 2;
+    unsigned long long rank_lo = 0, rank_hi = 0;
+    if ((v = cli_get(o, n, "zipf-ranks"))) {
+        char tail;
+        if (sscanf(v, "%llu:%llu%c", &rank_lo, &rank_hi, &tail) != 2 || rank_lo >= rank_hi ||
+            rank_hi > (unsigned long long)rows || alpha <= 0 || hot_mb > 0) {
+            fprintf(stderr,
+                    "spine bench sls: --zipf-ranks takes LO:HI with LO < HI <= --rows, with "
+                    "--zipf above 0 and without --hot-mb, not '%s'\n",
+                    v);
+            return 2;
+        }
+    }
     if ((v = cli_get(o, n, "seconds")) && !cli_double("--seconds", v, 0.01, 600, &seconds))
         return 2;
     if ((v = cli_get(o, n, "rowtype")) && spine_rowtype_parse(v, &rt)) {
@@ -267,7 +283,7 @@ int cmd_bench_sls(int argc, char **argv) {
         .num_dense = 1, .emb_dim = (int)dim, .num_tables = (int)T, .tables = desc};
     spine_rng rng;
     spine_rng_seed(&rng, 12345);
-    dlrm_index_dist dist = {alpha, 1};
+    dlrm_index_dist dist = {.alpha = alpha, .seed = 1, .rank_lo = rank_lo, .rank_hi = rank_hi};
     for (int s = 0; s < nsets; s++) {
         if (dlrm_inputs_random(&d, (int32_t)batch, (int)lookups, false, alpha > 0 ? &dist : NULL,
                                &rng, &sets[s], &err))
@@ -341,16 +357,18 @@ int cmd_bench_sls(int argc, char **argv) {
         if (cli_get(o, n, "json"))
             printf(
                 "{\"bench\":\"sls\",\"rowtype\":\"%s\",\"tables\":%lld,\"rows\":%lld,\"dim\":%lld,"
-                "\"batch\":%lld,\"lookups\":%lld,\"zipf\":%g,\"threads\":%lld,\"row_bytes\":%zu,"
+                "\"batch\":%lld,\"lookups\":%lld,\"zipf\":%g,\"zipf_rank_lo\":%llu,"
+                "\"zipf_rank_hi\":%llu,\"threads\":%lld,\"row_bytes\":%zu,"
                 "\"rows_per_s\":%.0f,\"limit_rows_per_s\":%.0f,\"fraction_of_limit\":%.4f,"
                 "\"lines_per_s\":%.0f,\"multi\":%s,\"hot_mb\":%g,\"hot_bytes\":%.0f,"
                 "\"hot_rows_per_s\":%.0f,\"hot_hit_rate\":%.4f,\"hot_ratio\":%.4f,"
                 "\"isa\":\"%s\",\"prefetch\":\"t%d:%d\",\"index_sets\":%d,\"llc_bytes\":%lld,"
                 "\"table_bytes\":%zu,\"limit_"
                 "buffer_bytes\":%zu}\n",
-                spine_rowtype_name(rt), T, rows, dim, batch, lookups, alpha, threads, rb, rate,
-                limit, rate / limit, rate * lines, cli_get(o, n, "multi") ? "true" : "false",
-                hot_mb, hbytes, hrate, hit, hratio, sls_isa_name(sls_best_isa()),
+                spine_rowtype_name(rt), T, rows, dim, batch, lookups, alpha, rank_lo,
+                rank_hi ? rank_hi : (unsigned long long)rows, threads, rb, rate, limit,
+                rate / limit, rate * lines, cli_get(o, n, "multi") ? "true" : "false", hot_mb,
+                hbytes, hrate, hit, hratio, sls_isa_name(sls_best_isa()),
                 sls_prefetch_get()->l2 ? 1 : 0, sls_prefetch_get()->dist, nsets,
                 (long long)spine_llc_bytes(), tbytes * (size_t)T, lim_bytes);
         else
@@ -361,6 +379,9 @@ int cmd_bench_sls(int argc, char **argv) {
                    spine_rowtype_name(rt), T, rows, dim, rb, batch, lookups, threads, rate / 1e6,
                    100.0 * rate / limit, rb, limit / 1e6, repeat, sls_isa_name(sls_best_isa()),
                    (double)(tbytes * (size_t)T) / 1e9, (double)spine_llc_bytes() / (1 << 20));
+        if (rank_hi && !cli_get(o, n, "json"))
+            printf("  indices: Zipf(%g) ranks %llu..%llu of each table only\n", alpha, rank_lo,
+                   rank_hi - 1);
         if (hot_mb > 0 && !cli_get(o, n, "json"))
             printf("  with hot tiers (%.1f MB in all): %.1f M rows/s, %.1f%% of rows from the "
                    "tiers; hot / plain %.2fx (median of %lld alternating pairs)\n",

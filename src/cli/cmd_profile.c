@@ -62,7 +62,7 @@ static int trace_gen(int argc, char **argv) {
     spine_error err = {0};
     spine_rng rng;
     spine_rng_seed(&rng, (uint64_t)seed * 31 + 7);
-    dlrm_index_dist dist = {alpha, (uint64_t)seed};
+    dlrm_index_dist dist = {.alpha = alpha, .seed = (uint64_t)seed};
     dlrm_inputs in;
     if (dlrm_inputs_random(d, (int32_t)samples, (int)lookups, false, alpha > 0 ? &dist : NULL, &rng,
                            &in, &err)) {

@@ -85,6 +85,9 @@ typedef struct dlrm_inputs {
 typedef struct dlrm_index_dist {
     double alpha;
     uint64_t seed; /* of the permutation: the same for a trace and the inputs it profiles */
+    /* Only Zipf ranks in [rank_lo, rank_hi) (rank 0 the hottest; rank_hi 0: the table's rows),
+     * drawn by rejection: the rows a hot tier would hold, or those it would leave, apart. */
+    uint64_t rank_lo, rank_hi;
 } dlrm_index_dist;
 /* The permutation of table t's rows under dist: row(rank k) = (a k + b) mod n, gcd(a, n) = 1. */
 typedef struct dlrm_perm {

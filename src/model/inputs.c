@@ -45,20 +45,48 @@ spine_status dlrm_inputs_random(const spine_model_desc *d, int32_t batch, int lo
     }
     for (size_t i = 0; i < B * (size_t)d->num_dense; i++) in->dense[i] = spine_rng_uniform(rng);
     size_t k = 0;
+    /* rejected Zipf draws allowed in all (a rank range must hold at least ~1/64 of the mass) */
+    uint64_t rejects = 0, reject_cap = 64 * (uint64_t)nv + (1u << 16);
     for (size_t t = 0; t < T; t++) {
         uint64_t rows = (uint64_t)d->tables[t].rows;
         spine_zipf z;
         dlrm_perm perm;
         bool skew = dist && dist->alpha > 0;
+        uint64_t lo = 0, hi = rows;
         if (skew) {
             spine_zipf_init(&z, rows, dist->alpha);
             dlrm_perm_init(dist, (int)t, (int64_t)rows, &perm);
+            lo = dist->rank_lo;
+            hi = dist->rank_hi ? SPINE_MIN(dist->rank_hi, rows) : rows;
+            if (lo >= hi) {
+                dlrm_inputs_free(in);
+                return spine_fail(err, SPINE_ERR_INVALID,
+                                  "table %zu: Zipf ranks [%llu, %llu) hold none of its %llu rows",
+                                  t, (unsigned long long)dist->rank_lo,
+                                  (unsigned long long)dist->rank_hi, (unsigned long long)rows);
+            }
         }
         for (size_t i = 0; i < B; i++) {
             in->lengths[t * B + i] = (int32_t)L;
             for (size_t j = 0; j < L; j++) {
-                in->values[k] = skew ? dlrm_perm_row(&perm, spine_zipf_draw(&z, rng))
-                                     : (int64_t)spine_rng_below(rng, rows);
+                if (skew) {
+                    uint64_t r = spine_zipf_draw(&z, rng);
+                    while ((r < lo || r >= hi) && rejects < reject_cap) {
+                        r = spine_zipf_draw(&z, rng);
+                        rejects++;
+                    }
+                    if (r < lo || r >= hi) { /* under 1/64 of the mass: too slow to draw */
+                        dlrm_inputs_free(in);
+                        return spine_fail(err, SPINE_ERR_INVALID,
+                                          "table %zu: Zipf(%g) ranks [%llu, %llu) are drawn "
+                                          "too rarely to sample",
+                                          t, dist->alpha, (unsigned long long)lo,
+                                          (unsigned long long)hi);
+                    }
+                    in->values[k] = dlrm_perm_row(&perm, r);
+                } else {
+                    in->values[k] = (int64_t)spine_rng_below(rng, rows);
+                }
                 if (weighted) in->weights[k] = spine_rng_uniform(rng);
                 k++;
             }

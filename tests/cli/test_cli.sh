@@ -87,6 +87,11 @@ check "SPINE_SLS_PREFETCH=t1:8 is taken" bash -c "SPINE_SLS_PREFETCH=t1:8 '$SPIN
 check "a malformed SPINE_SLS_PREFETCH leaves the default" bash -c "[ \"\$(SPINE_SLS_PREFETCH=t1:0 '$SPINE' bench sls --tables 1 --rows 200000 --batch 16 --lookups 8 --seconds 0.05 --repeat 1 --json 2>/dev/null | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())[\"prefetch\"])')\" = \"\$('$SPINE' bench sls --tables 1 --rows 200000 --batch 16 --lookups 8 --seconds 0.05 --repeat 1 --json 2>/dev/null | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())[\"prefetch\"])')\" ]"
 check "bench sls --hot-mb measures hot tiers against plain tables" bash -c "'$SPINE' bench sls --tables 2 --rows 200000 --dim 32 --zipf 1.0 --hot-mb 1 --pages 4k --batch 16 --lookups 8 --seconds 0.05 --repeat 2 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"hot_rows_per_s\"] > 0 and 0 < r[\"hot_hit_rate\"] < 1 and 0 < r[\"hot_bytes\"] <= 1 << 20 and r[\"hot_ratio\"] > 0 else 1)'"
 refuses "bench sls: bad page size" 2 "2m or 4k" "$SPINE" bench sls --pages 1g
+check "bench sls --zipf-ranks measures a rank range of the tables" bash -c "'$SPINE' bench sls --tables 2 --rows 200000 --zipf 1.0 --zipf-ranks 0:64 --batch 16 --lookups 8 --seconds 0.05 --repeat 1 --json 2>/dev/null | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); sys.exit(0 if r[\"zipf_rank_lo\"] == 0 and r[\"zipf_rank_hi\"] == 64 and r[\"rows_per_s\"] > 0 else 1)'"
+refuses "bench sls: --zipf-ranks without --zipf" 2 "zipf-ranks takes LO:HI" "$SPINE" bench sls --zipf-ranks 0:64
+refuses "bench sls: --zipf-ranks past the rows" 2 "zipf-ranks takes LO:HI" "$SPINE" bench sls --rows 1000 --zipf 1 --zipf-ranks 0:1001
+refuses "bench sls: --zipf-ranks with --hot-mb" 2 "zipf-ranks takes LO:HI" "$SPINE" bench sls --zipf 1 --zipf-ranks 0:64 --hot-mb 1
+refuses "bench sls: a Zipf rank range too rare to draw" 1 "too rarely to sample" "$SPINE" bench sls --tables 1 --rows 1000000 --zipf 5 --zipf-ranks 999000:1000000 --batch 16 --lookups 8 --seconds 0.05 --repeat 1
 check "bench fma runs" bash -c "'$SPINE' bench fma --threads 1 --seconds 0.05 --json | grep -q gflops"
 
 # DLRM traces and profiles (hot-entry profiling)

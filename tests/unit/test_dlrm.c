@@ -129,6 +129,45 @@ static void *share_thread(void *p) {
     return NULL;
 }
 
+/* Zipf indices limited to a rank range: every index is the row of a rank in range, every rank
+ * in a narrow range turns up, the hottest most often; a range past the rows, or one holding
+ * almost none of the mass, is an error rather than a hang. */
+static void zipf_rank_ranges_hold(void **state) {
+    (void)state;
+    enum { ROWS = 1000 };
+    spine_table_desc tab = {.rows = ROWS};
+    spine_model_desc d = {.num_dense = 1, .emb_dim = 4, .num_tables = 1, .tables = &tab};
+    dlrm_index_dist dist = {.alpha = 1.0, .seed = 7, .rank_lo = 10, .rank_hi = 20};
+    dlrm_perm perm;
+    dlrm_perm_init(&dist, 0, ROWS, &perm);
+    int rank_of[ROWS], seen[ROWS] = {0};
+    for (int k = 0; k < ROWS; k++) rank_of[dlrm_perm_row(&perm, (uint64_t)k)] = k;
+    spine_rng r;
+    spine_rng_seed(&r, 3);
+    dlrm_inputs in;
+    assert_int_equal(dlrm_inputs_random(&d, 200, 10, false, &dist, &r, &in, NULL), SPINE_OK);
+    for (int64_t i = 0; i < in.nvalues; i++) {
+        assert_true(in.values[i] >= 0 && in.values[i] < ROWS);
+        int k = rank_of[in.values[i]];
+        assert_true(k >= 10 && k < 20);
+        seen[k]++;
+    }
+    for (int k = 10; k < 20; k++) assert_true(seen[k] > 0);
+    assert_true(seen[10] > seen[19]); /* 1.9x as likely */
+    dlrm_inputs_free(&in);
+    dist.rank_lo = 500, dist.rank_hi = 0; /* 0: up to the table's rows (9% of the mass) */
+    assert_int_equal(dlrm_inputs_random(&d, 200, 10, false, &dist, &r, &in, NULL), SPINE_OK);
+    for (int64_t i = 0; i < in.nvalues; i++) assert_true(rank_of[in.values[i]] >= 500);
+    dlrm_inputs_free(&in);
+    dist.rank_lo = 1000, dist.rank_hi = 2000;
+    assert_int_equal(dlrm_inputs_random(&d, 10, 10, false, &dist, &r, &in, NULL),
+                     SPINE_ERR_INVALID);
+    dist.alpha = 5, dist.rank_lo = 999, dist.rank_hi = 1000; /* mass ~ 1e-15 */
+    assert_int_equal(dlrm_inputs_random(&d, 10, 10, false, &dist, &r, &in, NULL),
+                     SPINE_ERR_INVALID);
+    assert_null(in.values);
+}
+
 static void one_model_serves_many_threads(void **state) {
     (void)state;
     spine_model *m = gen_model("tiny", 1, -1);
@@ -297,6 +336,7 @@ int test_group_dlrm(void) {
         cmocka_unit_test(forward_pass_matches_hand_computation),
         cmocka_unit_test(chunked_and_threaded_runs_agree),
         cmocka_unit_test(one_model_serves_many_threads),
+        cmocka_unit_test(zipf_rank_ranges_hold),
         cmocka_unit_test(batches_are_validated),
         cmocka_unit_test(model_files_are_checked),
         cmocka_unit_test(generation_is_deterministic_across_threads),
