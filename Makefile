@@ -58,8 +58,7 @@ bench-moe: deps-test build
 bench-sls: deps-test build
 	bench/sls.sh $(BUILD)/release
 	bench/sls_shapes.sh $(BUILD)/release
-	$(BUILD)/release/spine bench sls --tables 32 --rows 500000 --dim 64 --lookups 120 --zipf 1.0 \
-	    --hot-mb 16 --seconds 2 --repeat 4
+	bench/hot_bound.sh $(BUILD)/release
 
 bench-serve: deps-test build
 	bench/serve_overhead.sh $(BUILD)/release
